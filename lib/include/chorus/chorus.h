@@ -1,0 +1,362 @@
+/*
+ * chorus.h - choreography sagas for C, on RabbitMQ and PostgreSQL.
+ *
+ * This is the one public header of libchorus.  It carries no rabbitmq-c,
+ * libpq or cJSON type: handlers that need one include the small companion
+ * headers (chorus/chorus_json.h) instead.
+ *
+ * Thread safety: a chorus_t is used by one thread at a time, except where a
+ * function says otherwise (chorus_stop() may be called from any thread and
+ * from a signal handler).  Configuration and envelope objects are plain
+ * values: use each from one thread at a time.
+ *
+ * Ownership: every *_new has a *_destroy, and *_destroy(NULL) is a no-op.
+ * Strings returned by accessors are borrowed from the object they came from
+ * and live as long as it does, unless the function says otherwise.
+ */
+#ifndef CHORUS_H
+#define CHORUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CHORUS_API __attribute__((visibility("default")))
+#define CHORUS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CHORUS_API
+#define CHORUS_PRINTF(f, a)
+#endif
+
+#define CHORUS_VERSION_MAJOR 0
+#define CHORUS_VERSION_MINOR 1
+#define CHORUS_VERSION_PATCH 0
+#define CHORUS_VERSION_STR "0.1.0"
+
+/** The library's version string ("0.1.0"). */
+CHORUS_API const char *chorus_version(void);
+
+/* ------------------------------------------------------------------------
+ * Errors
+ *
+ * One list; the enum, chorus_strerror() and chorus_err_name() are generated
+ * from it.  The list is append-only: a code is never renumbered or reused.
+ * ---------------------------------------------------------------------- */
+#define CHORUS_ERRNO_MAP(X)                                                  \
+    X(OK, "success")                                                         \
+    X(INVALID_ARG, "invalid argument")                                       \
+    X(NOMEM, "out of memory")                                                \
+    X(PARSE, "malformed JSON")                                               \
+    X(SCHEMA, "envelope does not match the event contract")                  \
+    X(TOO_LARGE, "message exceeds the size limit")                           \
+    X(TOO_DEEP, "message exceeds the nesting limit")                         \
+    X(BAD_UTF8, "message is not valid UTF-8")                                \
+    X(UNKNOWN_CONF, "unknown configuration property")                        \
+    X(INVALID_CONF, "invalid configuration value")                           \
+    X(BAD_URL, "malformed AMQP URL")                                         \
+    X(CONNECT, "could not connect to any broker")                            \
+    X(AUTH, "broker refused the credentials")                                \
+    X(TIMEOUT, "operation timed out")                                        \
+    X(CONN_CLOSED, "connection to the broker was lost")                      \
+    X(CHANNEL_CLOSED, "the broker closed the channel")                       \
+    X(NACKED, "the broker refused the message (nack)")                       \
+    X(UNROUTABLE, "the message could not be routed")                         \
+    X(NOT_FOUND, "no such object")                                           \
+    X(PRECONDITION, "broker object exists with different arguments")         \
+    X(STOPPED, "stopped")                                                    \
+    X(STATE, "operation not allowed in this state")                          \
+    X(IO, "input/output error")                                              \
+    X(DB, "database error")                                                  \
+    X(CONFLICT, "concurrent modification (version conflict)")                \
+    X(QUEUE_FULL, "too many unconfirmed messages")                           \
+    X(NO_HANDLER, "no handler for this event type")                          \
+    X(PROTOCOL, "unexpected AMQP frame")
+
+typedef enum chorus_err_e {
+#define CHORUS__ERR_ENUM(name, msg) CHORUS_ERR_##name,
+    CHORUS_ERRNO_MAP(CHORUS__ERR_ENUM)
+#undef CHORUS__ERR_ENUM
+    CHORUS_ERR__END
+} chorus_err_t;
+
+#define CHORUS_OK CHORUS_ERR_OK
+
+/** A static, human-readable text for @p err; never NULL. */
+CHORUS_API const char *chorus_strerror(chorus_err_t err);
+/** The code's name without prefix ("TIMEOUT"); never NULL. */
+CHORUS_API const char *chorus_err_name(chorus_err_t err);
+
+/*
+ * An error object, where the cause matters: a code, a message saying what
+ * exactly is wrong, and whether retrying may help.
+ */
+typedef struct chorus_error_s chorus_error_t;
+
+CHORUS_API chorus_err_t chorus_error_code(const chorus_error_t *e);
+/** The detailed message ("field 'version' must be an integer"). */
+CHORUS_API const char *chorus_error_string(const chorus_error_t *e);
+/** Non-zero when the same operation may succeed later (a broker outage). */
+CHORUS_API int chorus_error_is_retriable(const chorus_error_t *e);
+CHORUS_API void chorus_error_destroy(chorus_error_t *e);
+
+/* ------------------------------------------------------------------------
+ * Logging
+ * ---------------------------------------------------------------------- */
+enum {
+    CHORUS_LOG_ERR = 3,
+    CHORUS_LOG_WARNING = 4,
+    CHORUS_LOG_NOTICE = 5,
+    CHORUS_LOG_INFO = 6,
+    CHORUS_LOG_DEBUG = 7
+};
+
+/*
+ * Called on the thread that logs (the thread using the chorus_t, or the
+ * heartbeat thread for heartbeat problems).  @p line is borrowed until the
+ * callback returns; it never contains credentials.
+ */
+typedef void(chorus_log_cb)(int level, const char *service, const char *line,
+                            void *opaque);
+
+/* ------------------------------------------------------------------------
+ * Configuration
+ *
+ * Every key is listed, with its default and meaning, in docs/CONFIGURATION.md,
+ * which is generated from the same table that validates chorus_conf_set().
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_conf_s chorus_conf_t;
+
+typedef enum {
+    CHORUS_CONF_UNKNOWN = -2, /**< no such key */
+    CHORUS_CONF_INVALID = -1, /**< value rejected; errstr says why */
+    CHORUS_CONF_OK = 0
+} chorus_conf_res_t;
+
+CHORUS_API chorus_conf_t *chorus_conf_new(void);
+CHORUS_API chorus_conf_t *chorus_conf_dup(const chorus_conf_t *conf);
+CHORUS_API void chorus_conf_destroy(chorus_conf_t *conf);
+CHORUS_API chorus_conf_res_t chorus_conf_set(chorus_conf_t *conf,
+                                             const char *key, const char *value,
+                                             char *errstr, size_t errstr_size);
+/** The current value as text (the default when never set); NULL if unknown. */
+CHORUS_API const char *chorus_conf_get(const chorus_conf_t *conf,
+                                       const char *key);
+CHORUS_API void chorus_conf_set_log_cb(chorus_conf_t *conf, chorus_log_cb *cb,
+                                       void *opaque);
+/** Writes the documentation of every key, as Markdown, to @p out (a FILE *). */
+CHORUS_API void chorus_conf_write_docs(void *out);
+
+/* ------------------------------------------------------------------------
+ * Envelopes (the event contract, schema/envelope.schema.json)
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_envelope_s chorus_envelope_t;
+
+/** Decoding limits; chorus_envelope_limits_default() gives 1 MiB and 32. */
+typedef struct chorus_envelope_limits_s {
+    size_t max_bytes;
+    int max_depth;
+} chorus_envelope_limits_t;
+
+CHORUS_API chorus_envelope_limits_t chorus_envelope_limits_default(void);
+
+/*
+ * A new envelope with a fresh event_id (UUIDv7) and the current time.
+ * @p data_json must be a JSON object (NULL means {}).  Returns NULL and sets
+ * *errp (if errp is not NULL) when an argument is invalid.
+ */
+CHORUS_API chorus_envelope_t *chorus_envelope_new(const char *event_type,
+                                                  const char *aggregate_id,
+                                                  int64_t version,
+                                                  const char *data_json,
+                                                  chorus_error_t **errp);
+CHORUS_API chorus_envelope_t *chorus_envelope_dup(const chorus_envelope_t *env);
+CHORUS_API void chorus_envelope_destroy(chorus_envelope_t *env);
+
+/*
+ * Parses and validates @p len bytes.  Checks, in this order: size, UTF-8,
+ * JSON syntax with no trailing bytes, nesting depth, then every required
+ * field and its type.  On failure returns the code and sets *errp to an error
+ * object naming the problem (caller destroys it).
+ */
+CHORUS_API chorus_err_t chorus_envelope_parse(const char *buf, size_t len,
+                                              const chorus_envelope_limits_t *lim,
+                                              chorus_envelope_t **envp,
+                                              chorus_error_t **errp);
+/** Serializes to compact JSON; *out is malloc'd, the caller frees it. */
+CHORUS_API chorus_err_t chorus_envelope_serialize(const chorus_envelope_t *env,
+                                                  char **out, size_t *lenp);
+
+CHORUS_API const char *chorus_envelope_event_id(const chorus_envelope_t *env);
+CHORUS_API const char *chorus_envelope_event_type(const chorus_envelope_t *env);
+CHORUS_API const char *chorus_envelope_aggregate_id(const chorus_envelope_t *env);
+/** The aggregate version this event gives its aggregate. */
+CHORUS_API int64_t chorus_envelope_version(const chorus_envelope_t *env);
+/** The schema version of the event type's data (optional field, default 1). */
+CHORUS_API int chorus_envelope_schema_version(const chorus_envelope_t *env);
+/** RFC 3339 UTC with milliseconds, "2026-03-14T10:00:00.000Z". */
+CHORUS_API const char *chorus_envelope_timestamp(const chorus_envelope_t *env);
+/** Milliseconds since the Unix epoch, from the timestamp. */
+CHORUS_API int64_t chorus_envelope_timestamp_ms(const chorus_envelope_t *env);
+/** The data object as compact JSON text. */
+CHORUS_API const char *chorus_envelope_data_json(const chorus_envelope_t *env);
+/** Metadata fields; NULL when absent. */
+CHORUS_API const char *chorus_envelope_correlation_id(const chorus_envelope_t *env);
+CHORUS_API const char *chorus_envelope_causation_id(const chorus_envelope_t *env);
+CHORUS_API const char *chorus_envelope_user_id(const chorus_envelope_t *env);
+CHORUS_API const char *chorus_envelope_traceparent(const chorus_envelope_t *env);
+
+CHORUS_API chorus_err_t chorus_envelope_set_event_id(chorus_envelope_t *env, const char *uuid);
+CHORUS_API chorus_err_t chorus_envelope_set_timestamp_ms(chorus_envelope_t *env, int64_t ms);
+CHORUS_API chorus_err_t chorus_envelope_set_schema_version(chorus_envelope_t *env, int v);
+CHORUS_API chorus_err_t chorus_envelope_set_data_json(chorus_envelope_t *env, const char *json);
+/** Metadata setters; NULL removes the field. */
+CHORUS_API chorus_err_t chorus_envelope_set_correlation_id(chorus_envelope_t *env, const char *uuid);
+CHORUS_API chorus_err_t chorus_envelope_set_causation_id(chorus_envelope_t *env, const char *uuid);
+CHORUS_API chorus_err_t chorus_envelope_set_user_id(chorus_envelope_t *env, const char *uuid);
+CHORUS_API chorus_err_t chorus_envelope_set_traceparent(chorus_envelope_t *env, const char *tp);
+
+/** Writes a new UUIDv7 (time-ordered), 36 characters plus NUL, into @p out. */
+CHORUS_API void chorus_uuid_v7(char out[37]);
+/** Non-zero when @p s is a canonical hyphenated UUID (any version). */
+CHORUS_API int chorus_uuid_valid(const char *s);
+/** Formats @p ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ" into @p out. */
+CHORUS_API void chorus_format_timestamp(int64_t ms, char out[25]);
+/** Parses an RFC 3339 timestamp (any offset) into ms since the epoch; -1 if bad. */
+CHORUS_API int64_t chorus_parse_timestamp(const char *s);
+/** Milliseconds since the epoch, wall clock. */
+CHORUS_API int64_t chorus_now_ms(void);
+
+/* ------------------------------------------------------------------------
+ * The participant: connection, topology, publishing, consuming
+ *
+ *   chorus_new(conf)          ->  chorus_register(type, handler) ...
+ *   chorus_start()            ->  connect, declare topology, consume
+ *   chorus_run() / _poll()    ->  deliveries in, handlers, publishes, acks
+ *   chorus_stop()             ->  from anywhere, even a signal handler
+ *   chorus_destroy()
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_s chorus_t;
+typedef struct chorus_delivery_s chorus_delivery_t;
+
+/** What a handler decides about one delivery. */
+typedef enum {
+    CHORUS_HANDLED = 0,     /**< done; emitted events are published, then acked */
+    CHORUS_RETRY_LATER = 1, /**< transient: retried after a delay, DLQ after the last attempt */
+    CHORUS_REJECT = 2       /**< permanent: dead-lettered at once with the reason */
+} chorus_outcome_t;
+
+/*
+ * A handler.  Called on the thread running chorus_run()/chorus_poll().
+ * @p env and @p d are borrowed until it returns.  It must not call
+ * chorus_poll(), chorus_run() or chorus_destroy() on @p ch.
+ */
+typedef chorus_outcome_t(chorus_handler_fn)(chorus_t *ch, chorus_delivery_t *d,
+                                            const chorus_envelope_t *env,
+                                            void *opaque);
+
+/*
+ * Delivery report for chorus_publish(): called once per published envelope,
+ * from chorus_poll()/chorus_flush(), with CHORUS_OK when the broker confirmed
+ * it, or CHORUS_ERR_NACKED / CHORUS_ERR_UNROUTABLE.  @p env is borrowed.
+ */
+typedef void(chorus_dr_cb)(chorus_t *ch, const chorus_envelope_t *env,
+                           chorus_err_t result, void *msg_opaque, void *opaque);
+
+CHORUS_API void chorus_conf_set_dr_cb(chorus_conf_t *conf, chorus_dr_cb *cb,
+                                      void *opaque);
+
+/*
+ * Creates a participant.  On success it takes ownership of @p conf (do not
+ * use or destroy it afterwards); on failure returns NULL, leaves @p conf with
+ * the caller, and writes the reason into @p errstr.
+ */
+CHORUS_API chorus_t *chorus_new(chorus_conf_t *conf, char *errstr,
+                                size_t errstr_size);
+CHORUS_API void chorus_destroy(chorus_t *ch);
+
+/*
+ * Registers @p fn for @p event_type; the service queue is bound to the
+ * routing key "*.<event_type>" unless "topology.bindings" says otherwise.
+ * Only before chorus_start().
+ */
+CHORUS_API chorus_err_t chorus_register(chorus_t *ch, const char *event_type,
+                                        chorus_handler_fn *fn, void *opaque);
+
+/* Connects (trying each configured broker in turn), declares the topology
+ * and starts consuming when handlers are registered. */
+CHORUS_API chorus_err_t chorus_start(chorus_t *ch);
+/*
+ * Does the work that is ready, waiting up to @p timeout_ms for some:
+ * deliveries, confirms, reconnects.  Returns CHORUS_OK, or
+ * CHORUS_ERR_STOPPED once chorus_stop() was called.
+ */
+CHORUS_API chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms);
+/* chorus_poll() until chorus_stop(); then flushes publishes (bounded). */
+CHORUS_API chorus_err_t chorus_run(chorus_t *ch);
+/* Asks chorus_run() to return.  Any thread; async-signal-safe. */
+CHORUS_API void chorus_stop(chorus_t *ch);
+
+/*
+ * Publishes @p env on the events exchange with routing key
+ * "<service>.<event_type>", taking ownership of it.  Returns at once, before
+ * the confirm; the delivery report tells the outcome.  Messages not yet
+ * confirmed when the connection drops are published again after the
+ * reconnect (at-least-once).  CHORUS_ERR_QUEUE_FULL when "publish.window"
+ * messages are unconfirmed (call chorus_poll()).
+ */
+CHORUS_API chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env,
+                                       void *msg_opaque);
+/* Waits until every publish is confirmed or @p timeout_ms passes. */
+CHORUS_API chorus_err_t chorus_flush(chorus_t *ch, int timeout_ms);
+/* Messages published and not yet reported. */
+CHORUS_API size_t chorus_outq_len(const chorus_t *ch);
+
+/* --- inside a handler ------------------------------------------------- */
+
+/*
+ * Emits a new event caused by the delivery being handled: correlation_id is
+ * the delivery's (or its event_id when it has none), causation_id its
+ * event_id.  Published with confirms after the handler returns
+ * CHORUS_HANDLED, before the delivery is acked; discarded otherwise.
+ * Takes ownership of @p env.
+ */
+CHORUS_API chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env);
+/** 1 for the first delivery of a message, 2 after one retry, ... */
+CHORUS_API int chorus_delivery_attempt(const chorus_delivery_t *d);
+/** Non-zero when the broker says it delivered this message before. */
+CHORUS_API int chorus_delivery_redelivered(const chorus_delivery_t *d);
+CHORUS_API const char *chorus_delivery_routing_key(const chorus_delivery_t *d);
+/** Records why the handler retries or rejects; carried in fault headers. */
+CHORUS_API void chorus_delivery_set_error(chorus_delivery_t *d, const char *fmt,
+                                          ...) CHORUS_PRINTF(2, 3);
+
+/* --- names and counters ----------------------------------------------- */
+
+CHORUS_API const char *chorus_service(const chorus_t *ch);
+CHORUS_API const char *chorus_queue_name(const chorus_t *ch);
+CHORUS_API const char *chorus_dlq_name(const chorus_t *ch);
+CHORUS_API const char *chorus_exchange_name(const chorus_t *ch);
+
+typedef struct chorus_stats_s {
+    uint64_t handled;       /**< deliveries acked after their handler succeeded */
+    uint64_t duplicates;    /**< deliveries skipped as already handled */
+    uint64_t retried;       /**< deliveries sent to a retry queue */
+    uint64_t dead_lettered; /**< deliveries sent to the DLQ */
+    uint64_t published;     /**< publishes confirmed by the broker */
+    uint64_t nacked;        /**< publishes nacked by the broker */
+    uint64_t returned;      /**< publishes returned unroutable */
+    uint64_t reconnects;    /**< successful reconnects after a loss */
+    uint64_t handler_ns;    /**< total time spent in handlers */
+    uint64_t propagation_ms;/**< total event-timestamp-to-handling delay */
+} chorus_stats_t;
+
+CHORUS_API void chorus_stats(const chorus_t *ch, chorus_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CHORUS_H */

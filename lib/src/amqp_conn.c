@@ -1,0 +1,401 @@
+/*
+ * amqp_conn.c - one AMQP connection per participant: open it, keep it
+ * alive, notice when it dies, and bring it back.
+ *
+ *   chorus__conn_open():  for each broker URL in order
+ *       TCP connect (bounded) -> login (bounded handshake, capabilities
+ *       consumer_cancel_notify + connection.blocked) -> channels
+ *       1 consume, 2 publish (confirm mode), 3 admin (declarations)
+ *       -> declare topology -> basic.qos + basic.consume -> resend
+ *
+ *   chorus__dispatch():  the one frame reader.  rabbitmq-c 0.11 hands out
+ *       deliveries, confirms, returns and broker closes on one stream, so
+ *       every frame is routed here:
+ *           basic.deliver   (ch 1) -> backlog of deliveries
+ *           basic.ack/nack  (ch 2) -> confirm tracker
+ *           basic.return    (ch 2) -> marks the publish unroutable
+ *           basic.cancel    (ch 1) -> re-declare and consume again
+ *           channel.close   (any)  -> close-ok, reopen that channel only
+ *           connection.close / socket error -> chorus__conn_lost()
+ *
+ *   chorus__conn_lost():  drop the socket, forget deliveries (the broker
+ *       requeues what was not acked), queue unconfirmed publishes to resend,
+ *       and schedule a reconnect with exponential backoff and jitter.
+ *
+ * rabbitmq-c sends heartbeats only from inside its own calls.  A handler
+ * that runs longer than the heartbeat interval would get the connection
+ * closed by the broker, so a small thread sends heartbeat frames whenever
+ * the connection lock is free (see chorus_int.h on locking).
+ */
+#include "chorus_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+void chorus__lock(chorus_t *ch) { pthread_mutex_lock(&ch->conn_lock); }
+
+void chorus__unlock(chorus_t *ch) {
+    atomic_store(&ch->last_io_ms, chorus__mono_ms());
+    pthread_mutex_unlock(&ch->conn_lock);
+}
+
+static struct timeval tv_ms(long ms) {
+    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+/* ---- heartbeats ---------------------------------------------------------- */
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void *hb_main(void *arg) {
+    chorus_t *ch = arg;
+    while (!atomic_load(&ch->hb_stop)) {
+        sleep_ms(200);
+        if (ch->heartbeat_s <= 0)
+            continue;
+        int64_t due = atomic_load(&ch->last_io_ms) + ch->heartbeat_s * 1000L / 2;
+        if (chorus__mono_ms() < due)
+            continue;
+        if (pthread_mutex_trylock(&ch->conn_lock) != 0)
+            continue; /* the main thread is inside rabbitmq-c: it sends them */
+        if (ch->st) {
+            amqp_frame_t f = {.frame_type = AMQP_FRAME_HEARTBEAT, .channel = 0};
+            if (amqp_send_frame(ch->st, &f) != AMQP_STATUS_OK)
+                chorus__log(ch, CHORUS_LOG_WARNING, "heartbeat send failed");
+        }
+        chorus__unlock(ch);
+    }
+    return NULL;
+}
+
+chorus_err_t chorus__hb_start(chorus_t *ch) {
+    atomic_store(&ch->hb_stop, false);
+    if (pthread_create(&ch->hb_thread, NULL, hb_main, ch) != 0)
+        return CHORUS_ERR_NOMEM;
+    ch->hb_started = true;
+    return CHORUS_OK;
+}
+
+void chorus__hb_stop(chorus_t *ch) {
+    if (!ch->hb_started)
+        return;
+    atomic_store(&ch->hb_stop, true);
+    pthread_join(ch->hb_thread, NULL);
+    ch->hb_started = false;
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+static amqp_table_t client_properties(chorus_t *ch, amqp_table_entry_t *e,
+                                      amqp_table_entry_t *caps) {
+    static const char *const cap_names[] = {
+        "consumer_cancel_notify", "connection.blocked", "publisher_confirms",
+        "basic.nack", "authentication_failure_close"};
+    for (int i = 0; i < 5; i++) {
+        caps[i].key = amqp_cstring_bytes(cap_names[i]);
+        caps[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+        caps[i].value.value.boolean = 1;
+    }
+    e[0].key = amqp_cstring_bytes("connection_name");
+    e[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[0].value.value.bytes = amqp_cstring_bytes(ch->conn_name);
+    e[1].key = amqp_cstring_bytes("product");
+    e[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[1].value.value.bytes = amqp_cstring_bytes("chorus " CHORUS_VERSION_STR);
+    e[2].key = amqp_cstring_bytes("capabilities");
+    e[2].value.kind = AMQP_FIELD_KIND_TABLE;
+    e[2].value.value.table = (amqp_table_t){.num_entries = 5, .entries = caps};
+    return (amqp_table_t){.num_entries = 3, .entries = e};
+}
+
+static chorus_err_t open_channel(chorus_t *ch, amqp_channel_t n, char *err,
+                                 size_t size) {
+    amqp_channel_open(ch->st, n);
+    return chorus__amqp_reply_error(ch->st, n, amqp_get_rpc_reply(ch->st),
+                                    "opening a channel", err, size);
+}
+
+/* Brings channel @p n (back) into the state chorus needs. */
+static chorus_err_t setup_channel(chorus_t *ch, amqp_channel_t n, char *err,
+                                  size_t size) {
+    chorus_err_t rc = open_channel(ch, n, err, size);
+    if (rc)
+        return rc;
+    if (n == CHORUS__CH_PUBLISH) {
+        amqp_confirm_select(ch->st, n);
+        return chorus__amqp_reply_error(ch->st, n, amqp_get_rpc_reply(ch->st),
+                                        "confirm.select", err, size);
+    }
+    return CHORUS_OK;
+}
+
+static chorus_err_t login(chorus_t *ch, const chorus__url_t *u, char *err,
+                          size_t size) {
+    amqp_table_entry_t e[3], caps[5];
+    amqp_table_t props = client_properties(ch, e, caps);
+    amqp_rpc_reply_t r = amqp_login_with_properties(
+        ch->st, u->vhost, 0, 131072, ch->heartbeat_s, &props,
+        AMQP_SASL_METHOD_PLAIN, u->user, u->pass);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_SOCKET_CLOSED) {
+        chorus__errstr(err, size, "login refused (check user, password and vhost)");
+        return CHORUS_ERR_AUTH;
+    }
+    return chorus__amqp_reply_error(ch->st, 0, r, "login", err, size);
+}
+
+static chorus_err_t try_url(chorus_t *ch, const chorus__url_t *u, char *err,
+                            size_t size) {
+    ch->st = amqp_new_connection();
+    if (!ch->st)
+        return CHORUS_ERR_NOMEM;
+    amqp_socket_t *sock = amqp_tcp_socket_new(ch->st);
+    if (!sock)
+        return CHORUS_ERR_NOMEM;
+    struct timeval hs = tv_ms(chorus__conf_int(ch->conf, "amqp.handshake.timeout.ms"));
+    struct timeval rpc = tv_ms(chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms"));
+    struct timeval ct = tv_ms(chorus__conf_int(ch->conf, "amqp.connect.timeout.ms"));
+    amqp_set_handshake_timeout(ch->st, &hs);
+    amqp_set_rpc_timeout(ch->st, &rpc);
+    int s = amqp_socket_open_noblock(sock, u->host, u->port, &ct);
+    if (s != AMQP_STATUS_OK) {
+        chorus__errstr(err, size, "TCP connect: %s", amqp_error_string2(s));
+        return s == AMQP_STATUS_TIMEOUT ? CHORUS_ERR_TIMEOUT : CHORUS_ERR_CONNECT;
+    }
+    chorus_err_t rc = login(ch, u, err, size);
+    for (amqp_channel_t n = 1; !rc && n <= 3; n++)
+        rc = setup_channel(ch, n, err, size);
+    if (!rc)
+        rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, size);
+    if (!rc && ch->nhandlers > 0)
+        rc = chorus__consume_start(ch);
+    return rc;
+}
+
+static void destroy_state(chorus_t *ch) {
+    if (!ch->st)
+        return;
+    amqp_destroy_connection(ch->st);
+    ch->st = NULL;
+    ch->consuming = false;
+    ch->blocked = false;
+}
+
+chorus_err_t chorus__conn_open(chorus_t *ch) {
+    chorus_err_t rc = CHORUS_ERR_CONNECT;
+    char err[512] = "no broker URL";
+    chorus__lock(ch);
+    for (int i = 0; i < ch->nurls; i++) {
+        char where[300];
+        chorus__url_describe(&ch->urls[i], where, sizeof(where));
+        rc = try_url(ch, &ch->urls[i], err, sizeof(err));
+        if (rc == CHORUS_OK) {
+            chorus__log(ch, CHORUS_LOG_INFO, "connected to %s as %s", where,
+                        ch->urls[i].user);
+            break;
+        }
+        chorus__log(ch, CHORUS_LOG_WARNING, "broker %s: %s", where, err);
+        destroy_state(ch);
+    }
+    if (rc == CHORUS_OK)
+        chorus__publisher_resend(ch);
+    chorus__unlock(ch);
+    return rc;
+}
+
+/* ---- loss and close ------------------------------------------------------ */
+
+static long jitter(long ms) {
+    unsigned r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (unsigned)chorus__mono_ns();
+    return ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
+}
+
+/* Called with the lock held. */
+void chorus__conn_lost(chorus_t *ch, const char *why) {
+    if (!ch->st)
+        return;
+    chorus__log(ch, CHORUS_LOG_WARNING, "connection lost: %s; reconnecting", why);
+    destroy_state(ch);
+    chorus__backlog_clear(ch);
+    chorus__publisher_reset(ch);
+    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
+    if (ch->backoff_ms <= 0)
+        ch->backoff_ms = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
+    ch->next_reconnect_ms = chorus__mono_ms() + jitter(ch->backoff_ms);
+    ch->backoff_ms = ch->backoff_ms * 2 > max ? max : ch->backoff_ms * 2;
+}
+
+void chorus__conn_close(chorus_t *ch) {
+    chorus__lock(ch);
+    if (ch->st) {
+        amqp_channel_close(ch->st, CHORUS__CH_CONSUME, AMQP_REPLY_SUCCESS);
+        amqp_channel_close(ch->st, CHORUS__CH_PUBLISH, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(ch->st, AMQP_REPLY_SUCCESS);
+        destroy_state(ch);
+    }
+    chorus__unlock(ch);
+}
+
+/* ---- the dispatcher ------------------------------------------------------ */
+
+static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
+    amqp_basic_deliver_t *m = f->payload.method.decoded;
+    chorus_delivery_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return CHORUS_ERR_NOMEM;
+    d->ch = ch;
+    d->tag = m->delivery_tag;
+    d->redelivered = m->redelivered;
+    d->routing_key = strndup(m->routing_key.bytes, m->routing_key.len);
+    amqp_rpc_reply_t r = amqp_read_message(ch->st, f->channel, &d->msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL || !d->routing_key) {
+        free(d->routing_key);
+        free(d);
+        return CHORUS_ERR_CONN_CLOSED;
+    }
+    if (ch->backlog_tail)
+        ch->backlog_tail->next = d;
+    else
+        ch->backlog_head = d;
+    ch->backlog_tail = d;
+    ch->backlog_len++;
+    return CHORUS_OK;
+}
+
+static chorus_err_t on_return(chorus_t *ch, amqp_frame_t *f) {
+    amqp_message_t msg;
+    amqp_rpc_reply_t r = amqp_read_message(ch->st, f->channel, &msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL)
+        return CHORUS_ERR_CONN_CLOSED;
+    chorus__on_return(ch, &msg);
+    amqp_destroy_message(&msg);
+    return CHORUS_OK;
+}
+
+/* The broker closed one channel: the others and the connection live on. */
+static chorus_err_t on_channel_close(chorus_t *ch, amqp_frame_t *f) {
+    amqp_channel_close_t *m = f->payload.method.decoded;
+    amqp_channel_t n = f->channel;
+    chorus__log(ch, CHORUS_LOG_WARNING, "broker closed channel %u: %u %.*s",
+                n, m->reply_code, (int)m->reply_text.len,
+                (const char *)m->reply_text.bytes);
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(ch->st, n, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok))
+        return CHORUS_ERR_CONN_CLOSED;
+    char err[512];
+    if (n == CHORUS__CH_CONSUME) {
+        ch->consuming = false;
+        chorus__backlog_clear(ch); /* the broker requeues them */
+    } else if (n == CHORUS__CH_PUBLISH) {
+        chorus__publisher_reset(ch);
+    }
+    chorus_err_t rc = setup_channel(ch, n, err, sizeof(err));
+    /* A 404 may mean someone deleted what we declared: declare again. */
+    if (!rc)
+        rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err,
+                                      sizeof(err));
+    if (!rc && n == CHORUS__CH_CONSUME && ch->nhandlers > 0)
+        rc = chorus__consume_start(ch);
+    if (!rc && n == CHORUS__CH_PUBLISH)
+        chorus__publisher_resend(ch);
+    if (rc) {
+        chorus__log(ch, CHORUS_LOG_ERR, "recovering channel %u: %s", n, err);
+        return CHORUS_ERR_CONN_CLOSED;
+    }
+    chorus__log(ch, CHORUS_LOG_INFO, "channel %u recovered", n);
+    return CHORUS_OK;
+}
+
+static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f) {
+    char err[256];
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_DELIVER_METHOD:
+        return on_deliver(ch, f);
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *m = f->payload.method.decoded;
+        chorus__on_confirm(ch, m->delivery_tag, m->multiple, false);
+        return CHORUS_OK;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *m = f->payload.method.decoded;
+        chorus__on_confirm(ch, m->delivery_tag, m->multiple, true);
+        return CHORUS_OK;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+        return on_return(ch, f);
+    case AMQP_BASIC_CANCEL_METHOD:
+        /* consumer_cancel_notify: our queue went away.  Declare it again. */
+        chorus__log(ch, CHORUS_LOG_WARNING, "broker cancelled our consumer; re-declaring");
+        ch->consuming = false;
+        if (chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err,
+                                     sizeof(err)) ||
+            chorus__consume_start(ch))
+            return CHORUS_ERR_CONN_CLOSED;
+        return CHORUS_OK;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        return on_channel_close(ch, f);
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *m = f->payload.method.decoded;
+        chorus__log(ch, CHORUS_LOG_WARNING, "broker closed the connection: %u %.*s",
+                    m->reply_code, (int)m->reply_text.len,
+                    (const char *)m->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(ch->st, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        return CHORUS_ERR_CONN_CLOSED;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        ch->blocked = true;
+        chorus__log(ch, CHORUS_LOG_WARNING, "broker blocked publishing (resource alarm)");
+        return CHORUS_OK;
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        ch->blocked = false;
+        chorus__log(ch, CHORUS_LOG_INFO, "broker unblocked publishing");
+        return CHORUS_OK;
+    default:
+        chorus__log(ch, CHORUS_LOG_DEBUG, "ignoring method 0x%08x on channel %u",
+                    f->payload.method.id, f->channel);
+        return CHORUS_OK;
+    }
+}
+
+chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms) {
+    if (!ch->st)
+        return CHORUS_ERR_CONN_CLOSED;
+    amqp_frame_t f;
+    struct timeval tv = tv_ms(timeout_ms < 0 ? 0 : timeout_ms);
+    int s = amqp_simple_wait_frame_noblock(ch->st, &f, &tv);
+    if (s == AMQP_STATUS_TIMEOUT)
+        return CHORUS_ERR_TIMEOUT;
+    chorus_err_t rc = CHORUS_OK;
+    if (s != AMQP_STATUS_OK) {
+        chorus__conn_lost(ch, amqp_error_string2(s));
+        return CHORUS_ERR_CONN_CLOSED;
+    }
+    if (f.frame_type == AMQP_FRAME_METHOD)
+        rc = on_method(ch, &f);
+    /* Stray header/body frames cannot occur: content is read with its method. */
+    if (rc == CHORUS_ERR_CONN_CLOSED || rc == CHORUS_ERR_NOMEM) {
+        chorus__conn_lost(ch, rc == CHORUS_ERR_NOMEM ? "out of memory"
+                                                    : "broker closed the connection");
+        return CHORUS_ERR_CONN_CLOSED;
+    }
+    return rc;
+}
+
+void chorus__dispatch_drain(chorus_t *ch) {
+    /* A zero timeout polls the socket too, not only rabbitmq-c's buffer. */
+    while (ch->st && ch->backlog_len < (size_t)ch->batch_max) {
+        if (chorus__dispatch(ch, 0) != CHORUS_OK)
+            break;
+    }
+}

@@ -1,0 +1,315 @@
+/*
+ * chorus.c - the participant handle: configuration in, handlers
+ * registered, then a loop of chorus_poll() until chorus_stop().
+ *
+ *   chorus_new()      validates what can be checked without a broker
+ *   chorus_register() one handler per event type, before start
+ *   chorus_start()    topology plan from the handlers, connect, consume
+ *   chorus_poll()     reconnect when due; read frames; handle a batch
+ *   chorus_stop()     sets a flag (signal-safe); chorus_run() returns
+ *
+ * All reconnect decisions live in chorus_poll(): a lost connection is
+ * noticed wherever it happens (reading, publishing, acking) and only
+ * recorded there; the next poll reconnects after the backoff.
+ */
+#include "chorus_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
+    const char *svc = chorus__conf_str(ch->conf, "service.name");
+    if (!*svc) {
+        chorus__errstr(errstr, size, "service.name is required");
+        return false;
+    }
+    snprintf(ch->service, sizeof(ch->service), "%s", svc);
+    const char *urls = chorus__conf_str(ch->conf, "amqp.url");
+    if (!*urls)
+        urls = getenv("CHORUS_AMQP_URL");
+    ch->nurls = chorus__url_parse_list(urls, ch->urls, CHORUS__MAX_URLS, errstr, size);
+    if (ch->nurls < 0)
+        return false;
+    const char *name = chorus__conf_str(ch->conf, "amqp.connection.name");
+    snprintf(ch->conn_name, sizeof(ch->conn_name), "%s", *name ? name : svc);
+    ch->heartbeat_s = (int)chorus__conf_int(ch->conf, "amqp.heartbeat.s");
+    ch->limits.max_bytes = (size_t)chorus__conf_int(ch->conf, "message.max.bytes");
+    ch->limits.max_depth = (int)chorus__conf_int(ch->conf, "message.max.depth");
+    ch->window = (size_t)chorus__conf_int(ch->conf, "publish.window");
+    ch->batch_max = (int)chorus__conf_int(ch->conf, "consume.batch.max");
+    chorus__retry_schedule_from_conf(ch->conf, &ch->retry);
+    if (chorus__names_build(chorus__conf_str(ch->conf, "topology.namespace"), svc,
+                            &ch->retry, &ch->topo.names)) {
+        chorus__errstr(errstr, size, "topology.namespace and service.name make names "
+                                     "longer than AMQP allows");
+        return false;
+    }
+    return true;
+}
+
+chorus_t *chorus_new(chorus_conf_t *conf, char *errstr, size_t errstr_size) {
+    if (!conf) {
+        chorus__errstr(errstr, errstr_size, "conf is required");
+        return NULL;
+    }
+    chorus_t *ch = calloc(1, sizeof(*ch));
+    if (!ch) {
+        chorus__errstr(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    ch->conf = conf;
+    if (!load_conf(ch, errstr, errstr_size)) {
+        free(ch);
+        return NULL;
+    }
+    pthread_mutex_init(&ch->conn_lock, NULL);
+    chorus__confirms_init(&ch->confirms);
+    atomic_store(&ch->last_io_ms, chorus__mono_ms());
+    return ch;
+}
+
+static void free_bindings(chorus_t *ch) {
+    for (int i = 0; i < ch->nbindings; i++)
+        free(ch->bindings[i]);
+    free(ch->bindings);
+    ch->bindings = NULL;
+    ch->nbindings = 0;
+}
+
+void chorus_destroy(chorus_t *ch) {
+    if (!ch)
+        return;
+    chorus__hb_stop(ch);
+    chorus__conn_close(ch);
+    chorus__backlog_clear(ch);
+    chorus__publisher_destroy(ch);
+    chorus__topology_free(&ch->topo);
+    free_bindings(ch);
+    for (size_t i = 0; i < ch->nhandlers; i++)
+        free(ch->handlers[i].event_type);
+    free(ch->handlers);
+    pthread_mutex_destroy(&ch->conn_lock);
+    chorus_conf_destroy(ch->conf);
+    free(ch);
+}
+
+chorus_err_t chorus_register(chorus_t *ch, const char *event_type,
+                             chorus_handler_fn *fn, void *opaque) {
+    if (!ch || !event_type || !*event_type || !fn)
+        return CHORUS_ERR_INVALID_ARG;
+    if (ch->started)
+        return CHORUS_ERR_STATE;
+    for (size_t i = 0; i < ch->nhandlers; i++)
+        if (strcmp(ch->handlers[i].event_type, event_type) == 0)
+            return CHORUS_ERR_INVALID_ARG;
+    chorus__handler_t *n = realloc(ch->handlers, (ch->nhandlers + 1) * sizeof(*n));
+    if (!n)
+        return CHORUS_ERR_NOMEM;
+    ch->handlers = n;
+    n[ch->nhandlers].event_type = chorus__strdup(event_type);
+    if (!n[ch->nhandlers].event_type)
+        return CHORUS_ERR_NOMEM;
+    n[ch->nhandlers].fn = fn;
+    n[ch->nhandlers].opaque = opaque;
+    ch->nhandlers++;
+    return CHORUS_OK;
+}
+
+static chorus_err_t add_binding(chorus_t *ch, const char *key, size_t len) {
+    char **n = realloc(ch->bindings, (size_t)(ch->nbindings + 1) * sizeof(*n));
+    if (!n)
+        return CHORUS_ERR_NOMEM;
+    ch->bindings = n;
+    if (!(n[ch->nbindings] = strndup(key, len)))
+        return CHORUS_ERR_NOMEM;
+    ch->nbindings++;
+    return CHORUS_OK;
+}
+
+/* "topology.bindings" when set, else "*.<EventType>" per handler. */
+static chorus_err_t make_bindings(chorus_t *ch) {
+    const char *conf = chorus__conf_str(ch->conf, "topology.bindings");
+    chorus_err_t rc = CHORUS_OK;
+    for (const char *p = conf; *p && !rc;) {
+        size_t len = strcspn(p, ", ");
+        if (len)
+            rc = add_binding(ch, p, len);
+        p += len;
+        p += strspn(p, ", ");
+    }
+    for (size_t i = 0; !*conf && !rc && i < ch->nhandlers; i++) {
+        char key[CHORUS__NAME_MAX];
+        int n = snprintf(key, sizeof(key), "*.%s", ch->handlers[i].event_type);
+        rc = add_binding(ch, key, (size_t)n);
+    }
+    return rc;
+}
+
+chorus_err_t chorus_start(chorus_t *ch) {
+    if (!ch)
+        return CHORUS_ERR_INVALID_ARG;
+    if (ch->started)
+        return CHORUS_ERR_STATE;
+    chorus_err_t rc = make_bindings(ch);
+    if (rc)
+        return rc;
+    chorus__topology_spec_t spec = {
+        .service = ch->service,
+        .ns = chorus__conf_str(ch->conf, "topology.namespace"),
+        .quorum = strcmp(chorus__conf_str(ch->conf, "topology.queue.type"), "quorum") == 0,
+        .prefetch = (int)chorus__conf_int(ch->conf, "topology.prefetch"),
+        .bindings = (const char *const *)ch->bindings,
+        .nbindings = ch->nbindings,
+        .retry = &ch->retry,
+    };
+    if ((rc = chorus__topology_build(&spec, &ch->topo)))
+        return rc;
+    if ((rc = chorus__conn_open(ch)))
+        return rc;
+    if ((rc = chorus__hb_start(ch))) {
+        chorus__conn_close(ch);
+        return rc;
+    }
+    ch->started = true;
+    return CHORUS_OK;
+}
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+/* Reconnects when due.  Returns true when connected. */
+static bool ensure_connected(chorus_t *ch, int timeout_ms) {
+    if (ch->st)
+        return true;
+    int64_t wait = ch->next_reconnect_ms - chorus__mono_ms();
+    if (wait > 0) {
+        sleep_ms(wait < timeout_ms ? wait : timeout_ms);
+        if (ch->next_reconnect_ms > chorus__mono_ms())
+            return false;
+    }
+    if (chorus__conn_open(ch) == CHORUS_OK) {
+        ch->backoff_ms = 0;
+        ch->stats.reconnects++;
+        chorus__log(ch, CHORUS_LOG_NOTICE, "reconnected; topology declared again");
+        return true;
+    }
+    /* Schedule the next attempt as if the connection had just been lost. */
+    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
+    if (ch->backoff_ms <= 0)
+        ch->backoff_ms = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
+    ch->next_reconnect_ms = chorus__mono_ms() + ch->backoff_ms;
+    ch->backoff_ms = ch->backoff_ms * 2 > max ? max : ch->backoff_ms * 2;
+    return false;
+}
+
+chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
+    if (!ch)
+        return CHORUS_ERR_INVALID_ARG;
+    if (ch->stop)
+        return CHORUS_ERR_STOPPED;
+    if (!ch->started)
+        return CHORUS_ERR_STATE;
+    if (!ensure_connected(ch, timeout_ms))
+        return CHORUS_OK;
+    chorus__lock(ch);
+    if (!ch->backlog_head)
+        chorus__dispatch(ch, timeout_ms);
+    chorus__dispatch_drain(ch);
+    chorus__unlock(ch);
+    chorus__consumer_process(ch);
+    chorus__lock(ch);
+    if (ch->st)
+        amqp_maybe_release_buffers(ch->st);
+    chorus__unlock(ch);
+    return ch->stop ? CHORUS_ERR_STOPPED : CHORUS_OK;
+}
+
+chorus_err_t chorus_run(chorus_t *ch) {
+    chorus_err_t rc;
+    while ((rc = chorus_poll(ch, 200)) == CHORUS_OK)
+        ;
+    if (rc != CHORUS_ERR_STOPPED)
+        return rc;
+    /* Let what was published go out before the caller destroys us. */
+    ch->stop = 0;
+    chorus_flush(ch, 5000);
+    ch->stop = 1;
+    return CHORUS_OK;
+}
+
+void chorus_stop(chorus_t *ch) {
+    if (ch)
+        ch->stop = 1;
+}
+
+chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaque) {
+    if (!ch || !env) {
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_INVALID_ARG;
+    }
+    if (!ch->started) {
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_STATE;
+    }
+    if (ch->outq >= ch->window) {
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_QUEUE_FULL;
+    }
+    /* A free-standing publish starts a flow: it is its own correlation. */
+    if (!chorus_envelope_correlation_id(env) &&
+        chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env))) {
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_NOMEM;
+    }
+    chorus__pub_t *p = chorus__pub_new();
+    char rk[CHORUS__NAME_MAX];
+    snprintf(rk, sizeof(rk), "%s.%s", ch->service, chorus_envelope_event_type(env));
+    chorus_err_t rc = p ? chorus__pub_from_envelope(ch, p, env, ch->topo.names.exchange, rk)
+                        : CHORUS_ERR_NOMEM;
+    if (rc) {
+        chorus__pub_destroy(p);
+        chorus_envelope_destroy(env);
+        return rc;
+    }
+    p->msg_opaque = msg_opaque;
+    ch->outq++;
+    chorus__lock(ch);
+    rc = chorus__pub_send(ch, p);
+    chorus__unlock(ch);
+    if (rc == CHORUS_ERR_NOMEM) {
+        ch->outq--;
+        p->env = NULL; /* the caller's env is destroyed below, once */
+        chorus__pub_destroy(p);
+        chorus_envelope_destroy(env);
+    }
+    return rc == CHORUS_ERR_NOMEM ? rc : CHORUS_OK;
+}
+
+chorus_err_t chorus_flush(chorus_t *ch, int timeout_ms) {
+    if (!ch)
+        return CHORUS_ERR_INVALID_ARG;
+    int64_t deadline = chorus__mono_ms() + timeout_ms;
+    while (ch->outq > 0) {
+        int64_t left = deadline - chorus__mono_ms();
+        if (left <= 0)
+            return CHORUS_ERR_TIMEOUT;
+        chorus_err_t rc = chorus_poll(ch, left > 100 ? 100 : (int)left);
+        if (rc)
+            return rc;
+    }
+    return CHORUS_OK;
+}
+
+size_t chorus_outq_len(const chorus_t *ch) { return ch ? ch->outq : 0; }
+const char *chorus_service(const chorus_t *ch) { return ch->service; }
+const char *chorus_queue_name(const chorus_t *ch) { return ch->topo.names.queue; }
+const char *chorus_dlq_name(const chorus_t *ch) { return ch->topo.names.dlq; }
+const char *chorus_exchange_name(const chorus_t *ch) { return ch->topo.names.exchange; }
+
+void chorus_stats(const chorus_t *ch, chorus_stats_t *out) { *out = ch->stats; }

@@ -1,0 +1,189 @@
+/*
+ * chorus_int.h - the participant handle and what its modules share.
+ *
+ *   chorus.c     the public surface: new/destroy, register, start/run/stop
+ *   amqp_conn.c  connect (several brokers), login, channels, heartbeats,
+ *                reconnect with backoff, the frame dispatcher
+ *   publisher.c  messages to publish, publisher confirms, returns, resends
+ *   consumer.c   deliveries: decode, handler, retry / DLQ, ack
+ *
+ * Locking: rabbitmq-c is not thread-safe.  Every call on the connection is
+ * made with `conn_lock` held.  The only other thread is the heartbeat
+ * thread, which takes the lock when it is free (that is, while handlers run
+ * and the main thread is not inside rabbitmq-c) and sends a heartbeat frame.
+ */
+#ifndef CHORUS_INT_H
+#define CHORUS_INT_H
+
+#include "confirm_int.h"
+#include "conf_int.h"
+#include "envelope_int.h"
+#include "retry_int.h"
+#include "topology_int.h"
+#include "url_int.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+#define CHORUS__MAX_URLS 16
+#define CHORUS__CH_CONSUME 1
+#define CHORUS__CH_PUBLISH 2
+#define CHORUS__CH_ADMIN 3
+
+/* Fault header names, shared with scripts/dlq. */
+#define CHORUS__H_ATTEMPT "x-chorus-attempt"
+#define CHORUS__H_ORIG_RK "x-chorus-original-routing-key"
+#define CHORUS__H_ORIG_Q "x-chorus-original-queue"
+#define CHORUS__H_REASON "x-chorus-fault-reason"
+#define CHORUS__H_ERROR "x-chorus-fault-error"
+#define CHORUS__H_TIME "x-chorus-fault-time"
+#define CHORUS__H_SERVICE "x-chorus-fault-service"
+#define CHORUS__H_ATTEMPTS "x-chorus-fault-attempts"
+#define CHORUS__H_LAST_ERROR "x-chorus-last-error"
+
+typedef struct chorus__handler_s {
+    char *event_type;
+    chorus_handler_fn *fn;
+    void *opaque;
+} chorus__handler_t;
+
+/* One message to publish, kept until the broker confirms it. */
+typedef struct chorus__pub_s {
+    struct chorus__pub_s *next;     /* resend list */
+    amqp_pool_t pool;               /* properties, headers, names */
+    amqp_basic_properties_t props;
+    amqp_bytes_t body;              /* malloc'd */
+    amqp_bytes_t exchange;          /* in pool */
+    amqp_bytes_t routing_key;       /* in pool */
+    bool mandatory;
+    bool returned;
+    chorus_envelope_t *env;         /* for the delivery report; may be NULL */
+    void *msg_opaque;
+    struct chorus_delivery_s *owner;/* delivery waiting for it, or NULL */
+} chorus__pub_t;
+
+struct chorus_delivery_s {
+    struct chorus_delivery_s *next;
+    chorus_t *ch;
+    uint64_t tag;
+    bool redelivered;
+    char *routing_key;
+    amqp_message_t msg;             /* properties (in msg.pool) and body */
+    chorus_envelope_t *env;
+    int attempt;
+    chorus_outcome_t outcome;
+    const char *reason;             /* fault reason when dead-lettered */
+    char error[512];
+    chorus_envelope_t **emitted;
+    size_t nemitted, capemitted;
+    int pending_pubs;
+    bool pub_failed;
+    uint64_t gen;                   /* consume generation it came with */
+    int64_t handled_ms;             /* wall clock when handling started */
+};
+
+struct chorus_s {
+    chorus_conf_t *conf;
+    char service[65];
+    chorus__url_t urls[CHORUS__MAX_URLS];
+    int nurls;
+    chorus_envelope_limits_t limits;
+    chorus__retry_schedule_t retry;
+    chorus__topology_t topo;
+    char **bindings;
+    int nbindings;
+
+    chorus__handler_t *handlers;
+    size_t nhandlers;
+
+    /* connection */
+    pthread_mutex_t conn_lock;
+    amqp_connection_state_t st;     /* NULL while disconnected */
+    bool consuming;
+    uint64_t consume_gen;           /* bumped by every basic.consume */
+    bool blocked;                   /* connection.blocked from the broker */
+    bool started;
+    int64_t next_reconnect_ms;      /* monotonic */
+    long backoff_ms;
+    int heartbeat_s;
+    char conn_name[160];
+
+    pthread_t hb_thread;
+    bool hb_started;
+    atomic_bool hb_stop;
+    atomic_int_fast64_t last_io_ms;
+
+    volatile sig_atomic_t stop;
+
+    /* publishing */
+    chorus__confirms_t confirms;
+    chorus__pub_t *resend_head, *resend_tail; /* unconfirmed, to publish again */
+    size_t outq;                    /* publishes not yet reported */
+    size_t window;
+
+    /* consuming */
+    chorus_delivery_t *backlog_head, *backlog_tail;
+    size_t backlog_len;
+    int batch_max;
+
+    chorus_stats_t stats;
+};
+
+/* log.c */
+void chorus__log(const chorus_t *ch, int level, const char *fmt, ...)
+    CHORUS_PRINTF(3, 4);
+void chorus__log_env(const chorus_t *ch, int level, const chorus_envelope_t *env,
+                     const char *fmt, ...) CHORUS_PRINTF(4, 5);
+
+/* amqp_conn.c */
+chorus_err_t chorus__conn_open(chorus_t *ch);
+void chorus__conn_lost(chorus_t *ch, const char *why);
+void chorus__conn_close(chorus_t *ch);
+chorus_err_t chorus__hb_start(chorus_t *ch);
+void chorus__hb_stop(chorus_t *ch);
+/* Reads and dispatches frames for up to timeout_ms (0: only what is
+ * buffered).  Deliveries go to the backlog.  Returns CHORUS_ERR_TIMEOUT when
+ * nothing arrived, CHORUS_OK when something was dispatched, or
+ * CHORUS_ERR_CONN_CLOSED after the connection was lost (already cleaned). */
+chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms);
+/* Keeps reading until no frame is buffered or max_deliveries wait. */
+void chorus__dispatch_drain(chorus_t *ch);
+void chorus__lock(chorus_t *ch);
+void chorus__unlock(chorus_t *ch);
+
+/* publisher.c */
+chorus__pub_t *chorus__pub_new(void);
+void chorus__pub_destroy(chorus__pub_t *p);
+/* Fills exchange, routing key, body and properties from an envelope. */
+chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
+                                       chorus_envelope_t *env, const char *exchange,
+                                       const char *routing_key);
+/* Sends it on the publish channel and tracks its confirm; lock held.
+ * CHORUS_ERR_STATE / CHORUS_ERR_NOMEM: not taken, the caller still owns @p p.
+ * Otherwise the publisher owns it (a loss while sending settles it). */
+chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p);
+void chorus__on_confirm(chorus_t *ch, uint64_t tag, bool multiple, bool nack);
+void chorus__on_return(chorus_t *ch, const amqp_message_t *msg);
+/* After a lost publish channel: unconfirmed publishes of deliveries fail
+ * (those deliveries come again); free-standing ones are queued to resend. */
+void chorus__publisher_reset(chorus_t *ch);
+void chorus__publisher_resend(chorus_t *ch);
+void chorus__publisher_destroy(chorus_t *ch);
+/* Waits, reading frames, until @p done(ch, arg) or the deadline. */
+chorus_err_t chorus__wait_until(chorus_t *ch, int64_t deadline_ms,
+                                bool (*done)(chorus_t *, void *), void *arg);
+
+/* consumer.c */
+void chorus__consumer_process(chorus_t *ch);
+void chorus__delivery_free(chorus_delivery_t *d);
+void chorus__backlog_clear(chorus_t *ch);
+chorus_err_t chorus__consume_start(chorus_t *ch);
+
+/* header helpers (publisher.c) */
+amqp_table_entry_t *chorus__table_find(const amqp_table_t *t, const char *key);
+long long chorus__table_int(const amqp_table_t *t, const char *key, long long dflt);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * common_int.h - what every libchorus module shares and no user sees:
+ * error-object construction, bounded string helpers, the logging entry point.
+ */
+#ifndef CHORUS_COMMON_INT_H
+#define CHORUS_COMMON_INT_H
+
+#include "chorus/chorus.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+struct chorus_error_s {
+    chorus_err_t code;
+    bool retriable;
+    char msg[512];
+};
+
+/* A new error object; NULL only when out of memory. */
+chorus_error_t *chorus__error_new(chorus_err_t code, bool retriable,
+                                  const char *fmt, ...) CHORUS_PRINTF(3, 4);
+/* Stores a new error in *errp when errp is not NULL; returns code. */
+chorus_err_t chorus__error_set(chorus_error_t **errp, chorus_err_t code,
+                               const char *fmt, ...) CHORUS_PRINTF(3, 4);
+
+/* snprintf into a caller buffer that may be NULL or zero-sized. */
+void chorus__errstr(char *errstr, size_t size, const char *fmt, ...)
+    CHORUS_PRINTF(3, 4);
+
+/* strdup that returns NULL for NULL. */
+char *chorus__strdup(const char *s);
+
+/* Monotonic clock in milliseconds / nanoseconds. */
+int64_t chorus__mono_ms(void);
+uint64_t chorus__mono_ns(void);
+
+#endif

@@ -1,0 +1,316 @@
+/*
+ * conf.c - the configuration object and its property table.
+ *
+ * Every key the library understands is one row of `props` below: its name,
+ * kind, default, bounds and documentation.  The same row validates
+ * chorus_conf_set() and writes docs/CONFIGURATION.md
+ * (chorus_conf_write_docs()), so the documentation cannot drift from the
+ * code.  Values are kept as validated text; conf_int.h parses them for the
+ * modules that use them.
+ */
+#include "conf_int.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { P_STR, P_NAME, P_INT, P_ENUM, P_DELAYS, P_URLS } prop_kind_t;
+
+typedef struct {
+    const char *name;
+    prop_kind_t kind;
+    const char *def;
+    long min, max;      /* P_INT bounds */
+    const char *choices;/* P_ENUM: "a|b|c" */
+    const char *doc;
+} prop_t;
+
+static const prop_t props[] = {
+    {"service.name", P_NAME, "", 0, 0, NULL,
+     "Name of this participant (lower case letters, digits, '-' and '_'). "
+     "Prefix of the routing keys it publishes and part of its queue names. "
+     "Required."},
+    {"amqp.url", P_URLS, "", 0, 0, NULL,
+     "Broker URLs, `amqp://user:pass@host:port/vhost`, separated by commas or "
+     "spaces; tried in order on every (re)connect. Empty: the environment "
+     "variable CHORUS_AMQP_URL."},
+    {"amqp.connection.name", P_STR, "", 0, 0, NULL,
+     "Connection name shown by the broker (client property "
+     "`connection_name`). Empty: the service name."},
+    {"amqp.heartbeat.s", P_INT, "10", 0, 3600, NULL,
+     "Heartbeat interval requested from the broker, in seconds (0 disables). "
+     "A background thread keeps heartbeats going while handlers run."},
+    {"amqp.connect.timeout.ms", P_INT, "5000", 100, 600000, NULL,
+     "Timeout for the TCP connect to one broker address."},
+    {"amqp.handshake.timeout.ms", P_INT, "10000", 100, 600000, NULL,
+     "Timeout for the AMQP handshake and login."},
+    {"amqp.rpc.timeout.ms", P_INT, "10000", 100, 600000, NULL,
+     "Timeout for one synchronous AMQP method (declare, bind, qos...)."},
+    {"amqp.reconnect.backoff.initial.ms", P_INT, "100", 1, 600000, NULL,
+     "First delay before reconnecting after a lost connection; doubles "
+     "after each failed attempt, with jitter."},
+    {"amqp.reconnect.backoff.max.ms", P_INT, "5000", 1, 3600000, NULL,
+     "Upper bound of the reconnect delay."},
+    {"topology.namespace", P_NAME, "chorus", 0, 0, NULL,
+     "Prefix of every exchange and queue name chorus declares."},
+    {"topology.queue.type", P_ENUM, "quorum", 0, 0, "quorum|classic",
+     "Type of the service queue, its DLQ and retry queues."},
+    {"topology.prefetch", P_INT, "100", 1, 65535, NULL,
+     "Unacknowledged deliveries the broker may send ahead (basic.qos)."},
+    {"topology.bindings", P_STR, "", 0, 0, NULL,
+     "Routing keys the service queue is bound to, comma-separated. Empty: "
+     "`*.<EventType>` for every registered handler."},
+    {"retry.delays.ms", P_DELAYS, "1000,5000,30000", 0, 0, NULL,
+     "Delays of the TTL retry queues, in ms or with an s/ms suffix "
+     "(\"1s,5s,30s\"). A delivery retried for the n-th time waits the n-th "
+     "delay (the last one repeats)."},
+    {"retry.max.attempts", P_INT, "4", 1, 1000, NULL,
+     "Handling attempts before a message that keeps asking to be retried is "
+     "dead-lettered (reason `retries-exhausted`)."},
+    {"publish.window", P_INT, "1000", 1, 1000000, NULL,
+     "Publishes that may await their confirm at once."},
+    {"consume.batch.max", P_INT, "64", 1, 65535, NULL,
+     "Deliveries already waiting that are handled as one batch."},
+    {"message.max.bytes", P_INT, "1048576", 256, 134217728, NULL,
+     "Largest envelope accepted; larger deliveries are dead-lettered as "
+     "malformed."},
+    {"message.max.depth", P_INT, "32", 2, 1000, NULL,
+     "Deepest JSON nesting accepted in an envelope."},
+    {"log.level", P_ENUM, "info", 0, 0, "err|warning|notice|info|debug",
+     "Lowest level written to the log callback."},
+};
+
+#define NPROPS (sizeof(props) / sizeof(props[0]))
+
+static int prop_index(const char *key) {
+    for (size_t i = 0; i < NPROPS; i++)
+        if (strcmp(props[i].name, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+chorus_conf_t *chorus_conf_new(void) {
+    chorus_conf_t *conf = calloc(1, sizeof(*conf));
+    if (!conf)
+        return NULL;
+    conf->values = calloc(NPROPS, sizeof(char *));
+    if (!conf->values) {
+        free(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+void chorus_conf_destroy(chorus_conf_t *conf) {
+    if (!conf)
+        return;
+    for (size_t i = 0; i < NPROPS; i++)
+        free(conf->values[i]);
+    free(conf->values);
+    free(conf);
+}
+
+chorus_conf_t *chorus_conf_dup(const chorus_conf_t *conf) {
+    chorus_conf_t *d = chorus_conf_new();
+    if (!d)
+        return NULL;
+    for (size_t i = 0; i < NPROPS; i++) {
+        if (conf->values[i] && !(d->values[i] = chorus__strdup(conf->values[i]))) {
+            chorus_conf_destroy(d);
+            return NULL;
+        }
+    }
+    d->log_cb = conf->log_cb;
+    d->log_opaque = conf->log_opaque;
+    d->dr_cb = conf->dr_cb;
+    d->dr_opaque = conf->dr_opaque;
+    return d;
+}
+
+static bool parse_long(const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+int chorus__parse_delays(const char *s, long *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v > 86400000L)
+            return -1;
+        if (strncmp(end, "ms", 2) == 0)
+            end += 2;
+        else if (*end == 's') {
+            if (v > 86400)
+                return -1;
+            v *= 1000;
+            end++;
+        }
+        if (*end && *end != ',' && *end != ' ')
+            return -1;
+        if (n == max)
+            return -1;
+        out[n++] = v;
+        p = end;
+    }
+    return n;
+}
+
+static bool valid_name(const char *v) {
+    if (!*v || strlen(v) > 64)
+        return false;
+    for (const char *p = v; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) ||
+              *p == '-' || *p == '_'))
+            return false;
+    return true;
+}
+
+static bool enum_has(const char *choices, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+static bool validate(const prop_t *pr, const char *v, char *errstr,
+                     size_t size) {
+    long n;
+    long delays[CHORUS__MAX_DELAYS];
+    switch (pr->kind) {
+    case P_STR:
+    case P_URLS: /* URLs are parsed, with precise errors, by chorus_new() */
+        return true;
+    case P_NAME:
+        if (*v == '\0' && strcmp(pr->name, "service.name") == 0)
+            return true; /* unset; chorus_new() insists */
+        if (valid_name(v))
+            return true;
+        chorus__errstr(errstr, size,
+                       "%s: \"%s\" must be 1-64 characters of a-z, 0-9, '-', '_'",
+                       pr->name, v);
+        return false;
+    case P_INT:
+        if (parse_long(v, &n) && n >= pr->min && n <= pr->max)
+            return true;
+        chorus__errstr(errstr, size, "%s: \"%s\" must be an integer from %ld to %ld",
+                       pr->name, v, pr->min, pr->max);
+        return false;
+    case P_ENUM:
+        if (enum_has(pr->choices, v))
+            return true;
+        chorus__errstr(errstr, size, "%s: \"%s\" must be one of %s", pr->name,
+                       v, pr->choices);
+        return false;
+    case P_DELAYS:
+        if (chorus__parse_delays(v, delays, CHORUS__MAX_DELAYS) >= 0)
+            return true;
+        chorus__errstr(errstr, size,
+                       "%s: \"%s\" must be a comma-separated list of at most %d "
+                       "durations such as 1s or 500ms",
+                       pr->name, v, CHORUS__MAX_DELAYS);
+        return false;
+    }
+    return false;
+}
+
+chorus_conf_res_t chorus_conf_set(chorus_conf_t *conf, const char *key,
+                                  const char *value, char *errstr,
+                                  size_t errstr_size) {
+    if (!conf || !key || !value) {
+        chorus__errstr(errstr, errstr_size, "conf, key and value are required");
+        return CHORUS_CONF_INVALID;
+    }
+    int i = prop_index(key);
+    if (i < 0) {
+        chorus__errstr(errstr, errstr_size, "unknown configuration property \"%s\"", key);
+        return CHORUS_CONF_UNKNOWN;
+    }
+    if (!validate(&props[i], value, errstr, errstr_size))
+        return CHORUS_CONF_INVALID;
+    char *copy = chorus__strdup(value);
+    if (!copy) {
+        chorus__errstr(errstr, errstr_size, "out of memory");
+        return CHORUS_CONF_INVALID;
+    }
+    free(conf->values[i]);
+    conf->values[i] = copy;
+    return CHORUS_CONF_OK;
+}
+
+const char *chorus_conf_get(const chorus_conf_t *conf, const char *key) {
+    int i = prop_index(key);
+    if (i < 0)
+        return NULL;
+    return conf && conf->values[i] ? conf->values[i] : props[i].def;
+}
+
+const char *chorus__conf_str(const chorus_conf_t *conf, const char *key) {
+    const char *v = chorus_conf_get(conf, key);
+    return v ? v : "";
+}
+
+long chorus__conf_int(const chorus_conf_t *conf, const char *key) {
+    return strtol(chorus__conf_str(conf, key), NULL, 10);
+}
+
+void chorus_conf_set_log_cb(chorus_conf_t *conf, chorus_log_cb *cb, void *opaque) {
+    conf->log_cb = cb;
+    conf->log_opaque = opaque;
+}
+
+void chorus_conf_set_dr_cb(chorus_conf_t *conf, chorus_dr_cb *cb, void *opaque) {
+    conf->dr_cb = cb;
+    conf->dr_opaque = opaque;
+}
+
+static const char *kind_name(const prop_t *pr) {
+    switch (pr->kind) {
+    case P_STR: return "string";
+    case P_NAME: return "name";
+    case P_INT: return "integer";
+    case P_ENUM: return pr->choices;
+    case P_DELAYS: return "durations";
+    case P_URLS: return "URL list";
+    }
+    return "?";
+}
+
+void chorus_conf_write_docs(void *out) {
+    FILE *f = out;
+    fprintf(f, "# Configuration properties\n\n"
+               "Generated from the property table in `lib/src/conf.c` by "
+               "`chorus_conf_write_docs()`; do not edit by hand.\n"
+               "Set with `chorus_conf_set(conf, key, value, errstr, size)`.\n\n"
+               "| key | type | default | range | meaning |\n"
+               "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < NPROPS; i++) {
+        const prop_t *pr = &props[i];
+        char range[64] = "";
+        if (pr->kind == P_INT)
+            snprintf(range, sizeof(range), "%ld..%ld", pr->min, pr->max);
+        fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", pr->name, kind_name(pr),
+                pr->def, range, pr->doc);
+    }
+}
