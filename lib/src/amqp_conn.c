@@ -392,6 +392,18 @@ chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms) {
     return rc;
 }
 
+void chorus__redeclare_if_needed(chorus_t *ch) {
+    if (!ch->st || !ch->need_redeclare)
+        return;
+    char err[512];
+    ch->need_redeclare = false;
+    chorus__log(ch, CHORUS_LOG_WARNING, "a publish was unroutable; declaring the topology again");
+    if (chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, sizeof(err))) {
+        chorus__log(ch, CHORUS_LOG_ERR, "%s", err);
+        chorus__conn_lost(ch, "declaring the topology failed");
+    }
+}
+
 void chorus__dispatch_drain(chorus_t *ch) {
     /* A zero timeout polls the socket too, not only rabbitmq-c's buffer. */
     while (ch->st && ch->backlog_len < (size_t)ch->batch_max) {

@@ -218,6 +218,7 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     if (!ensure_connected(ch, timeout_ms))
         return CHORUS_OK;
     chorus__lock(ch);
+    chorus__redeclare_if_needed(ch);
     if (!ch->backlog_head)
         chorus__dispatch(ch, timeout_ms);
     chorus__dispatch_drain(ch);

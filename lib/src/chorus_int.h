@@ -105,6 +105,7 @@ struct chorus_s {
     bool consuming;
     uint64_t consume_gen;           /* bumped by every basic.consume */
     bool blocked;                   /* connection.blocked from the broker */
+    bool need_redeclare;            /* a publish came back unroutable */
     bool started;
     int64_t next_reconnect_ms;      /* monotonic */
     long backoff_ms;
@@ -151,6 +152,9 @@ void chorus__hb_stop(chorus_t *ch);
 chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms);
 /* Keeps reading until no frame is buffered or max_deliveries wait. */
 void chorus__dispatch_drain(chorus_t *ch);
+/* Declares the topology again when a publish found something missing
+ * (deleted behind our back); lock held.  Loses the connection on failure. */
+void chorus__redeclare_if_needed(chorus_t *ch);
 void chorus__lock(chorus_t *ch);
 void chorus__unlock(chorus_t *ch);
 

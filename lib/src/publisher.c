@@ -178,6 +178,9 @@ static void on_settle(void *item, chorus__confirm_result_t res, void *opaque) {
     } else if (p->returned) {
         r = CHORUS_ERR_UNROUTABLE;
         ch->stats.returned++;
+        /* Our own retry queue or DLQ is missing: someone deleted it. */
+        if (p->owner)
+            ch->need_redeclare = true;
     } else {
         ch->stats.published++;
     }

@@ -270,12 +270,12 @@ int it_ctl(char *out, size_t size, const char *fmt, ...) {
 
 int it_close_connections(const char *name_part) {
     static char list[65536];
-    if (it_ctl(list, sizeof(list), "list_connections -q pid name") != 0)
+    if (it_ctl(list, sizeof(list), "list_connections -q --no-table-headers pid client_properties") != 0)
         fail_msg("list_connections failed: %s", list);
     int closed = 0;
     for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
         char pid[128] = "", name[512] = "";
-        if (sscanf(line, "%127s %511[^\n]", pid, name) != 2 || !strstr(name, name_part))
+        if (sscanf(line, "%127s %511[^\n]", pid, name) != 2 || !strstr(line + strlen(pid), name_part))
             continue;
         char o[1024];
         if (it_ctl(o, sizeof(o), "close_connection '%s' 'chorus fault test'", pid) == 0)
