@@ -3,7 +3,7 @@
  *
  * Every key the library understands is one row of `props` below: its name,
  * kind, default, bounds and documentation.  The same row validates
- * chorus_conf_set() and writes docs/CONFIGURATION.md
+ * chorus_conf_set() and writes lib/docs/CONFIGURATION.md
  * (chorus_conf_write_docs()), so the documentation cannot drift from the
  * code.  Values are kept as validated text; conf_int.h parses them for the
  * modules that use them.

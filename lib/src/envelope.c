@@ -2,7 +2,7 @@
  * envelope.c - the event contract: build, serialize, parse, validate.
  *
  * An envelope is the JSON object every chorus event travels in
- * (schema/envelope.schema.json, docs in DESIGN.md "The event contract"):
+ * (lib/schema/envelope.schema.json, docs in DESIGN.md "The event contract"):
  *
  *   { "event_id": uuid, "event_type": "OrderPlaced", "aggregate_id": uuid,
  *     "version": 3, "schema_version": 1, "timestamp": "...T10:00:00.000Z",

@@ -72,13 +72,13 @@ static void new_requires_service_and_url(void **state) {
     chorus_destroy(NULL);
 }
 
-/* docs/CONFIGURATION.md is what chorus_conf_write_docs() writes. */
+/* lib/docs/CONFIGURATION.md is what chorus_conf_write_docs() writes. */
 static void docs_are_current(void **state) {
     (void)state;
     const char *root = getenv("CHORUS_SOURCE_ROOT");
     assert_non_null(root);
     char path[4096];
-    snprintf(path, sizeof(path), "%s/docs/CONFIGURATION.md", root);
+    snprintf(path, sizeof(path), "%s/lib/docs/CONFIGURATION.md", root);
     FILE *f = fopen(path, "rb");
     if (!f)
         fail_msg("%s is missing: generate it with build/tools/chorus-conf-docs", path);
@@ -90,7 +90,7 @@ static void docs_are_current(void **state) {
     fclose(m);
     want[nw] = '\0';
     if (strcmp(want, got) != 0)
-        fail_msg("docs/CONFIGURATION.md is out of date: regenerate it");
+        fail_msg("lib/docs/CONFIGURATION.md is out of date: regenerate it with build/lib/tools/chorus-conf-docs");
 }
 
 int main(void) {

@@ -892,7 +892,7 @@ static cJSON *load_schema(void) {
     if (!root)
         fail_msg("CHORUS_SOURCE_ROOT is not set");
     char path[4096];
-    snprintf(path, sizeof(path), "%s/schema/envelope.schema.json", root);
+    snprintf(path, sizeof(path), "%s/lib/schema/envelope.schema.json", root);
     FILE *f = fopen(path, "rb");
     if (!f)
         fail_msg("cannot open %s", path);

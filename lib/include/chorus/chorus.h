@@ -125,7 +125,7 @@ typedef void(chorus_log_cb)(int level, const char *service, const char *line,
 /* ------------------------------------------------------------------------
  * Configuration
  *
- * Every key is listed, with its default and meaning, in docs/CONFIGURATION.md,
+ * Every key is listed, with its default and meaning, in lib/docs/CONFIGURATION.md,
  * which is generated from the same table that validates chorus_conf_set().
  * ---------------------------------------------------------------------- */
 typedef struct chorus_conf_s chorus_conf_t;
@@ -177,9 +177,10 @@ CHORUS_API chorus_envelope_t *chorus_envelope_dup(const chorus_envelope_t *env);
 CHORUS_API void chorus_envelope_destroy(chorus_envelope_t *env);
 
 /*
- * Parses and validates @p len bytes.  Checks, in this order: size, UTF-8,
- * JSON syntax with no trailing bytes, nesting depth, then every required
- * field and its type.  On failure returns the code and sets *errp to an error
+ * Parses and validates @p len bytes.  Checks, in this order: size, UTF-8
+ * (and no NUL bytes), nesting depth (scanned before parsing, so hostile
+ * input never recurses), JSON syntax with no trailing bytes, then every
+ * required field and its type.  @p lim may be NULL (the defaults).  On failure returns the code and sets *errp to an error
  * object naming the problem (caller destroys it).
  */
 CHORUS_API chorus_err_t chorus_envelope_parse(const char *buf, size_t len,

@@ -1,4 +1,4 @@
-/* chorus-conf-docs: prints docs/CONFIGURATION.md from the property table. */
+/* chorus-conf-docs: prints lib/docs/CONFIGURATION.md from the property table. */
 #include "chorus/chorus.h"
 
 #include <stdio.h>
