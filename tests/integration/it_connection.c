@@ -11,6 +11,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 static char logbuf[65536];
 static void capture(int level, const char *service, const char *line, void *opaque) {
@@ -63,6 +66,37 @@ static void credentials_refused(void **state) {
     assert_true(time(NULL) - t0 < 10);
     assert_null(strstr(logbuf, "wrong-secret"));
     chorus_destroy(ch);
+}
+
+/* A peer that accepts TCP but never speaks AMQP: the handshake times out
+ * within the configured bound instead of hanging. */
+static void silent_peer_times_out(void **state) {
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    chorus_conf_t *c = it_conf("order");
+    char url[128];
+    snprintf(url, sizeof(url), "amqp://u:p@127.0.0.1:%d/", ntohs(a.sin_port));
+    set(c, "amqp.url", url);
+    set(c, "amqp.handshake.timeout.ms", "700");
+    set(c, "amqp.rpc.timeout.ms", "700");
+    char err[256];
+    chorus_t *ch = chorus_new(c, err, sizeof(err));
+    assert_non_null(ch);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    chorus_err_t rc = chorus_start(ch);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_int_not_equal(rc, CHORUS_OK);
+    if (ms > 5000)
+        fail_msg("handshake against a silent peer took %ld ms", ms);
+    chorus_destroy(ch);
+    close(fd);
 }
 
 /* ---- heartbeats ------------------------------------------------------- */
@@ -217,6 +251,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hosts_tried_in_order),
         cmocka_unit_test(credentials_refused),
+        cmocka_unit_test(silent_peer_times_out),
         cmocka_unit_test(heartbeats_during_long_handler),
         cmocka_unit_test(deleted_exchange_and_retry_queue),
         cmocka_unit_test(inequivalent_queue_refused),
