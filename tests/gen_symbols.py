@@ -13,7 +13,7 @@ for h in headers:
         if m.group(1) not in names:
             names.append(m.group(1))
 with open(out, "w", encoding="utf-8") as f:
-    f.write('#include "chorus/chorus.h"\n#include "chorus/chorus_json.h"\n#include <stdio.h>\n\n')
+    f.write('#include "chorus/chorus.h"\n#include "chorus/chorus_json.h"\n#include "chorus/chorus_pg.h"\n#include <stdio.h>\n\n')
     f.write("typedef void (*fn_t)(void);\nstatic const struct { const char *name; fn_t fn; } syms[] = {\n")
     for n in names:
         f.write('    {"%s", (fn_t)%s},\n' % (n, n))

@@ -256,6 +256,7 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
     d->ch = ch;
     d->tag = m->delivery_tag;
     d->redelivered = m->redelivered;
+    d->gen = ch->consume_gen;
     d->routing_key = strndup(m->routing_key.bytes, m->routing_key.len);
     amqp_rpc_reply_t r = amqp_read_message(ch->st, f->channel, &d->msg, 0);
     if (r.reply_type != AMQP_RESPONSE_NORMAL || !d->routing_key) {

@@ -41,6 +41,14 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     ch->window = (size_t)chorus__conf_int(ch->conf, "publish.window");
     ch->batch_max = (int)chorus__conf_int(ch->conf, "consume.batch.max");
     chorus__retry_schedule_from_conf(ch->conf, &ch->retry);
+    chorus__store_t *st = &ch->store;
+    st->enabled = strcmp(chorus__conf_str(ch->conf, "store.type"), "postgres") == 0;
+    const char *schema = chorus__conf_str(ch->conf, "store.schema");
+    snprintf(st->schema, sizeof(st->schema), "%s", *schema ? schema : svc);
+    snprintf(st->channel, sizeof(st->channel), "chorus_outbox_%s", st->schema);
+    st->channel[63] = '\0'; /* identifiers end at NAMEDATALEN - 1, as in the trigger */
+    const char *crash = chorus__conf_str(ch->conf, "debug.crash.point");
+    ch->crash_point = strcmp(crash, "none") == 0 ? NULL : crash;
     if (chorus__names_build(chorus__conf_str(ch->conf, "topology.namespace"), svc,
                             &ch->retry, &ch->topo.names)) {
         chorus__errstr(errstr, size, "topology.namespace and service.name make names "
@@ -86,6 +94,8 @@ void chorus_destroy(chorus_t *ch) {
     chorus__conn_close(ch);
     chorus__backlog_clear(ch);
     chorus__publisher_destroy(ch);
+    chorus__store_close(ch);
+    chorus__upcasters_free(ch);
     chorus__topology_free(&ch->topo);
     free_bindings(ch);
     for (size_t i = 0; i < ch->nhandlers; i++)
@@ -167,6 +177,9 @@ chorus_err_t chorus_start(chorus_t *ch) {
     };
     if ((rc = chorus__topology_build(&spec, &ch->topo)))
         return rc;
+    /* The store first: consuming starts only once it is ready. */
+    if (ch->store.enabled && !ch->store.up && (rc = chorus__store_connect(ch)))
+        return rc;
     if ((rc = chorus__conn_open(ch)))
         return rc;
     if ((rc = chorus__hb_start(ch))) {
@@ -208,6 +221,22 @@ static bool ensure_connected(chorus_t *ch, int timeout_ms) {
     return false;
 }
 
+/* PostgreSQL: reconnect when due, resume consuming, relay the outbox. */
+static void store_poll(chorus_t *ch) {
+    chorus__store_t *s = &ch->store;
+    if (!s->enabled)
+        return;
+    if (!s->up && chorus__mono_ms() >= s->next_retry_ms &&
+        chorus__store_connect(ch) == CHORUS_OK)
+        chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL reconnected");
+    if (s->up && s->paused && ch->st) {
+        chorus__lock(ch);
+        chorus__consume_resume(ch);
+        chorus__unlock(ch);
+    }
+    chorus__relay_poll(ch);
+}
+
 chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
@@ -215,7 +244,9 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
         return CHORUS_ERR_STOPPED;
     if (!ch->started)
         return CHORUS_ERR_STATE;
-    if (!ensure_connected(ch, timeout_ms))
+    bool connected = ensure_connected(ch, timeout_ms);
+    store_poll(ch);
+    if (!connected)
         return CHORUS_OK;
     chorus__lock(ch);
     chorus__redeclare_if_needed(ch);

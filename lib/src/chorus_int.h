@@ -16,6 +16,7 @@
 #define CHORUS_INT_H
 
 #include "confirm_int.h"
+#include "store_int.h"
 #include "conf_int.h"
 #include "envelope_int.h"
 #include "retry_int.h"
@@ -50,6 +51,12 @@ typedef struct chorus__handler_s {
     void *opaque;
 } chorus__handler_t;
 
+/* Whoever waits for a group of publishes: a delivery, an outbox flush. */
+struct chorus__waiter_s {
+    int pending;  /* publishes not yet settled */
+    bool failed;  /* one was nacked, returned or lost */
+};
+
 /* One message to publish, kept until the broker confirms it. */
 typedef struct chorus__pub_s {
     struct chorus__pub_s *next;     /* resend list */
@@ -62,7 +69,8 @@ typedef struct chorus__pub_s {
     bool returned;
     chorus_envelope_t *env;         /* for the delivery report; may be NULL */
     void *msg_opaque;
-    struct chorus_delivery_s *owner;/* delivery waiting for it, or NULL */
+    chorus__waiter_t *waiter;       /* who waits for it; NULL: free-standing */
+    int64_t outbox_seq;             /* outbox row it publishes, or 0 */
 } chorus__pub_t;
 
 struct chorus_delivery_s {
@@ -79,8 +87,9 @@ struct chorus_delivery_s {
     char error[512];
     chorus_envelope_t **emitted;
     size_t nemitted, capemitted;
-    int pending_pubs;
-    bool pub_failed;
+    chorus__waiter_t w;             /* its retry / DLQ / emitted publishes */
+    bool duplicate;                 /* inbox says: handled before */
+    chorus_tx_t tx;                 /* store.type=postgres: its transaction */
     uint64_t gen;                   /* consume generation it came with */
     int64_t handled_ms;             /* wall clock when handling started */
 };
@@ -130,6 +139,12 @@ struct chorus_s {
     size_t backlog_len;
     int batch_max;
 
+    /* durable participants (store.type = postgres) */
+    chorus__store_t store;
+    chorus__upcaster_t *upcasters;
+    size_t nupcasters;
+    const char *crash_point;        /* debug.crash.point */
+
     chorus_stats_t stats;
 };
 
@@ -171,6 +186,9 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p);
 void chorus__on_confirm(chorus_t *ch, uint64_t tag, bool multiple, bool nack);
 void chorus__on_return(chorus_t *ch, const amqp_message_t *msg);
+/* Parses a stored envelope and makes a publish of it (outbox rows). */
+chorus__pub_t *chorus__pub_from_text(chorus_t *ch, const char *json, size_t len,
+                                     const char *routing_key);
 /* After a lost publish channel: unconfirmed publishes of deliveries fail
  * (those deliveries come again); free-standing ones are queued to resend. */
 void chorus__publisher_reset(chorus_t *ch);
@@ -185,6 +203,14 @@ void chorus__consumer_process(chorus_t *ch);
 void chorus__delivery_free(chorus_delivery_t *d);
 void chorus__backlog_clear(chorus_t *ch);
 chorus_err_t chorus__consume_start(chorus_t *ch);
+/* Stops / resumes consuming while the store is down. */
+void chorus__consume_pause(chorus_t *ch);
+void chorus__consume_resume(chorus_t *ch);
+/* Fills correlation, causation and traceparent of an event a delivery's
+ * handler emits, from that delivery. */
+void chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env);
+/* Test hook (debug.crash.point): dies with SIGKILL at the named point. */
+void chorus__crash_point(const chorus_t *ch, const char *point);
 
 /* header helpers (publisher.c) */
 amqp_table_entry_t *chorus__table_find(const amqp_table_t *t, const char *key);

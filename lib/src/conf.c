@@ -78,6 +78,31 @@ static const prop_t props[] = {
      "malformed."},
     {"message.max.depth", P_INT, "32", 2, 1000, NULL,
      "Deepest JSON nesting accepted in an envelope."},
+    {"store.type", P_ENUM, "none", 0, 0, "none|postgres",
+     "`postgres`: each delivery is handled in a PostgreSQL transaction with "
+     "an inbox (duplicates skipped) and a transactional outbox; the event "
+     "store is available. `none`: broker only."},
+    {"store.conninfo", P_STR, "", 0, 0, NULL,
+     "libpq connection string. Empty: libpq's PG* environment variables."},
+    {"store.schema", P_NAME, "", 0, 0, NULL,
+     "Schema holding chorus' tables. Empty: the service name."},
+    {"store.snapshot.every", P_INT, "50", 1, 1000000, NULL,
+     "The event store writes a snapshot of an aggregate every N events."},
+    {"store.relay.interval.ms", P_INT, "1000", 10, 3600000, NULL,
+     "How often the outbox relay looks for rows left unpublished (it also "
+     "runs at start-up and on NOTIFY)."},
+    {"store.inbox.retention.hours", P_INT, "168", 1, 87600, NULL,
+     "Inbox rows older than this are deleted; a duplicate arriving later is "
+     "no longer recognised."},
+    {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
+     "Immediate re-runs of a handler after a version conflict, serialization "
+     "failure or deadlock, before it is retried later instead."},
+    {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
+     "Upper bound of the delay between PostgreSQL reconnect attempts; "
+     "consumption pauses meanwhile."},
+    {"debug.crash.point", P_ENUM, "none", 0, 0, "none|before-commit|after-commit",
+     "Fault injection for tests: the process kills itself (SIGKILL) at that "
+     "point of a delivery's transaction. Never set it in production."},
     {"log.level", P_ENUM, "info", 0, 0, "err|warning|notice|info|debug",
      "Lowest level written to the log callback."},
 };
@@ -203,8 +228,9 @@ static bool validate(const prop_t *pr, const char *v, char *errstr,
     case P_URLS: /* URLs are parsed, with precise errors, by chorus_new() */
         return true;
     case P_NAME:
-        if (*v == '\0' && strcmp(pr->name, "service.name") == 0)
-            return true; /* unset; chorus_new() insists */
+        if (*v == '\0' && (strcmp(pr->name, "service.name") == 0 ||
+                           strcmp(pr->name, "store.schema") == 0))
+            return true; /* unset: required, or a default from elsewhere */
         if (valid_name(v))
             return true;
         chorus__errstr(errstr, size,

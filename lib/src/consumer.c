@@ -27,11 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 void chorus__delivery_free(chorus_delivery_t *d) {
     if (!d)
         return;
+    chorus__tx_clear(&d->tx);
     free(d->routing_key);
     amqp_destroy_message(&d->msg);
     chorus_envelope_destroy(d->env);
@@ -54,6 +56,10 @@ void chorus__backlog_clear(chorus_t *ch) {
 
 chorus_err_t chorus__consume_start(chorus_t *ch) {
     char err[512];
+    if (ch->store.enabled && !ch->store.up) {
+        ch->store.paused = true; /* chorus_poll() resumes when the store is back */
+        return CHORUS_OK;
+    }
     amqp_basic_qos(ch->st, CHORUS__CH_CONSUME, 0, (uint16_t)ch->topo.prefetch, 0);
     chorus_err_t rc = chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME,
                                                amqp_get_rpc_reply(ch->st),
@@ -91,7 +97,30 @@ static void dead_letter(chorus_delivery_t *d, const char *reason) {
     d->reason = reason;
 }
 
-static void handle(chorus_t *ch, chorus_delivery_t *d) {
+/* Records what the handler decided: retries run out become DLQ. */
+static void set_outcome(chorus_t *ch, chorus_delivery_t *d, chorus_outcome_t out) {
+    d->reason = NULL;
+    if (out == CHORUS_HANDLED) {
+        d->outcome = CHORUS_HANDLED;
+        return;
+    }
+    if (out == CHORUS_RETRY_LATER) {
+        d->outcome = CHORUS_RETRY_LATER;
+        if (chorus__retry_decide(&ch->retry, d->attempt).dead_letter)
+            dead_letter(d, "retries-exhausted");
+    } else {
+        dead_letter(d, "rejected");
+    }
+    if (!d->error[0])
+        snprintf(d->error, sizeof(d->error), "handler returned %s",
+                 out == CHORUS_RETRY_LATER ? "retry-later" : "reject");
+    chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "attempt %d: %s: %s", d->attempt,
+                    d->reason ? d->reason : "retry later", d->error);
+}
+
+/* Decodes, validates and upcasts the envelope and finds its handler; NULL
+ * (and the delivery marked for the DLQ) when any of that fails. */
+static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
     const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
                                 ? &d->msg.properties.headers : NULL;
     long long attempt = chorus__table_int(h, CHORUS__H_ATTEMPT, 1);
@@ -101,13 +130,15 @@ static void handle(chorus_t *ch, chorus_delivery_t *d) {
     chorus_error_t *perr = NULL;
     chorus_err_t rc = chorus_envelope_parse(d->msg.body.bytes, d->msg.body.len,
                                             &ch->limits, &d->env, &perr);
+    if (!rc)
+        rc = chorus__upcast(ch, d->env, &perr);
     if (rc) {
         snprintf(d->error, sizeof(d->error), "%s", chorus_error_string(perr));
         chorus_error_destroy(perr);
         chorus__log(ch, CHORUS_LOG_WARNING, "malformed delivery on '%s': %s",
                     d->routing_key, d->error);
         dead_letter(d, "malformed");
-        return;
+        return NULL;
     }
     const chorus__handler_t *hd = find_handler(ch, chorus_envelope_event_type(d->env));
     if (!hd) {
@@ -115,30 +146,137 @@ static void handle(chorus_t *ch, chorus_delivery_t *d) {
                  chorus_envelope_event_type(d->env));
         chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "%s", d->error);
         dead_letter(d, "no-handler");
-        return;
     }
+    return hd;
+}
+
+static chorus_outcome_t call_handler(chorus_t *ch, chorus_delivery_t *d,
+                                     const chorus__handler_t *hd) {
     uint64_t t0 = chorus__mono_ns();
     chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
     ch->stats.handler_ns += chorus__mono_ns() - t0;
     int64_t lag = d->handled_ms - chorus_envelope_timestamp_ms(d->env);
     if (lag > 0)
         ch->stats.propagation_ms += (uint64_t)lag;
+    return out;
+}
 
-    if (out == CHORUS_HANDLED) {
-        d->outcome = CHORUS_HANDLED;
-    } else if (out == CHORUS_RETRY_LATER) {
-        d->outcome = CHORUS_RETRY_LATER;
-        if (chorus__retry_decide(&ch->retry, d->attempt).dead_letter)
-            dead_letter(d, "retries-exhausted");
-    } else {
-        dead_letter(d, "rejected");
+static void handle_plain(chorus_t *ch, chorus_delivery_t *d) {
+    const chorus__handler_t *hd = decode(ch, d);
+    if (hd)
+        set_outcome(ch, d, call_handler(ch, d, hd));
+}
+
+/*
+ * One delivery inside the batch transaction, in its own savepoint: the
+ * inbox row, then the handler.  A conflict (another writer took the
+ * aggregate version, a serialization failure, a deadlock) undoes the
+ * savepoint and runs the handler again at once, a bounded number of times.
+ */
+static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd) {
+    chorus_tx_t *tx = &d->tx;
+    long max_runs = 1 + chorus__conf_int(ch->conf, "store.conflict.retries");
+    for (long run = 1;; run++) {
+        if (!chorus__tx_savepoint(tx))
+            return;
+        int claim = chorus__inbox_claim(tx, chorus_envelope_event_id(d->env));
+        if (claim == 0) {
+            d->duplicate = true;
+            chorus__tx_release(tx);
+            return;
+        }
+        if (claim < 0) {
+            chorus__tx_rollback_to(tx);
+            snprintf(d->error, sizeof(d->error), "inbox insert failed");
+            set_outcome(ch, d, CHORUS_RETRY_LATER);
+            return;
+        }
+        chorus_outcome_t out = call_handler(ch, d, hd);
+        if (tx->lost)
+            return;
+        if (tx->conflict && run < max_runs) {
+            ch->stats.conflicts++;
+            chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "conflict; running the handler again");
+            chorus__tx_rollback_to(tx);
+            tx->conflict = false;
+            d->error[0] = '\0';
+            continue;
+        }
+        if (tx->conflict) {
+            snprintf(d->error, sizeof(d->error), "still conflicting after %ld runs", run);
+            out = CHORUS_RETRY_LATER;
+        } else if (out == CHORUS_HANDLED && tx->failed) {
+            snprintf(d->error, sizeof(d->error), "an SQL statement of the handler failed");
+            out = CHORUS_RETRY_LATER;
+        }
+        set_outcome(ch, d, out);
+        if (out == CHORUS_HANDLED)
+            chorus__tx_release(tx);
+        else
+            chorus__tx_rollback_to(tx);
+        return;
     }
-    if (d->outcome != CHORUS_HANDLED && !d->error[0])
-        snprintf(d->error, sizeof(d->error), "handler returned %s",
-                 out == CHORUS_RETRY_LATER ? "retry-later" : "reject");
-    if (d->outcome != CHORUS_HANDLED)
-        chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "attempt %d: %s: %s", d->attempt,
-                        d->reason ? d->reason : "retry later", d->error);
+}
+
+typedef enum { BATCH_OK, BATCH_AGAIN, BATCH_STORE_DOWN } batch_rc_t;
+
+/* The whole batch in one transaction; every delivery in a savepoint. */
+static batch_rc_t process_durable(chorus_t *ch, chorus_delivery_t *batch) {
+    chorus_tx_t btx;
+    if (chorus__tx_open(ch, &btx) != CHORUS_OK) {
+        chorus__store_lost(ch, "BEGIN failed");
+        return BATCH_STORE_DOWN;
+    }
+    for (chorus_delivery_t *d = batch; d; d = d->next) {
+        d->tx = btx;
+        d->tx.d = d;
+        const chorus__handler_t *hd = decode(ch, d);
+        if (hd)
+            handle_durable(ch, d, hd);
+        if (d->tx.lost) {
+            chorus__store_lost(ch, "a statement failed");
+            return BATCH_STORE_DOWN;
+        }
+        if (d->tx.failed) { /* a savepoint could not be undone: start over */
+            chorus__tx_abort(&btx);
+            return BATCH_AGAIN;
+        }
+    }
+    chorus__crash_point(ch, "before-commit");
+    chorus_err_t rc = chorus__tx_finish(&btx);
+    if (rc == CHORUS_ERR_CONN_CLOSED) {
+        chorus__store_lost(ch, "COMMIT failed");
+        return BATCH_STORE_DOWN;
+    }
+    if (rc) {
+        if (rc == CHORUS_ERR_CONFLICT)
+            ch->stats.conflicts++;
+        return BATCH_AGAIN;
+    }
+    chorus__crash_point(ch, "after-commit");
+    return BATCH_OK;
+}
+
+/* After the commit: publish what the batch wrote to the outbox. */
+static void flush_batch_outbox(chorus_t *ch, chorus_delivery_t *batch) {
+    size_t n = 0, cap = 0;
+    int64_t *seqs = NULL;
+    for (chorus_delivery_t *d = batch; d; d = d->next) {
+        if (d->outcome != CHORUS_HANDLED || d->duplicate)
+            continue;
+        if (n + d->tx.nseqs > cap) {
+            cap = (n + d->tx.nseqs) * 2;
+            int64_t *g = realloc(seqs, cap * sizeof(*g));
+            if (!g)
+                break; /* the relay will publish them */
+            seqs = g;
+        }
+        memcpy(seqs + n, d->tx.seqs, d->tx.nseqs * sizeof(*seqs));
+        n += d->tx.nseqs;
+    }
+    if (n)
+        chorus__outbox_flush(ch, seqs, n);
+    free(seqs);
 }
 
 /* ---- copies for retry and DLQ (lock held) ------------------------------- */
@@ -236,7 +374,7 @@ static chorus__pub_t *copy_delivery(chorus_delivery_t *d, hdrs_t *h) {
     if (d->msg.body.len && !p->body.bytes)
         goto fail;
     p->mandatory = true;
-    p->owner = d;
+    p->waiter = &d->w;
     return p;
 fail:
     chorus__pub_destroy(p);
@@ -282,14 +420,14 @@ static chorus__pub_t *retry_copy(chorus_t *ch, chorus_delivery_t *d) {
 
 static void send_for(chorus_t *ch, chorus_delivery_t *d, chorus__pub_t *p) {
     if (!p) {
-        d->pub_failed = true;
+        d->w.failed = true;
         return;
     }
-    d->pending_pubs++;
+    d->w.pending++;
     chorus_err_t rc = chorus__pub_send(ch, p);
     if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM) {
-        d->pending_pubs--;
-        d->pub_failed = true;
+        d->w.pending--;
+        d->w.failed = true;
         chorus__pub_destroy(p);
     }
 }
@@ -304,7 +442,7 @@ static void send_outcome(chorus_t *ch, chorus_delivery_t *d) {
             if (p && chorus__pub_from_envelope(ch, p, d->emitted[i],
                                                ch->topo.names.exchange, rk) == CHORUS_OK) {
                 d->emitted[i] = NULL; /* the publish owns it now */
-                p->owner = d;
+                p->waiter = &d->w;
             } else {
                 chorus__pub_destroy(p);
                 p = NULL;
@@ -323,13 +461,15 @@ static void send_outcome(chorus_t *ch, chorus_delivery_t *d) {
 static bool batch_settled(chorus_t *ch, void *arg) {
     (void)ch;
     for (chorus_delivery_t *d = arg; d; d = d->next)
-        if (d->pending_pubs > 0)
+        if (d->w.pending > 0)
             return false;
     return true;
 }
 
 static void count(chorus_t *ch, const chorus_delivery_t *d) {
-    if (d->outcome == CHORUS_HANDLED)
+    if (d->duplicate)
+        ch->stats.duplicates++;
+    else if (d->outcome == CHORUS_HANDLED)
         ch->stats.handled++;
     else if (d->reason)
         ch->stats.dead_lettered++;
@@ -341,7 +481,7 @@ static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
     bool all_ok = true;
     uint64_t last = 0;
     for (chorus_delivery_t *d = batch; d; d = d->next) {
-        all_ok = all_ok && !d->pub_failed;
+        all_ok = all_ok && !d->w.failed;
         last = d->tag;
     }
     if (all_ok) {
@@ -355,7 +495,7 @@ static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
     }
     for (chorus_delivery_t *d = batch; d && ch->st; d = d->next) {
         int s;
-        if (d->pub_failed) {
+        if (d->w.failed) {
             chorus__log_env(ch, CHORUS_LOG_WARNING, d->env,
                             "a publish it caused failed; returning it to the queue");
             s = amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, d->tag, 0, 1);
@@ -368,29 +508,16 @@ static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
     }
 }
 
-void chorus__consumer_process(chorus_t *ch) {
-    chorus_delivery_t *batch = ch->backlog_head;
-    if (!batch)
-        return;
-    uint64_t gen = ch->consume_gen;
-    ch->backlog_head = ch->backlog_tail = NULL;
-    ch->backlog_len = 0;
-
-    for (chorus_delivery_t *d = batch; d; d = d->next)
-        handle(ch, d);
-
-    chorus__lock(ch);
+/* Gives a batch back to the broker (nack, requeue): nothing of it is
+ * acked, nothing dead-lettered; it comes again. */
+static void requeue(chorus_t *ch, chorus_delivery_t *batch) {
     for (chorus_delivery_t *d = batch; d && ch->st; d = d->next)
-        send_outcome(ch, d);
-    int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-    if (ch->st && chorus__wait_until(ch, deadline, batch_settled, batch) == CHORUS_ERR_TIMEOUT)
-        chorus__conn_lost(ch, "publisher confirms timed out");
-    /* Tags of an older consumer (before a reconnect or a reopened channel)
-     * mean nothing now: those deliveries come again. */
-    if (ch->st && gen == ch->consume_gen)
-        settle_batch(ch, batch);
-    chorus__unlock(ch);
+        if (d->gen == ch->consume_gen &&
+            amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, d->tag, 0, 1) != AMQP_STATUS_OK)
+            chorus__conn_lost(ch, "nack failed");
+}
 
+static void free_batch(chorus_delivery_t *batch) {
     while (batch) {
         chorus_delivery_t *next = batch->next;
         chorus__delivery_free(batch);
@@ -398,34 +525,114 @@ void chorus__consumer_process(chorus_t *ch) {
     }
 }
 
+void chorus__consumer_process(chorus_t *ch) {
+    chorus_delivery_t *batch = ch->backlog_head;
+    if (!batch)
+        return;
+    ch->backlog_head = ch->backlog_tail = NULL;
+    ch->backlog_len = 0;
+
+    batch_rc_t brc = BATCH_OK;
+    if (!ch->store.enabled) {
+        for (chorus_delivery_t *d = batch; d; d = d->next)
+            handle_plain(ch, d);
+    } else if (ch->store.paused || !ch->store.up) {
+        brc = BATCH_STORE_DOWN;
+    } else if ((brc = process_durable(ch, batch)) == BATCH_OK) {
+        flush_batch_outbox(ch, batch);
+    }
+
+    chorus__lock(ch);
+    if (brc != BATCH_OK) {
+        requeue(ch, batch);
+        if (brc == BATCH_STORE_DOWN)
+            chorus__consume_pause(ch);
+    } else {
+        for (chorus_delivery_t *d = batch; d && ch->st; d = d->next)
+            send_outcome(ch, d);
+        int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+        if (ch->st && chorus__wait_until(ch, deadline, batch_settled, batch) == CHORUS_ERR_TIMEOUT)
+            chorus__conn_lost(ch, "publisher confirms timed out");
+        /* Tags of an older consumer (before a reconnect or a reopened
+         * channel) mean nothing now: those deliveries come again. */
+        if (ch->st && batch->gen == ch->consume_gen)
+            settle_batch(ch, batch);
+    }
+    chorus__unlock(ch);
+    free_batch(batch);
+}
+
+void chorus__consume_pause(chorus_t *ch) {
+    ch->store.paused = true;
+    if (!ch->st || !ch->consuming)
+        return;
+    char tag[128];
+    snprintf(tag, sizeof(tag), "%s.%ld", ch->service, (long)getpid());
+    amqp_basic_cancel(ch->st, CHORUS__CH_CONSUME, amqp_cstring_bytes(tag));
+    char err[256];
+    if (chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME, amqp_get_rpc_reply(ch->st),
+                                 "basic.cancel", err, sizeof(err))) {
+        chorus__conn_lost(ch, err);
+        return;
+    }
+    ch->consuming = false;
+    /* What arrived before the cancel took effect goes back too. */
+    chorus_delivery_t *late = ch->backlog_head;
+    ch->backlog_head = ch->backlog_tail = NULL;
+    ch->backlog_len = 0;
+    requeue(ch, late);
+    free_batch(late);
+    chorus__log(ch, CHORUS_LOG_WARNING, "consumption paused until PostgreSQL is back");
+}
+
+void chorus__consume_resume(chorus_t *ch) {
+    if (!ch->store.paused || !ch->st || !ch->store.up)
+        return;
+    if (ch->nhandlers == 0 || chorus__consume_start(ch) == CHORUS_OK) {
+        ch->store.paused = false;
+        chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL is back; consuming again");
+    }
+}
+
+void chorus__crash_point(const chorus_t *ch, const char *point) {
+    if (ch->crash_point && strcmp(ch->crash_point, point) == 0) {
+        chorus__log(ch, CHORUS_LOG_WARNING, "debug.crash.point: dying at %s", point);
+        raise(SIGKILL);
+    }
+}
+
 /* ---- the handler's API --------------------------------------------------- */
 
+void chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env) {
+    const chorus_envelope_t *cause = d->env;
+    if (!chorus_envelope_correlation_id(env)) {
+        const char *corr = chorus_envelope_correlation_id(cause);
+        chorus_envelope_set_correlation_id(env, corr ? corr : chorus_envelope_event_id(cause));
+    }
+    if (!chorus_envelope_causation_id(env))
+        chorus_envelope_set_causation_id(env, chorus_envelope_event_id(cause));
+    const char *tp = chorus_envelope_traceparent(cause);
+    if (tp && !chorus_envelope_traceparent(env))
+        chorus_envelope_set_traceparent(env, tp);
+}
+
 chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
-    if (!d || !env) {
+    if (!d || !env || !d->env) {
         chorus_envelope_destroy(env);
         return CHORUS_ERR_INVALID_ARG;
     }
-    const char *corr = chorus_envelope_correlation_id(d->env);
-    chorus_err_t rc = chorus_envelope_set_correlation_id(
-        env, corr ? corr : chorus_envelope_event_id(d->env));
-    if (!rc)
-        rc = chorus_envelope_set_causation_id(env, chorus_envelope_event_id(d->env));
-    const char *tp = chorus_envelope_traceparent(d->env);
-    if (!rc && tp && !chorus_envelope_traceparent(env))
-        rc = chorus_envelope_set_traceparent(env, tp);
-    if (!rc && d->nemitted == d->capemitted) {
+    chorus__inherit(d, env);
+    if (d->ch->store.enabled)
+        return chorus__outbox_insert(&d->tx, env); /* in the handler's transaction */
+    if (d->nemitted == d->capemitted) {
         size_t ncap = d->capemitted ? d->capemitted * 2 : 4;
         chorus_envelope_t **n = realloc(d->emitted, ncap * sizeof(*n));
-        if (!n)
-            rc = CHORUS_ERR_NOMEM;
-        else {
-            d->emitted = n;
-            d->capemitted = ncap;
+        if (!n) {
+            chorus_envelope_destroy(env);
+            return CHORUS_ERR_NOMEM;
         }
-    }
-    if (rc) {
-        chorus_envelope_destroy(env);
-        return rc;
+        d->emitted = n;
+        d->capemitted = ncap;
     }
     d->emitted[d->nemitted++] = env;
     return CHORUS_OK;

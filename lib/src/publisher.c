@@ -14,8 +14,8 @@
  *        v                                  |  before the ack)
  *   confirm tracker  <--basic.ack/nack------+
  *        |
- *        +-- owner delivery: one fewer pending publish (consumer.c acks it
- *        |   when none is left and none failed)
+ *        +-- waiter (a delivery, an outbox flush): one fewer pending
+ *        |   publish; consumer.c acks when none is left and none failed
  *        +-- free-standing: delivery report to the application
  *
  * Publishing never waits for a round trip: up to "publish.window" messages
@@ -125,6 +125,27 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
     return CHORUS_OK;
 }
 
+chorus__pub_t *chorus__pub_from_text(chorus_t *ch, const char *json, size_t len,
+                                     const char *routing_key) {
+    chorus_envelope_t *env = NULL;
+    chorus_error_t *err = NULL;
+    chorus__pub_t *p = NULL;
+    if (chorus_envelope_parse(json, len, &ch->limits, &env, &err) != CHORUS_OK) {
+        chorus__log(ch, CHORUS_LOG_ERR, "outbox row for '%s' is not a valid envelope: %s",
+                    routing_key, chorus_error_string(err));
+        chorus_error_destroy(err);
+        return NULL;
+    }
+    /* On failure the envelope is still ours (p takes it only on success). */
+    if (!(p = chorus__pub_new()) ||
+        chorus__pub_from_envelope(ch, p, env, ch->topo.names.exchange, routing_key)) {
+        chorus__pub_destroy(p);
+        chorus_envelope_destroy(env);
+        return NULL;
+    }
+    return p;
+}
+
 static void resend_push(chorus_t *ch, chorus__pub_t *p) {
     p->next = NULL;
     p->returned = false;
@@ -137,7 +158,7 @@ static void resend_push(chorus_t *ch, chorus__pub_t *p) {
 
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
     if (!ch->st) {
-        if (p->owner)
+        if (p->waiter)
             return CHORUS_ERR_STATE; /* not taken: the caller still owns it */
         resend_push(ch, p); /* goes out after the reconnect */
         return CHORUS_OK;
@@ -150,16 +171,16 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
     if (s != AMQP_STATUS_OK) {
         /* The tracker holds it: the loss handling below settles it. */
         chorus__conn_lost(ch, amqp_error_string2(s));
-        return p->owner ? CHORUS_ERR_CONN_CLOSED : CHORUS_OK;
+        return p->waiter ? CHORUS_ERR_CONN_CLOSED : CHORUS_OK;
     }
     return CHORUS_OK;
 }
 
 static void report(chorus_t *ch, chorus__pub_t *p, chorus_err_t res) {
-    if (p->owner) {
-        p->owner->pending_pubs--;
+    if (p->waiter) {
+        p->waiter->pending--;
         if (res)
-            p->owner->pub_failed = true;
+            p->waiter->failed = true;
     } else {
         ch->outq--;
         if (ch->conf->dr_cb)
@@ -179,7 +200,7 @@ static void on_settle(void *item, chorus__confirm_result_t res, void *opaque) {
         r = CHORUS_ERR_UNROUTABLE;
         ch->stats.returned++;
         /* Our own retry queue or DLQ is missing: someone deleted it. */
-        if (p->owner)
+        if (p->waiter)
             ch->need_redeclare = true;
     } else {
         ch->stats.published++;
@@ -218,7 +239,7 @@ void chorus__on_return(chorus_t *ch, const amqp_message_t *msg) {
 static void reset_one(void *item, void *opaque) {
     chorus_t *ch = opaque;
     chorus__pub_t *p = item;
-    if (p->owner)
+    if (p->waiter)
         report(ch, p, CHORUS_ERR_CONN_CLOSED);
     else
         resend_push(ch, p);

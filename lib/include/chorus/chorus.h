@@ -353,6 +353,8 @@ typedef struct chorus_stats_s {
     uint64_t reconnects;    /**< successful reconnects after a loss */
     uint64_t handler_ns;    /**< total time spent in handlers */
     uint64_t propagation_ms;/**< total event-timestamp-to-handling delay */
+    uint64_t conflicts;     /**< handler runs repeated after a version conflict */
+    uint64_t relayed;       /**< outbox rows published by the relay */
 } chorus_stats_t;
 
 CHORUS_API void chorus_stats(const chorus_t *ch, chorus_stats_t *out);

@@ -1,0 +1,148 @@
+/*
+ * chorus_pg.h - durable participants: the PostgreSQL side of chorus.
+ *
+ * Kept apart from chorus.h because it exposes libpq's PGconn (a handler
+ * runs its own SQL in the participant's transaction) and cJSON (upcasters
+ * rewrite event data).
+ *
+ * A participant whose "store.type" is "postgres" handles each delivery in
+ * one PostgreSQL transaction:
+ *
+ *   BEGIN
+ *     INSERT inbox (event_id, consumer)     -- already there: duplicate,
+ *                                              acked and skipped
+ *     handler(...)                          -- its own SQL on chorus_tx_pg()
+ *     INSERT outbox rows for emitted events -- chorus_emit / chorus_tx_emit
+ *   COMMIT
+ *   publish the outbox rows with confirms, mark them published, ack
+ *
+ * Deliveries already waiting are handled in one transaction, each in its
+ * own savepoint.  An outbox relay publishes rows left unpublished (after a
+ * crash, or written by a command-line tool) at start-up, periodically and
+ * on LISTEN/NOTIFY.
+ *
+ * Thread safety: as chorus.h; a chorus_tx_t belongs to the thread that
+ * began it (or to the handler it was given to).
+ */
+#ifndef CHORUS_PG_H
+#define CHORUS_PG_H
+
+#include <libpq-fe.h>
+
+#include "chorus.h"
+#include "chorus_json.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Transactions
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_tx_s chorus_tx_t;
+
+/* The transaction a handler runs in (store.type=postgres); NULL otherwise.
+ * Borrowed: valid until the handler returns. */
+CHORUS_API chorus_tx_t *chorus_delivery_tx(chorus_delivery_t *d);
+
+/*
+ * A transaction outside any delivery, e.g. for a command ("PlaceOrder")
+ * received from a command line.  Connects to PostgreSQL (and migrates the
+ * schema) on first use; does not need chorus_start().  Events emitted in it
+ * are written to the outbox; chorus_tx_commit() publishes them when the
+ * participant is started, otherwise the relay of a running instance
+ * publishes them (it is woken by NOTIFY).
+ */
+CHORUS_API chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp);
+CHORUS_API chorus_err_t chorus_tx_commit(chorus_tx_t *tx);
+CHORUS_API void chorus_tx_rollback(chorus_tx_t *tx);
+
+/* The connection, inside the open transaction: run parameterized SQL on it
+ * (PQexecParams); never COMMIT, ROLLBACK or close it. */
+CHORUS_API PGconn *chorus_tx_pg(chorus_tx_t *tx);
+
+/*
+ * PQexecParams on the transaction, with the outcome classified: CHORUS_OK
+ * (and *resp, when not NULL, the result for the caller to PQclear), or
+ * CHORUS_ERR_CONFLICT for a unique violation, serialization failure or
+ * deadlock (chorus runs the handler again at once, a bounded number of
+ * times), or CHORUS_ERR_DB with the message logged.
+ */
+CHORUS_API chorus_err_t chorus_tx_exec(chorus_tx_t *tx, const char *sql, int nparams,
+                                       const char *const *params, PGresult **resp);
+
+/* Emits an event in @p tx (outbox row in the same transaction).  Inside a
+ * handler, chorus_emit() is the same with correlation and causation filled
+ * in.  Takes ownership of @p env. */
+CHORUS_API chorus_err_t chorus_tx_emit(chorus_tx_t *tx, chorus_envelope_t *env);
+
+/* ------------------------------------------------------------------------
+ * Upcasting: old event data read as the current schema version
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Rewrites @p data (schema version @p from) in place to version from + 1.
+ * Return CHORUS_OK, or an error to refuse the event (it is then
+ * dead-lettered as malformed when it came from the broker).
+ */
+typedef chorus_err_t(chorus_upcast_fn)(cJSON *data, int from, void *opaque);
+
+/* Registers the step from @p from_version to from_version + 1 for
+ * @p event_type.  Steps chain: 1 -> 2 -> 3.  Applied to deliveries before
+ * the handler sees them and to events read from the event store; the
+ * stored original is never changed.  Only before chorus_start(). */
+CHORUS_API chorus_err_t chorus_register_upcaster(chorus_t *ch, const char *event_type,
+                                                 int from_version, chorus_upcast_fn *fn,
+                                                 void *opaque);
+
+/* ------------------------------------------------------------------------
+ * Event store
+ * ---------------------------------------------------------------------- */
+
+/* How an aggregate is rebuilt from its events. */
+typedef struct chorus_aggregate_type_s {
+    const char *name;   /* "Order": stored as aggregate_type */
+    /* Applies one event (already upcast) to @p state. */
+    chorus_err_t (*apply)(void *state, const chorus_envelope_t *ev, void *opaque);
+    /* The state as JSON for a snapshot (malloc'd), or NULL for none. */
+    char *(*snapshot)(const void *state, void *opaque);
+    /* Restores @p state (freshly initialised by the caller) from a snapshot. */
+    chorus_err_t (*restore)(void *state, const char *json, void *opaque);
+    void *opaque;
+} chorus_aggregate_type_t;
+
+/*
+ * Loads aggregate @p aggregate_id into @p state (initialised by the caller):
+ * the latest snapshot, then the events after it, in version order.
+ * *versionp receives the aggregate's version (0 when it has no events).
+ * With @p as_of_ms >= 0, only events created at or before that instant
+ * count ("state as of time T"); -1 means now.
+ */
+CHORUS_API chorus_err_t chorus_es_load(chorus_tx_t *tx, const chorus_aggregate_type_t *type,
+                                       const char *aggregate_id, void *state,
+                                       int64_t *versionp, int64_t as_of_ms);
+
+/*
+ * Appends @p env (taken) to the aggregate as version expected_version + 1
+ * (the envelope's version is set to that), applies it to @p state, writes a
+ * snapshot when the new version is a multiple of "store.snapshot.every",
+ * and emits it (outbox).  CHORUS_ERR_CONFLICT when another writer got that
+ * version first: inside a handler chorus then runs the handler again at
+ * once, with a fresh transaction savepoint.
+ */
+CHORUS_API chorus_err_t chorus_es_append(chorus_tx_t *tx, const chorus_aggregate_type_t *type,
+                                         void *state, int64_t expected_version,
+                                         chorus_envelope_t *env);
+
+/*
+ * Replays every stored event, in global order, to @p fn (upcast), for
+ * rebuilding projections; stops early when fn returns non-zero.
+ */
+typedef int(chorus_replay_fn)(chorus_tx_t *tx, const chorus_envelope_t *ev, void *opaque);
+CHORUS_API chorus_err_t chorus_es_replay(chorus_tx_t *tx, const char *aggregate_type,
+                                         chorus_replay_fn *fn, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CHORUS_PG_H */
