@@ -53,6 +53,10 @@
 #include <string.h>
 
 #define ES_PAGE 500
+/* 9999-12-31T23:59:59.999Z: no envelope is later (chorus_envelope_
+ * set_timestamp_ms refuses it), so a later "as of" means now -- and is never
+ * handed to to_timestamp(), which would fail beyond its range. */
+#define ES_MAX_TS_MS INT64_C(253402300799999)
 #define ES_PAGE_S "500"
 
 /* The eight parts chorus__envelope_from_parts() takes, in order; a scan
@@ -266,7 +270,8 @@ chorus_err_t chorus_es_load(chorus_tx_t *tx, const chorus_aggregate_type_t *type
         *versionp = 0;
     if (!tx || !type || !type->name || !type->apply || !chorus_uuid_valid(aggregate_id))
         return CHORUS_ERR_INVALID_ARG;
-    if (as_of_ms >= 0 && (rc = as_of_version(tx, type, aggregate_id, as_of_ms, &upto)))
+    if (as_of_ms >= 0 && as_of_ms <= ES_MAX_TS_MS &&
+        (rc = as_of_version(tx, type, aggregate_id, as_of_ms, &upto)))
         return rc;
     if (upto == 0)
         return CHORUS_OK;

@@ -116,8 +116,9 @@ static PGconn *open_one(chorus_t *ch) {
     const char *ci = chorus__conf_str(ch->conf, "store.conninfo");
     /* A connect timeout and keepalives so a dead server is noticed. */
     const char *keys[] = {"dbname", "connect_timeout", "keepalives", "keepalives_idle",
-                          "application_name", NULL};
-    const char *vals[] = {*ci ? ci : NULL, "5", "1", "10", ch->service, NULL};
+                          "application_name", "options", NULL};
+    const char *vals[] = {*ci ? ci : NULL, "5", "1", "10", ch->service,
+                          "-c client_min_messages=warning", NULL};
     if (!*ci) {
         keys[0] = "connect_timeout";
         vals[0] = "5";

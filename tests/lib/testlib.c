@@ -307,3 +307,57 @@ void it_idset_free(it_idset_t *s) {
     s->items = NULL;
     s->n = s->cap = s->dups = 0;
 }
+
+/* ---- PostgreSQL ------------------------------------------------------------ */
+
+static PGconn *it_pg_conn;
+
+PGconn *it_pg(void) {
+    if (it_pg_conn)
+        return it_pg_conn;
+    if (!getenv("PGHOST") && !getenv("PGDATABASE") && !getenv("PGSERVICE")) {
+        const char *req = getenv("CHORUS_REQUIRE_SERVERS");
+        if (req && strcmp(req, "1") == 0) {
+            fprintf(stderr, "no PG* variable is set but servers are required\n");
+            exit(1);
+        }
+        fprintf(stderr, "skipped: no PG* variable is set (run ./scripts/test)\n");
+        exit(77);
+    }
+    it_pg_conn = PQconnectdb("");
+    if (PQstatus(it_pg_conn) != CONNECTION_OK)
+        fail_msg("PostgreSQL: %s", PQerrorMessage(it_pg_conn));
+    PQclear(PQexec(it_pg_conn, "SET client_min_messages = warning"));
+    return it_pg_conn;
+}
+
+static PGresult *it_pg_run(const char *sql, int n, const char *const *params) {
+    PGresult *r = PQexecParams(it_pg(), sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("SQL failed: %s\n  %s", PQresultErrorMessage(r), sql);
+    return r;
+}
+
+void it_pg_exec(const char *sql, int n, const char *const *params) {
+    PQclear(it_pg_run(sql, n, params));
+}
+
+char *it_pg_value(const char *sql, int n, const char *const *params) {
+    PGresult *r = it_pg_run(sql, n, params);
+    char *v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? strdup(PQgetvalue(r, 0, 0)) : NULL;
+    PQclear(r);
+    return v;
+}
+
+void it_pg_drop_schema(const char *schema) {
+    const char *p[] = {schema};
+    char *sql = it_pg_value("SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', $1::text)", 1, p);
+    it_pg_exec(sql, 0, NULL);
+    free(sql);
+}
+
+void it_pg_close(void) {
+    PQfinish(it_pg_conn);
+    it_pg_conn = NULL;
+}

@@ -67,4 +67,19 @@ typedef struct {
 bool it_idset_add(it_idset_t *s, const char *id); /* false when seen before */
 void it_idset_free(it_idset_t *s);
 
+/* ---- PostgreSQL, behind chorus' back (libpq's PG* variables) ---------- */
+#include <libpq-fe.h>
+
+/* Skips (exit 77) when no PG* variable names a server, unless
+ * CHORUS_REQUIRE_SERVERS=1; fails the test when the server is unreachable.
+ * One connection per process, opened on first use. */
+PGconn *it_pg(void);
+/* Runs parameterized SQL; fails the test on error. */
+void it_pg_exec(const char *sql, int n, const char *const *params);
+/* The first column of the first row (malloc'd), NULL when no row or NULL. */
+char *it_pg_value(const char *sql, int n, const char *const *params);
+/* DROP SCHEMA IF EXISTS ... CASCADE. */
+void it_pg_drop_schema(const char *schema);
+void it_pg_close(void);
+
 #endif
