@@ -17,10 +17,11 @@
  * Rows left behind (a crash between COMMIT and the flush, a nack, a
  * command-line tool that only wrote rows) are found by the relay: at
  * start-up, every "store.relay.interval.ms", and whenever a NOTIFY from
- * the outbox trigger arrives.  SKIP LOCKED lets several instances relay
- * side by side without publishing a row twice at the same time; a row is
- * not taken while an older row of the same aggregate is still pending, so
- * each aggregate's events leave in order.  A row is marked published only
+ * the outbox trigger arrives.  Several instances relay side by side: an
+ * aggregate's pending rows go to whichever relay takes its advisory lock
+ * first (the others skip that aggregate until it commits), so each
+ * aggregate's events leave in order, and FOR UPDATE SKIP LOCKED keeps a
+ * relay off rows another flush is publishing.  A row is marked published only
  * after its confirm; publishing twice (a crash after the confirm, before
  * the mark) is possible and harmless: consumers' inboxes drop duplicates.
  */
@@ -156,11 +157,13 @@ int chorus__outbox_flush(chorus_t *ch, const int64_t *seqs, size_t n) {
                             "ORDER BY seq FOR UPDATE SKIP LOCKED",
                             1, p, &rows);
     } else {
+        /* The advisory lock per aggregate keeps each aggregate with one
+         * relay at a time (its rows then leave in seq order); SKIP LOCKED
+         * passes over rows a flush elsewhere is publishing. */
         rc = chorus_tx_exec(&tx,
-                            "SELECT seq, routing_key, envelope FROM outbox o "
-                            "WHERE published_at IS NULL AND NOT EXISTS ("
-                            "  SELECT 1 FROM outbox older WHERE older.aggregate_id = o.aggregate_id"
-                            "  AND older.published_at IS NULL AND older.seq < o.seq) "
+                            "SELECT seq, routing_key, envelope FROM outbox "
+                            "WHERE published_at IS NULL AND pg_try_advisory_xact_lock("
+                            "  hashtext(current_schema()), hashtext(aggregate_id::text)) "
                             "ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED",
                             0, NULL, &rows);
     }
