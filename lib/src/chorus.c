@@ -139,10 +139,49 @@ static chorus_err_t add_binding(chorus_t *ch, const char *key, size_t len) {
     return CHORUS_OK;
 }
 
-/* "topology.bindings" when set, else "*.<EventType>" per handler. */
-static chorus_err_t make_bindings(chorus_t *ch) {
+/* Loads "saga.file" and holds the handlers against the service's role. */
+static chorus_err_t check_saga(chorus_t *ch, chorus_saga_t **sagap) {
+    *sagap = NULL;
+    const char *path = chorus__conf_str(ch->conf, "saga.file");
+    if (!*path)
+        return CHORUS_OK;
+    char err[1024];
+    chorus_saga_t *saga = chorus_saga_load(path, err, sizeof(err));
+    if (!saga) {
+        chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: %s", err);
+        return CHORUS_ERR_INVALID_CONF;
+    }
+    const char **types = calloc(ch->nhandlers + 1, sizeof(*types));
+    if (!types) {
+        chorus_saga_destroy(saga);
+        return CHORUS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < ch->nhandlers; i++)
+        types[i] = ch->handlers[i].event_type;
+    chorus_err_t rc = chorus_saga_check_handlers(saga, ch->service, types, ch->nhandlers, err,
+                                                 sizeof(err));
+    free(types);
+    if (rc) {
+        chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: %s", err);
+        chorus_saga_destroy(saga);
+        return rc;
+    }
+    *sagap = saga;
+    return CHORUS_OK;
+}
+
+/* "topology.bindings" when set; else the saga's routing keys for this
+ * service; else "*.<EventType>" per handler. */
+static chorus_err_t make_bindings(chorus_t *ch, const chorus_saga_t *saga) {
     const char *conf = chorus__conf_str(ch->conf, "topology.bindings");
     chorus_err_t rc = CHORUS_OK;
+    if (!*conf && saga) {
+        const char *const *keys;
+        size_t n = chorus_saga_bindings(saga, ch->service, &keys);
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = add_binding(ch, keys[i], strlen(keys[i]));
+        return rc;
+    }
     for (const char *p = conf; *p && !rc;) {
         size_t len = strcspn(p, ", ");
         if (len)
@@ -163,7 +202,12 @@ chorus_err_t chorus_start(chorus_t *ch) {
         return CHORUS_ERR_INVALID_ARG;
     if (ch->started)
         return CHORUS_ERR_STATE;
-    chorus_err_t rc = make_bindings(ch);
+    chorus_saga_t *saga;
+    chorus_err_t rc = check_saga(ch, &saga);
+    if (rc)
+        return rc;
+    rc = make_bindings(ch, saga);
+    chorus_saga_destroy(saga);
     if (rc)
         return rc;
     chorus__topology_spec_t spec = {

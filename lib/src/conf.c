@@ -100,9 +100,17 @@ static const prop_t props[] = {
     {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
      "Upper bound of the delay between PostgreSQL reconnect attempts; "
      "consumption pauses meanwhile."},
+    {"saga.file", P_STR, "", 0, 0, NULL,
+     "Saga declaration (JSON). When set, chorus_start() refuses to start if "
+     "the registered handlers differ from this service's role in it, and "
+     "binds the queue to exactly the events the role consumes."},
     {"debug.crash.point", P_ENUM, "none", 0, 0, "none|before-commit|after-commit",
      "Fault injection for tests: the process kills itself (SIGKILL) at that "
      "point of a delivery's transaction. Never set it in production."},
+    {"debug.publish.copies", P_INT, "1", 1, 3, NULL,
+     "Fault injection for tests: every outbox row is published this many "
+     "times, so every event reaches its consumers more than once. Never set "
+     "it in production."},
     {"log.level", P_ENUM, "info", 0, 0, "err|warning|notice|info|debug",
      "Lowest level written to the log callback."},
 };

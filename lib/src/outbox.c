@@ -103,27 +103,37 @@ static bool rows_settled(chorus_t *ch, void *arg) {
     return true;
 }
 
+/* Hands row @p i to the publisher with @p wt waiting for its confirm; the
+ * first copy of a row clears the "failed" a row starts with. */
+static void send_row(chorus_t *ch, PGresult *rows, int i, chorus__waiter_t *wt, bool first) {
+    chorus__pub_t *p = chorus__pub_from_text(ch, PQgetvalue(rows, i, 2),
+                                             (size_t)PQgetlength(rows, i, 2),
+                                             PQgetvalue(rows, i, 1));
+    if (!p)
+        return; /* an unparseable row (logged): left unpublished for a human */
+    p->waiter = wt;
+    if (first)
+        wt->failed = false;
+    wt->pending++;
+    if (chorus__pub_send(ch, p) == CHORUS_ERR_STATE) {
+        wt->pending--;
+        wt->failed = true;
+        chorus__pub_destroy(p);
+    }
+}
+
 /* Publishes the selected rows; returns how many were confirmed and writes
  * their seqs to @p ok.  A row counts only when its own confirm came. */
 static size_t publish_rows(chorus_t *ch, PGresult *rows, int64_t *ok) {
     rows_wait_t w = {.n = PQntuples(rows)};
     if (w.n == 0 || !(w.each = calloc((size_t)w.n, sizeof(*w.each))))
         return 0;
+    long copies = chorus__conf_int(ch->conf, "debug.publish.copies");
     chorus__lock(ch);
     for (int i = 0; i < w.n; i++) {
-        w.each[i].failed = true; /* until it is handed to the publisher */
-        chorus__pub_t *p = ch->st ? chorus__pub_from_text(ch, PQgetvalue(rows, i, 2),
-                                                          (size_t)PQgetlength(rows, i, 2),
-                                                          PQgetvalue(rows, i, 1))
-                                  : NULL;
-        if (!p)
-            continue; /* no connection, or an unparseable row (logged) */
-        p->waiter = &w.each[i];
-        w.each[i] = (chorus__waiter_t){.pending = 1, .failed = false};
-        if (chorus__pub_send(ch, p) == CHORUS_ERR_STATE) {
-            w.each[i] = (chorus__waiter_t){.pending = 0, .failed = true};
-            chorus__pub_destroy(p);
-        }
+        w.each[i].failed = true; /* until a copy is handed to the publisher */
+        for (long k = 0; k < copies && ch->st; k++)
+            send_row(ch, rows, i, &w.each[i], k == 0);
     }
     int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
     if (ch->st && chorus__wait_until(ch, deadline, rows_settled, &w) == CHORUS_ERR_TIMEOUT)

@@ -359,6 +359,69 @@ typedef struct chorus_stats_s {
 
 CHORUS_API void chorus_stats(const chorus_t *ch, chorus_stats_t *out);
 
+/* ------------------------------------------------------------------------
+ * Saga declarations (sagas/<name>.json, format in sagas/README.md)
+ *
+ * A participant whose "saga.file" is set loads the declaration in
+ * chorus_start(), refuses to start when its registered handlers differ from
+ * its role there, and binds its queue to exactly the routing keys
+ * ("<producer>.<EventType>") of the events it consumes.
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_saga_s chorus_saga_t;
+
+/*
+ * Loads and checks a declaration.  Refuses (NULL, reason in @p errstr,
+ * naming the file, the step and the problem) when: the JSON or a field is
+ * malformed; a step other than the last has no compensation; an event is
+ * consumed but produced by nobody; a failure event is handled by nobody; a
+ * terminal event is produced by nobody; the deadline's owner takes no part.
+ */
+CHORUS_API chorus_saga_t *chorus_saga_load(const char *path, char *errstr, size_t errstr_size);
+/* The same from text; @p name is used in messages in place of a path. */
+CHORUS_API chorus_saga_t *chorus_saga_parse(const char *json, const char *name, char *errstr,
+                                            size_t errstr_size);
+CHORUS_API void chorus_saga_destroy(chorus_saga_t *saga);
+
+CHORUS_API const char *chorus_saga_name(const chorus_saga_t *saga);
+/* The deadline in ms from the first event (0: none), and who enforces it. */
+CHORUS_API int64_t chorus_saga_deadline_ms(const chorus_saga_t *saga);
+CHORUS_API const char *chorus_saga_deadline_owner(const chorus_saga_t *saga);
+CHORUS_API int chorus_saga_is_terminal(const chorus_saga_t *saga, const char *event_type);
+
+/* The event types @p service consumes: *typesp is a borrowed array of
+ * borrowed strings; returns the count (0 for a service not in the saga). */
+CHORUS_API size_t chorus_saga_consumes(const chorus_saga_t *saga, const char *service,
+                                       const char *const **typesp);
+/* The routing keys @p service's queue binds to ("<producer>.<EventType>");
+ * same ownership as chorus_saga_consumes(). */
+CHORUS_API size_t chorus_saga_bindings(const chorus_saga_t *saga, const char *service,
+                                       const char *const **keysp);
+/* Services taking part (steps, completion, deadline owner, observers). */
+CHORUS_API size_t chorus_saga_services(const chorus_saga_t *saga, const char *const **namesp);
+
+/*
+ * Compares the handlers a service registered with its role: CHORUS_OK, or
+ * CHORUS_ERR_INVALID_CONF with @p errstr listing what is missing and what
+ * is extra ("service 'payment' has no handler for InsufficientStock
+ * (compensation of step 'charge-payment')").
+ */
+CHORUS_API chorus_err_t chorus_saga_check_handlers(const chorus_saga_t *saga,
+                                                   const char *service,
+                                                   const char *const *types, size_t ntypes,
+                                                   char *errstr, size_t errstr_size);
+
+/* The choreography as Graphviz DOT, to @p out (a FILE *): services as
+ * nodes, events as edges; failures and compensations drawn dashed/red. */
+CHORUS_API void chorus_saga_write_dot(const chorus_saga_t *saga, void *out);
+
+/* RabbitMQ permissions for @p service, derived from the declaration and
+ * the namespace: regular expressions for configure, write and read, and
+ * the topic permission (write) on the events exchange.  Strings are
+ * written into the caller's buffers of @p size bytes each. */
+CHORUS_API chorus_err_t chorus_saga_permissions(const chorus_saga_t *saga, const char *service,
+                                                const char *ns, char *configure, char *write,
+                                                char *read, char *topic_write, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

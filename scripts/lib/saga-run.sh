@@ -1,0 +1,218 @@
+# shellcheck shell=bash
+# saga-run.sh — run the four services and the saga monitor, wait for every saga to settle,
+# print each order across all services and check that they agree.  Sourced by scripts/demo
+# and by the end-to-end tests (tests/e2e); expects ROOT, and the variables of
+# .chorus/env.sh in the environment.
+
+SR_SERVICES=(order payment inventory shipping monitor)
+declare -A SR_PID=()
+
+# sr_init OUTDIR PREFIX NAMESPACE: where logs go, the schema prefix, the AMQP namespace.
+sr_init() {
+    SR_OUT=$1
+    mkdir -p "$SR_OUT"
+    export CHORUS_SCHEMA_PREFIX=$2
+    export CHORUS_NAMESPACE=$3
+    export CHORUS_SAGA_FILE=${CHORUS_SAGA_FILE:-$ROOT/sagas/order_fulfillment.json}
+    # Short retry delays, so a carrier that stays down outlives the saga deadline
+    # (8 s) and its retries end soon after the cancellation.
+    export CHORUS_CONF=${CHORUS_CONF:-retry.delays.ms=1s,2s,4s;retry.max.attempts=6;log.level=notice}
+    export PAYMENT_DECLINE_ABOVE=${PAYMENT_DECLINE_ABOVE:-100000}
+}
+
+sr_psql() {
+    PGOPTIONS='-c client_min_messages=warning' psql -X -A -t -q -v ON_ERROR_STOP=1 -F '|' -c "$1"
+}
+
+sr_schema() { printf '%s%s' "$CHORUS_SCHEMA_PREFIX" "$1"; }
+
+# Drops the services' schemas and the namespace's queues and exchanges: a clean slate.
+sr_reset() {
+    local s q
+    for s in "${SR_SERVICES[@]}"; do
+        sr_psql "DROP SCHEMA IF EXISTS $(sr_schema "$s") CASCADE" >/dev/null
+    done
+    if [[ -n ${CHORUS_CTL:-} ]]; then
+        while read -r q; do
+            [[ $q == "$CHORUS_NAMESPACE".* ]] && "$ROOT/scripts/env" ctl delete_queue "$q" </dev/null >/dev/null
+        done < <("$ROOT/scripts/env" ctl list_queues -q --no-table-headers name)
+    else
+        echo "note: the broker is not ours to control; queues of namespace $CHORUS_NAMESPACE are kept" >&2
+    fi
+}
+
+sr_bin() {
+    case $1 in
+        monitor) printf '%s\n' "$ROOT/build/services/order/order" ;;
+        *) printf '%s\n' "$ROOT/build/services/$1/$1" ;;
+    esac
+}
+
+# sr_start [SERVICE...]: starts them in the background and waits until each runs.
+sr_start() {
+    local s log t
+    (($#)) || set -- "${SR_SERVICES[@]}"
+    for s in "$@"; do
+        log=$SR_OUT/$s.log
+        if [[ $s == monitor ]]; then
+            "$(sr_bin monitor)" monitor >>"$log" 2>&1 &
+        else
+            "$(sr_bin "$s")" run >>"$log" 2>&1 &
+        fi
+        SR_PID[$s]=$!
+    done
+    for s in "$@"; do
+        log=$SR_OUT/$s.log
+        for ((t = 0; t < 200; t++)); do
+            grep -q ': running (queue' "$log" 2>/dev/null && break
+            if ! kill -0 "${SR_PID[$s]}" 2>/dev/null; then
+                echo "$s did not start; its log ($log) ends:" >&2
+                tail -n 15 "$log" >&2
+                return 1
+            fi
+            sleep 0.1
+        done
+        ((t < 200)) || { echo "$s did not start within 20 s" >&2; return 1; }
+    done
+}
+
+# sr_stop [SERVICE...]: SIGTERM, then waits; each must say it stopped cleanly.
+sr_stop() {
+    local s rc=0
+    (($#)) || set -- "${!SR_PID[@]}"
+    for s in "$@"; do
+        [[ -n ${SR_PID[$s]:-} ]] && kill -TERM "${SR_PID[$s]}" 2>/dev/null
+    done
+    for s in "$@"; do
+        [[ -n ${SR_PID[$s]:-} ]] || continue
+        wait "${SR_PID[$s]}" 2>/dev/null || rc=1
+        grep -q 'stopped cleanly' "$SR_OUT/$s.log" || rc=1
+        unset "SR_PID[$s]"
+    done
+    return $rc
+}
+
+# Orders not yet settled: still placed, or cancelled with money or stock not yet given back.
+sr_unsettled() {
+    local o p i
+    o=$(sr_schema order) p=$(sr_schema payment) i=$(sr_schema inventory)
+    sr_psql "SELECT count(*) FROM $o.order_summaries os
+             WHERE os.status = 'placed'
+                OR (os.status = 'cancelled' AND (
+                    EXISTS (SELECT 1 FROM $p.payments x WHERE x.order_id = os.order_id AND x.status = 'charged')
+                 OR EXISTS (SELECT 1 FROM $i.reservations x WHERE x.order_id = os.order_id AND x.status = 'reserved')))"
+}
+
+# sr_wait N TIMEOUT_S [progress]: until N orders exist and all are settled.
+sr_wait() {
+    local n=$1 timeout=$2 progress=${3:-} t0=$SECONDS line o
+    o=$(sr_schema order)
+    while :; do
+        line=$(sr_psql "SELECT count(*), count(*) FILTER (WHERE status = 'placed'),
+                               count(*) FILTER (WHERE status = 'completed'),
+                               count(*) FILTER (WHERE status = 'cancelled')
+                        FROM $o.order_summaries")
+        IFS='|' read -r total placed completed cancelled <<<"$line"
+        if [[ -n $progress ]]; then
+            printf '\r  %3ss  orders %4s/%s   in flight %4s   completed %4s   cancelled %4s ' \
+                $((SECONDS - t0)) "$total" "$n" "$placed" "$completed" "$cancelled"
+        fi
+        if ((total >= n)) && (($(sr_unsettled) == 0)); then
+            [[ -n $progress ]] && echo
+            return 0
+        fi
+        if ((SECONDS - t0 > timeout)); then
+            [[ -n $progress ]] && echo
+            echo "not settled after ${timeout}s" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# sr_report ORDERS_FILE [table]: checks that every service agrees; prints the table when asked.
+sr_report() {
+    local file=$1 table=${2:-} o p i s m values fails=0 name ok detail
+    o=$(sr_schema order) p=$(sr_schema payment) i=$(sr_schema inventory)
+    s=$(sr_schema shipping) m=$(sr_schema monitor)
+    values=$(awk '{printf "%s(%s::uuid,%s)", (NR>1?",":""), "\x27" $1 "\x27", "\x27" $2 "\x27"}' "$file")
+    local base="WITH expect(order_id, scenario) AS (VALUES $values)"
+    if [[ -n $table ]]; then
+        printf '\n  %-8s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' order scenario order \
+            payment inventory shipping "saga" "ms"
+        sr_psql "$base SELECT left(e.order_id::text, 8), e.scenario, os.status,
+                    coalesce(py.status || ' ' || py.amount, '-'), coalesce(r.status, '-'),
+                    coalesce(sh.status, '-'), coalesce(si.state, '-'),
+                    coalesce(round(extract(epoch FROM si.last_event_at - si.started_at) * 1000)::text, '-')
+                 FROM expect e JOIN $o.order_summaries os USING (order_id)
+                 LEFT JOIN $p.payments py USING (order_id)
+                 LEFT JOIN $i.reservations r USING (order_id)
+                 LEFT JOIN $s.shipments sh USING (order_id)
+                 LEFT JOIN $m.saga_instances si USING (order_id)
+                 ORDER BY os.placed_at" |
+            while IFS='|' read -r a b c d e f g h; do
+                printf '  %-8s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+            done
+        echo
+        sr_psql "$base SELECT e.scenario, count(*), string_agg(DISTINCT os.status, ',')
+                 FROM expect e JOIN $o.order_summaries os USING (order_id) GROUP BY 1 ORDER BY 1" |
+            while IFS='|' read -r a b c; do printf '  %-16s %4s orders -> %s\n' "$a" "$b" "$c"; done
+        echo
+    fi
+    while IFS='|' read -r name ok detail; do
+        printf '  [%s] %s%s\n' "$([[ $ok == t ]] && echo ok || echo FAIL)" "$name" "${detail:+ ($detail)}"
+        [[ $ok == t ]] || fails=$((fails + 1))
+    done < <(sr_psql "$base,
+        completed AS (SELECT order_id, total FROM $o.order_summaries WHERE status = 'completed'),
+        placed_qty AS (SELECT ev.aggregate_id AS order_id, sum((it->>'qty')::bigint) AS qty
+                       FROM $o.events ev, jsonb_array_elements(ev.event_data->'items') it
+                       WHERE ev.event_type = 'OrderPlaced' GROUP BY 1),
+        reserved_qty AS (SELECT sum((it->>'qty')::bigint) AS qty FROM $i.reservations r,
+                         jsonb_array_elements(r.items) it WHERE r.status = 'reserved')
+        SELECT 'every saga is terminal', count(*) = 0, count(*) || ' still placed'
+          FROM $o.order_summaries WHERE status = 'placed'
+        UNION ALL
+        SELECT 'each order ended as its scenario says', count(*) = 0, count(*) || ' differ'
+          FROM expect e JOIN $o.order_summaries os USING (order_id)
+         WHERE os.status <> CASE e.scenario WHEN 'completed' THEN 'completed' ELSE 'cancelled' END
+        UNION ALL
+        SELECT 'charged minus refunded equals the total of completed orders',
+               (SELECT coalesce(sum(amount), 0) FROM $p.payments WHERE status = 'charged')
+                 = (SELECT coalesce(sum(total), 0) FROM completed),
+               (SELECT coalesce(sum(amount), 0) FROM $p.payments WHERE status = 'charged') || ' vs '
+                 || (SELECT coalesce(sum(total), 0) FROM completed)
+        UNION ALL
+        SELECT 'reserved stock equals the items of completed orders',
+               (SELECT coalesce(qty, 0) FROM reserved_qty)
+                 = (SELECT coalesce(sum(q.qty), 0) FROM placed_qty q JOIN completed USING (order_id)),
+               (SELECT coalesce(qty, 0) FROM reserved_qty) || ' vs '
+                 || (SELECT coalesce(sum(q.qty), 0) FROM placed_qty q JOIN completed USING (order_id))
+        UNION ALL
+        SELECT 'shipments exist only for completed orders, and for each of them',
+               NOT EXISTS (SELECT 1 FROM $s.shipments sh LEFT JOIN completed c USING (order_id)
+                           WHERE sh.status = 'scheduled' AND c.order_id IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM completed c LEFT JOIN $s.shipments sh
+                               ON sh.order_id = c.order_id AND sh.status = 'scheduled'
+                               WHERE sh.order_id IS NULL), ''
+        UNION ALL
+        SELECT 'no stock below zero', count(*) = 0, '' FROM $i.stock WHERE on_hand < 0
+        UNION ALL
+        SELECT 'the saga monitor agrees with the services', count(*) = 0, count(*) || ' differ'
+          FROM $o.order_summaries os LEFT JOIN $m.saga_instances si USING (order_id)
+         WHERE si.state IS DISTINCT FROM os.status")
+    return $((fails > 0))
+}
+
+# sr_dlq_empty: every service's DLQ is empty (when the broker is ours to inspect).
+sr_dlq_empty() {
+    [[ -n ${CHORUS_CTL:-} ]] || return 0
+    local name n bad=0
+    while read -r name n; do
+        if [[ $name == "$CHORUS_NAMESPACE".*.dlq && $n != 0 ]]; then
+            echo "  [FAIL] $name holds $n dead letters" >&2
+            bad=1
+        fi
+    done < <("$ROOT/scripts/env" ctl list_queues -q --no-table-headers name messages)
+    ((bad == 0)) && echo "  [ok] every dead-letter queue is empty"
+    return $bad
+}

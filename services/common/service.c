@@ -1,0 +1,174 @@
+/*
+ * service.c - the sample services' shared plumbing (see service.h).
+ */
+#include "service.h"
+
+#include <ctype.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void upper(const char *in, char *out, size_t n) {
+    size_t i = 0;
+    for (; in[i] && i + 1 < n; i++)
+        out[i] = (char)(in[i] == '-' ? '_' : toupper((unsigned char)in[i]));
+    out[i] = '\0';
+}
+
+static const char *env_for(const char *base, const char *service) {
+    char key[128], up[64];
+    upper(service, up, sizeof(up));
+    snprintf(key, sizeof(key), "%s_%s", base, up);
+    const char *v = getenv(key);
+    return v && *v ? v : NULL;
+}
+
+const char *svc_schema(const char *service) {
+    static char schema[128];
+    const char *prefix = getenv("CHORUS_SCHEMA_PREFIX");
+    snprintf(schema, sizeof(schema), "%s%s", prefix ? prefix : "", service);
+    for (char *p = schema; *p; p++)
+        if (*p == '-')
+            *p = '_';
+    return schema;
+}
+
+static bool set(chorus_conf_t *c, const char *k, const char *v, char *err, size_t n) {
+    return chorus_conf_set(c, k, v, err, n) == CHORUS_CONF_OK;
+}
+
+/* "key=value;key=value" */
+static bool apply_extra(chorus_conf_t *c, const char *extra, char *err, size_t n) {
+    char *copy = strdup(extra), *save = NULL;
+    bool ok = copy != NULL;
+    for (char *kv = copy ? strtok_r(copy, ";", &save) : NULL; ok && kv;
+         kv = strtok_r(NULL, ";", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            snprintf(err, n, "CHORUS_CONF: '%s' is not key=value", kv);
+            ok = false;
+            break;
+        }
+        *eq = '\0';
+        ok = set(c, kv, eq + 1, err, n);
+    }
+    free(copy);
+    return ok;
+}
+
+chorus_conf_t *svc_conf(const char *service, char *err, size_t n) {
+    chorus_conf_t *c = chorus_conf_new();
+    const char *url = env_for("CHORUS_AMQP_URL", service);
+    const char *pg = env_for("CHORUS_PG", service);
+    const char *saga = getenv("CHORUS_SAGA_FILE");
+    const char *ns = getenv("CHORUS_NAMESPACE");
+    const char *extra = getenv("CHORUS_CONF");
+    bool ok = c && set(c, "service.name", service, err, n) &&
+              set(c, "store.type", "postgres", err, n) &&
+              set(c, "store.schema", svc_schema(service), err, n) &&
+              set(c, "saga.file", saga && *saga ? saga : "sagas/order_fulfillment.json", err, n) &&
+              (!url || set(c, "amqp.url", url, err, n)) &&
+              (!pg || set(c, "store.conninfo", pg, err, n)) &&
+              (!ns || !*ns || set(c, "topology.namespace", ns, err, n)) &&
+              (!extra || !*extra || apply_extra(c, extra, err, n));
+    if (!ok) {
+        chorus_conf_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+chorus_t *svc_new(chorus_conf_t *conf) {
+    char err[512];
+    chorus_t *ch = chorus_new(conf, err, sizeof(err));
+    if (!ch) {
+        fprintf(stderr, "cannot create the participant: %s\n", err);
+        chorus_conf_destroy(conf);
+    }
+    return ch;
+}
+
+static chorus_t *running;
+
+static void on_signal(int sig) {
+    (void)sig;
+    chorus_stop(running); /* async-signal-safe */
+}
+
+int svc_run(chorus_t *ch, void (*tick)(chorus_t *, void *), int tick_ms, void *opaque) {
+    chorus_err_t rc = chorus_start(ch);
+    if (rc) {
+        fprintf(stderr, "%s: cannot start: %s (see the log above)\n", chorus_service(ch),
+                chorus_strerror(rc));
+        return 1;
+    }
+    running = ch;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    fprintf(stderr, "%s: running (queue %s)\n", chorus_service(ch), chorus_queue_name(ch));
+    struct timespec last = {0};
+    while ((rc = chorus_poll(ch, tick ? (tick_ms < 200 ? tick_ms : 200) : 200)) == CHORUS_OK) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000;
+        if (tick && ms >= tick_ms) {
+            tick(ch, opaque);
+            last = now;
+        }
+    }
+    chorus_flush(ch, 5000);
+    chorus_stats_t st;
+    chorus_stats(ch, &st);
+    fprintf(stderr, "%s: stats: handled=%llu duplicates=%llu retried=%llu dead_lettered=%llu "
+            "published=%llu relayed=%llu conflicts=%llu reconnects=%llu\n", chorus_service(ch),
+            (unsigned long long)st.handled, (unsigned long long)st.duplicates,
+            (unsigned long long)st.retried, (unsigned long long)st.dead_lettered,
+            (unsigned long long)st.published, (unsigned long long)st.relayed,
+            (unsigned long long)st.conflicts, (unsigned long long)st.reconnects);
+    fprintf(stderr, "%s: stopped cleanly\n", chorus_service(ch));
+    return rc == CHORUS_ERR_STOPPED ? 0 : 1;
+}
+
+chorus_err_t svc_sql(chorus_tx_t *tx, PGresult **resp, const char *sql, ...) {
+    const char *params[16];
+    int n = 0;
+    va_list ap;
+    va_start(ap, sql);
+    for (const char *p; n < 16 && (p = va_arg(ap, const char *)) != NULL;)
+        params[n++] = p;
+    va_end(ap);
+    return chorus_tx_exec(tx, sql, n, params, resp);
+}
+
+const char *svc_str(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+bool svc_int(const cJSON *obj, const char *key, long long *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    /* Exactly representable integers only: +-2^53, checked before converting. */
+    if (!cJSON_IsNumber(v) || v->valuedouble > 9007199254740991.0 ||
+        v->valuedouble < -9007199254740991.0 ||
+        v->valuedouble != (double)(long long)v->valuedouble)
+        return false;
+    *out = (long long)v->valuedouble;
+    return true;
+}
+
+void svc_log(const char *service, const chorus_envelope_t *env, const char *fmt, ...) {
+    char text[512], ts[25];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    chorus_format_timestamp(chorus_now_ms(), ts);
+    const char *corr = env ? chorus_envelope_correlation_id(env) : NULL;
+    fprintf(stderr, "%s %s INFO %s [event_type=%s event_id=%s correlation_id=%s]\n", ts, service,
+            text, env ? chorus_envelope_event_type(env) : "-",
+            env ? chorus_envelope_event_id(env) : "-", corr ? corr : "-");
+}

@@ -1,0 +1,495 @@
+/*
+ * inventory - the "reserve-stock" step of the order-fulfillment saga.
+ *
+ *   payment --PaymentSucceeded--> inventory --InventoryReserved--> shipping
+ *                                           --InsufficientStock--> payment
+ *   ShippingFailed | OrderCancelled
+ *                   --> inventory --InventoryReleased---------> payment
+ *
+ * On PaymentSucceeded every item of the order is taken from stock, or none
+ * is: the stock rows are locked first (SELECT ... FOR UPDATE), all
+ * quantities are checked, and only then decremented, so a shortage leaves
+ * no partial reservation behind.  An unknown SKU has 0 available.  A
+ * reservation carries the items and the address forward, for shipping.
+ * The compensation events put a reservation's items back.
+ *
+ * Tables (schema svc_schema("inventory")):
+ *
+ *   stock(sku PK, on_hand CHECK (on_hand >= 0))
+ *   reservations(order_id PK, reservation_id, items jsonb, status, updated_at)
+ *
+ *   status:  (none) --PaymentSucceeded--> reserved --compensation--> released
+ *                   --PaymentSucceeded--> refused   (insufficient stock)
+ *                   --compensation-----> cancelled  (the undo came first)
+ *
+ * Idempotency.  chorus' inbox skips a redelivered event; these rules make
+ * the effects on stock safe whatever the order of arrival.  Every handler
+ * locks the order's reservation row first; with no row, a plain INSERT
+ * makes a racing second writer fail with a unique violation, and chorus
+ * runs that handler again (its stock changes undone with its savepoint).
+ *
+ *   - PaymentSucceeded with a row: reserved/released/refused -> nothing;
+ *     cancelled -> refused: the cancellation overtook the payment, no stock
+ *     is taken and nothing emitted.
+ *   - A compensation releases only a 'reserved' row (UPDATE ... WHERE
+ *     status = 'reserved', checked by the rows it returns), so stock comes
+ *     back and InventoryReleased is emitted exactly once.  With no row it
+ *     records 'cancelled', so a late PaymentSucceeded is refused.
+ *
+ * Commands: "inventory [run]" runs the participant (seeding stock from
+ * INVENTORY_SEED="SKU:QTY,..." first when set); "inventory stock set SKU
+ * QTY" and "inventory stock list" manage stock.
+ */
+#include "service.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERVICE "inventory"
+#define MAX_NUMBER 1000000000000000LL /* exact in a double */
+#define MAX_ITEMS 100
+#define MAX_TEXT 1000
+#define MAX_SKU 64
+
+static const char *const TABLES[] = {
+    "CREATE TABLE IF NOT EXISTS stock ("
+    "  sku text PRIMARY KEY,"
+    "  on_hand bigint NOT NULL CHECK (on_hand >= 0))",
+    "CREATE TABLE IF NOT EXISTS reservations ("
+    "  order_id uuid PRIMARY KEY,"
+    "  reservation_id uuid,"
+    "  items jsonb,"
+    "  status text NOT NULL"
+    "    CHECK (status IN ('reserved', 'released', 'refused', 'cancelled')),"
+    "  updated_at timestamptz NOT NULL DEFAULT now())",
+};
+
+/* The items of a JSON array parameter, one row per SKU (a SKU listed twice
+ * counts once, with the quantities added). */
+#define WANTED(param)                                                         \
+    "(SELECT i->>'sku' AS sku, sum((i->>'qty')::bigint) AS qty"               \
+    "   FROM jsonb_array_elements(" param "::jsonb) AS i GROUP BY 1 ORDER BY 1)"
+
+/* ---- input checks: each records on the delivery what is wrong ---------- */
+
+static bool need_str(chorus_delivery_t *d, const cJSON *data, const char *key, size_t max,
+                     const char **out) {
+    *out = svc_str(data, key);
+    if (*out && **out && strlen(*out) <= max)
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %zu bytes", key,
+                              max);
+    return false;
+}
+
+static bool need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
+    *out = svc_str(data, key);
+    if (*out && chorus_uuid_valid(*out))
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
+    return false;
+}
+
+/* A JSON number holding a whole value in [min, MAX_NUMBER]. */
+static bool whole(const cJSON *v, long long min) {
+    return cJSON_IsNumber(v) && v->valuedouble >= (double)min && v->valuedouble <= MAX_NUMBER &&
+           v->valuedouble == (double)(long long)v->valuedouble;
+}
+
+/* An integer in [min, MAX_NUMBER]; whole() checks the range before
+ * svc_int() converts, so a huge number is refused rather than overflowing. */
+static bool need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
+                     long long *out) {
+    if (whole(cJSON_GetObjectItemCaseSensitive(data, key), min) && svc_int(data, key, out))
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be an integer in [%lld, %lld]", key, min,
+                              MAX_NUMBER);
+    return false;
+}
+
+/* items: [{sku, qty >= 1, price >= 0}], 1 to MAX_ITEMS of them. */
+static bool need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out) {
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
+    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : 0;
+    if (n < 1 || n > MAX_ITEMS) {
+        chorus_delivery_set_error(d, "data.items must be an array of 1 to %d items", MAX_ITEMS);
+        return false;
+    }
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, items) {
+        const char *sku = svc_str(it, "sku");
+        const cJSON *qty = cJSON_GetObjectItemCaseSensitive(it, "qty");
+        const cJSON *price = cJSON_GetObjectItemCaseSensitive(it, "price");
+        if (!sku || !*sku || strlen(sku) > MAX_SKU || !whole(qty, 1) || !whole(price, 0)) {
+            chorus_delivery_set_error(d, "data.items[%d] needs sku (1 to %d bytes), qty (integer "
+                                         ">= 1) and price (integer cents >= 0)",
+                                      i, MAX_SKU);
+            return false;
+        }
+        i++;
+    }
+    *out = items;
+    return true;
+}
+
+/* The contract: the aggregate of every saga event is the order. */
+static bool need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
+    if (!need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
+        return false;
+    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
+        return true;
+    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
+    return false;
+}
+
+static chorus_outcome_t reject(const chorus_envelope_t *env) {
+    svc_log(SERVICE, env, "rejected: malformed data (see the dead-letter reason)");
+    return CHORUS_REJECT;
+}
+
+/* ---- SQL and events -------------------------------------------------- */
+
+/* Locks the order's reservation: 1 and its status in @p status, 0 when
+ * there is none, -1 on an SQL error (chorus retries or reruns). */
+static int lock_row(chorus_tx_t *tx, const char *order_id, char status[16]) {
+    PGresult *r;
+    if (svc_sql(tx, &r, "SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE",
+                order_id, NULL))
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found)
+        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return found;
+}
+
+/* Emits @p type (data taken) for the order; a failure rolls the delivery
+ * back and retries it. */
+static chorus_outcome_t emit(chorus_delivery_t *d, const char *type, const char *order_id,
+                             cJSON *data) {
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
+    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+    if (rc == CHORUS_OK)
+        return CHORUS_HANDLED;
+    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
+                              err ? chorus_error_string(err) : chorus_strerror(rc));
+    chorus_error_destroy(err);
+    return CHORUS_RETRY_LATER;
+}
+
+/* ---- handlers -------------------------------------------------------- */
+
+typedef struct {
+    const char *order_id, *payment_id, *address;
+    const cJSON *items;
+    long long amount;
+    char *items_json; /* malloc'd */
+} payment_t;
+
+static bool parse_payment(chorus_delivery_t *d, const chorus_envelope_t *env, payment_t *p) {
+    const cJSON *data = chorus_envelope_data(env);
+    p->items_json = NULL;
+    if (!(need_order(d, env, &p->order_id) && need_uuid(d, data, "payment_id", &p->payment_id) &&
+          need_int(d, data, "amount", 0, &p->amount) && need_items(d, data, &p->items) &&
+          need_str(d, data, "address", MAX_TEXT, &p->address)))
+        return false;
+    p->items_json = cJSON_PrintUnformatted(p->items);
+    return true;
+}
+
+/* Locks the order's SKUs and finds the first one short of stock: 1 (and
+ * the shortage in @p data), 0 when everything is there, -1 on error. */
+static int find_shortage(chorus_tx_t *tx, const char *items_json, cJSON *data) {
+    PGresult *r;
+    if (svc_sql(tx, &r,
+                "SELECT w.sku, w.qty, coalesce(s.on_hand, 0) FROM " WANTED("$1") " AS w"
+                " LEFT JOIN LATERAL (SELECT on_hand FROM stock WHERE sku = w.sku FOR UPDATE) AS s"
+                " ON true ORDER BY w.sku",
+                items_json, NULL))
+        return -1;
+    int short_at = -1;
+    for (int i = 0; short_at < 0 && i < PQntuples(r); i++)
+        if (strtoll(PQgetvalue(r, i, 2), NULL, 10) < strtoll(PQgetvalue(r, i, 1), NULL, 10))
+            short_at = i;
+    if (short_at >= 0) {
+        cJSON_AddStringToObject(data, "sku", PQgetvalue(r, short_at, 0));
+        cJSON_AddNumberToObject(data, "requested", strtod(PQgetvalue(r, short_at, 1), NULL));
+        cJSON_AddNumberToObject(data, "available", strtod(PQgetvalue(r, short_at, 2), NULL));
+    }
+    PQclear(r);
+    return short_at >= 0;
+}
+
+/* Takes the (locked, sufficient) items from stock and records the
+ * reservation: CHORUS_OK or the SQL error. */
+static chorus_err_t reserve(chorus_tx_t *tx, const payment_t *p, const char *reservation_id) {
+    chorus_err_t rc = svc_sql(tx, NULL,
+                              "UPDATE stock SET on_hand = stock.on_hand - w.qty"
+                              " FROM " WANTED("$1") " AS w WHERE stock.sku = w.sku",
+                              p->items_json, NULL);
+    return rc ? rc
+              : svc_sql(tx, NULL,
+                        "INSERT INTO reservations (order_id, reservation_id, items, status)"
+                        " VALUES ($1, $2, $3, 'reserved')",
+                        p->order_id, reservation_id, p->items_json, NULL);
+}
+
+static chorus_outcome_t reserve_or_refuse(chorus_delivery_t *d, const chorus_envelope_t *env,
+                                          const payment_t *p) {
+    chorus_tx_t *tx = chorus_delivery_tx(d);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "order_id", p->order_id);
+    int shortage = find_shortage(tx, p->items_json, data);
+    if (shortage < 0 ||
+        (shortage && svc_sql(tx, NULL,
+                             "INSERT INTO reservations (order_id, items, status)"
+                             " VALUES ($1, $2, 'refused')",
+                             p->order_id, p->items_json, NULL))) {
+        cJSON_Delete(data);
+        return CHORUS_RETRY_LATER;
+    }
+    if (shortage) {
+        svc_log(SERVICE, env, "order %s: insufficient stock of %s", p->order_id,
+                svc_str(data, "sku"));
+        return emit(d, "InsufficientStock", p->order_id, data);
+    }
+    char reservation_id[37];
+    chorus_uuid_v7(reservation_id);
+    if (reserve(tx, p, reservation_id)) {
+        cJSON_Delete(data);
+        return CHORUS_RETRY_LATER;
+    }
+    svc_log(SERVICE, env, "order %s: reserved (reservation %s)", p->order_id, reservation_id);
+    cJSON_AddStringToObject(data, "reservation_id", reservation_id);
+    cJSON_AddItemToObject(data, "items", cJSON_Duplicate(p->items, true));
+    cJSON_AddStringToObject(data, "address", p->address);
+    return emit(d, "InventoryReserved", p->order_id, data);
+}
+
+static chorus_outcome_t on_payment_succeeded(chorus_t *ch, chorus_delivery_t *d,
+                                             const chorus_envelope_t *env, void *opaque) {
+    (void)ch, (void)opaque;
+    payment_t p;
+    if (!parse_payment(d, env, &p))
+        return reject(env);
+    char status[16];
+    int found = p.items_json ? lock_row(chorus_delivery_tx(d), p.order_id, status) : -1;
+    chorus_outcome_t out = CHORUS_HANDLED;
+    if (found < 0)
+        out = CHORUS_RETRY_LATER;
+    else if (found)
+        svc_log(SERVICE, env, "order %s: %s", p.order_id,
+                strcmp(status, "cancelled") == 0 ? "already cancelled, refusing to reserve"
+                                                 : "already decided, nothing to do");
+    else
+        out = reserve_or_refuse(d, env, &p);
+    cJSON_free(p.items_json);
+    return out;
+}
+
+/* ShippingFailed, OrderCancelled: put a reservation's items back. */
+static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
+                                      const chorus_envelope_t *env, void *opaque) {
+    (void)ch, (void)opaque;
+    const char *order_id, *reason;
+    if (!need_order(d, env, &order_id) ||
+        !need_str(d, chorus_envelope_data(env), "reason", MAX_TEXT, &reason))
+        return reject(env);
+    chorus_tx_t *tx = chorus_delivery_tx(d);
+    char status[16];
+    int found = lock_row(tx, order_id, status);
+    if (found < 0)
+        return CHORUS_RETRY_LATER;
+    if (!found) {
+        svc_log(SERVICE, env, "order %s: nothing reserved yet; recording the cancellation",
+                order_id);
+        return svc_sql(tx, NULL,
+                       "INSERT INTO reservations (order_id, status) VALUES ($1, 'cancelled')",
+                       order_id, NULL)
+                   ? CHORUS_RETRY_LATER
+                   : CHORUS_HANDLED;
+    }
+    PGresult *r;
+    if (svc_sql(tx, &r,
+                "UPDATE reservations SET status = 'released', updated_at = now()"
+                " WHERE order_id = $1 AND status = 'reserved' RETURNING reservation_id, items",
+                order_id, NULL))
+        return CHORUS_RETRY_LATER;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        svc_log(SERVICE, env, "order %s: reservation is %s, nothing to release", order_id, status);
+        return CHORUS_HANDLED;
+    }
+    /* An upsert: stock comes back even if an operator removed the SKU. */
+    chorus_err_t rc = svc_sql(tx, NULL,
+                              "INSERT INTO stock (sku, on_hand) SELECT sku, qty FROM " WANTED("$1")
+                              " AS w ON CONFLICT (sku) DO UPDATE"
+                              " SET on_hand = stock.on_hand + excluded.on_hand",
+                              PQgetvalue(r, 0, 1), NULL);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "order_id", order_id);
+    cJSON_AddStringToObject(data, "reservation_id", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (rc) {
+        cJSON_Delete(data);
+        return CHORUS_RETRY_LATER;
+    }
+    svc_log(SERVICE, env, "order %s: released (%s)", order_id, reason);
+    return emit(d, "InventoryReleased", order_id, data);
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+static chorus_t *open_participant(void) {
+    char err[512];
+    chorus_conf_t *conf = svc_conf(SERVICE, err, sizeof(err));
+    if (!conf) {
+        fprintf(stderr, SERVICE ": configuration: %s\n", err);
+        return NULL;
+    }
+    return svc_new(conf);
+}
+
+static bool parse_qty(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return *s && !*end && !errno && *out >= 0 && *out <= MAX_NUMBER;
+}
+
+static bool valid_sku(const char *s) { return *s && strlen(s) <= MAX_SKU; }
+
+/* "SKU:QTY,SKU:QTY" -> upserts in @p tx; false (with a message) when the
+ * text is malformed or the SQL fails. */
+static bool seed(chorus_tx_t *tx, const char *spec) {
+    char *copy = strdup(spec), *save = NULL;
+    bool ok = copy != NULL;
+    for (char *kv = ok ? strtok_r(copy, ",", &save) : NULL; ok && kv;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(kv, ':');
+        long long qty;
+        if (colon)
+            *colon = '\0';
+        ok = colon && valid_sku(kv) && parse_qty(colon + 1, &qty);
+        if (!ok && colon)
+            *colon = ':'; /* the whole entry in the message */
+        if (!ok)
+            fprintf(stderr, SERVICE ": INVENTORY_SEED: '%s' is not SKU:QTY\n", kv);
+        else
+            ok = !svc_sql(tx, NULL,
+                          "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)"
+                          " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand",
+                          kv, colon + 1, NULL);
+    }
+    free(copy);
+    return ok;
+}
+
+/* Creates the tables (an advisory lock keeps instances starting together
+ * from racing on CREATE TABLE) and applies INVENTORY_SEED when set. */
+static bool prepare(chorus_t *ch, bool with_seed) {
+    chorus_tx_t *tx;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (rc) {
+        fprintf(stderr, SERVICE ": PostgreSQL: %s\n", chorus_strerror(rc));
+        return false;
+    }
+    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(SERVICE),
+                 NULL);
+    for (size_t i = 0; !rc && i < sizeof(TABLES) / sizeof(TABLES[0]); i++)
+        rc = svc_sql(tx, NULL, TABLES[i], NULL);
+    const char *spec = getenv("INVENTORY_SEED");
+    bool ok = !rc && (!with_seed || !spec || !*spec || seed(tx, spec));
+    if (!ok) {
+        chorus_tx_rollback(tx);
+    } else if ((rc = chorus_tx_commit(tx)) != CHORUS_OK) {
+        ok = false;
+    }
+    if (!ok)
+        fprintf(stderr, SERVICE ": cannot prepare the tables%s%s\n", rc ? ": " : "",
+                rc ? chorus_strerror(rc) : "");
+    return ok;
+}
+
+static int cmd_run(void) {
+    chorus_t *ch = open_participant();
+    if (!ch)
+        return 1;
+    int rc = 1;
+    if (prepare(ch, true) &&
+        !chorus_register(ch, "PaymentSucceeded", on_payment_succeeded, NULL) &&
+        !chorus_register(ch, "ShippingFailed", on_compensate, NULL) &&
+        !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
+        rc = svc_run(ch, NULL, 0, NULL);
+    chorus_destroy(ch);
+    return rc;
+}
+
+/* "stock set SKU QTY" (sku and qty checked by the caller) or "stock list". */
+static int cmd_stock(const char *sku, const char *qty) {
+    chorus_t *ch = open_participant();
+    if (!ch || !prepare(ch, false)) {
+        chorus_destroy(ch);
+        return 1;
+    }
+    chorus_tx_t *tx;
+    PGresult *r = NULL;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (!rc && sku) {
+        rc = svc_sql(tx, NULL,
+                     "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)"
+                     " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand",
+                     sku, qty, NULL);
+        if (rc)
+            chorus_tx_rollback(tx);
+        else
+            rc = chorus_tx_commit(tx);
+    } else if (!rc) {
+        rc = svc_sql(tx, &r, "SELECT sku, on_hand FROM stock ORDER BY sku", NULL);
+        chorus_tx_rollback(tx);
+    }
+    for (int i = 0; !rc && r && i < PQntuples(r); i++)
+        printf("%s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+    PQclear(r);
+    chorus_destroy(ch);
+    if (rc)
+        fprintf(stderr, SERVICE ": stock: %s\n", chorus_strerror(rc));
+    return rc ? 1 : 0;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: inventory [run]              run the participant (until SIGTERM or SIGINT)\n"
+            "       inventory stock set SKU QTY  set the stock of SKU to QTY (creates it)\n"
+            "       inventory stock list         print every SKU: sku on_hand\n"
+            "       inventory --help\n"
+            "\n"
+            "Reserves stock for paid orders (PaymentSucceeded) and releases it\n"
+            "(ShippingFailed, OrderCancelled).  Environment: the CHORUS_* variables of\n"
+            "services/common/service.h, libpq's PG*, and INVENTORY_SEED=\"SKU:QTY,...\"\n"
+            "(stock set at start-up).\n");
+}
+
+int main(int argc, char **argv) {
+    const char *cmd = argc > 1 ? argv[1] : "run";
+    long long qty;
+    if (argc <= 2 && (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc <= 2 && strcmp(cmd, "run") == 0)
+        return cmd_run();
+    if (argc == 3 && strcmp(cmd, "stock") == 0 && strcmp(argv[2], "list") == 0)
+        return cmd_stock(NULL, NULL);
+    if (argc == 5 && strcmp(cmd, "stock") == 0 && strcmp(argv[2], "set") == 0) {
+        if (valid_sku(argv[3]) && parse_qty(argv[4], &qty))
+            return cmd_stock(argv[3], argv[4]);
+        fprintf(stderr, SERVICE ": SKU must be 1 to %d bytes and QTY a whole number >= 0\n",
+                MAX_SKU);
+    }
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,327 @@
+/*
+ * cli.c - the order service's commands.
+ *
+ *   order place --customer UUID --item SKU:QTY[:PRICE]... --address TEXT [--card NO]
+ *   order simulate N        N orders covering every outcome (for the demo)
+ *   order list              the order_summaries read model
+ *   order rebuild-projections
+ *   order saga-status ID
+ *
+ * PlaceOrder is a command: it is validated here, and only a valid one
+ * becomes an OrderPlaced event, appended to the event store with the
+ * outbox row in one transaction.  A running order service's relay,
+ * woken by NOTIFY, publishes it.
+ */
+#include "order.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ITEMS 50
+
+typedef struct {
+    char sku[64];
+    long qty;
+    long price;
+} item_t;
+
+typedef struct {
+    char customer[37];
+    item_t items[MAX_ITEMS];
+    int nitems;
+    char address[256];
+    char card[32];
+} place_t;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: order [run]                 run the order service\n"
+            "       order monitor               run the saga monitor\n"
+            "       order place --customer UUID --item SKU:QTY[:PRICE] [--item ...]\n"
+            "                   --address TEXT [--card NUMBER]\n"
+            "       order simulate N            place N orders covering every outcome\n"
+            "       order list                  print the order_summaries read model\n"
+            "       order rebuild-projections   rebuild order_summaries from the event store\n"
+            "       order saga-status ID        one saga's timeline (order or correlation id)\n"
+            "PRICE is in cents (default 1000). The environment names the servers\n"
+            "(CHORUS_AMQP_URL, PG* or CHORUS_PG_ORDER, CHORUS_SAGA_FILE).\n");
+}
+
+static int bad(const char *fmt, const char *what) {
+    fprintf(stderr, "order: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n");
+    usage(stderr);
+    return 2;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "SKU:QTY[:PRICE]" */
+static bool parse_item(const char *arg, item_t *it) {
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", arg);
+    char *qty = strchr(buf, ':');
+    if (!qty || qty == buf || (size_t)(qty - buf) >= sizeof(it->sku))
+        return false;
+    *qty++ = '\0';
+    char *price = strchr(qty, ':');
+    if (price)
+        *price++ = '\0';
+    for (const char *p = buf; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return false;
+    memcpy(it->sku, buf, strlen(buf) + 1); /* shorter than sku: checked above */
+    it->price = 1000;
+    return parse_long(qty, 1, 1000, &it->qty) &&
+           (!price || parse_long(price, 0, 10000000, &it->price));
+}
+
+static int parse_place(int argc, char **argv, place_t *p) {
+    static const struct option opts[] = {{"customer", required_argument, NULL, 'c'},
+                                          {"item", required_argument, NULL, 'i'},
+                                          {"address", required_argument, NULL, 'a'},
+                                          {"card", required_argument, NULL, 'k'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+    memset(p, 0, sizeof(*p));
+    snprintf(p->card, sizeof(p->card), "4242424242424242");
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            if (!chorus_uuid_valid(optarg))
+                return bad("--customer '%s' is not a UUID", optarg);
+            snprintf(p->customer, sizeof(p->customer), "%s", optarg);
+            break;
+        case 'i':
+            if (p->nitems == MAX_ITEMS)
+                return bad("at most %s items", "50");
+            if (!parse_item(optarg, &p->items[p->nitems++]))
+                return bad("--item '%s' must be SKU:QTY[:PRICE] (SKU of A-Z 0-9 - _, "
+                           "QTY 1-1000, PRICE in cents)", optarg);
+            break;
+        case 'a':
+            if (!*optarg || strlen(optarg) >= sizeof(p->address))
+                return bad("--address must be 1 to 255 characters%s", "");
+            snprintf(p->address, sizeof(p->address), "%s", optarg);
+            break;
+        case 'k':
+            if (strlen(optarg) < 12 || strlen(optarg) > 19 || strspn(optarg, "0123456789") != strlen(optarg))
+                return bad("--card '%s' must be 12 to 19 digits", optarg);
+            snprintf(p->card, sizeof(p->card), "%s", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc)
+        return bad("unexpected argument '%s'", argv[optind]);
+    if (!p->customer[0])
+        return bad("--customer is required%s", "");
+    if (p->nitems == 0)
+        return bad("at least one --item is required%s", "");
+    if (!p->address[0])
+        return bad("--address is required%s", "");
+    return 0;
+}
+
+static chorus_envelope_t *order_placed(const place_t *p, char id[37]) {
+    chorus_uuid_v7(id);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "order_id", id);
+    cJSON_AddStringToObject(data, "customer_id", p->customer);
+    cJSON *items = cJSON_AddArrayToObject(data, "items");
+    long long total = 0;
+    for (int i = 0; i < p->nitems; i++) {
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "sku", p->items[i].sku);
+        cJSON_AddNumberToObject(it, "qty", (double)p->items[i].qty);
+        cJSON_AddNumberToObject(it, "price", (double)p->items[i].price);
+        cJSON_AddItemToArray(items, it);
+        total += (long long)p->items[i].qty * p->items[i].price;
+    }
+    cJSON_AddNumberToObject(data, "total", (double)total);
+    cJSON_AddStringToObject(data, "address", p->address);
+    cJSON_AddStringToObject(data, "card", p->card);
+    return chorus_envelope_new_json("OrderPlaced", id, 1, data, NULL);
+}
+
+static chorus_t *order_handle(void) {
+    char err[512];
+    chorus_conf_t *conf = svc_conf("order", err, sizeof(err));
+    if (!conf) {
+        fprintf(stderr, "order: %s\n", err);
+        return NULL;
+    }
+    chorus_t *ch = svc_new(conf);
+    if (ch && order_prepare_tables(ch)) {
+        fprintf(stderr, "order: cannot reach PostgreSQL\n");
+        chorus_destroy(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+/* One order, one transaction: event store + outbox + read model. */
+static int place(chorus_t *ch, const place_t *p, char id[37]) {
+    chorus_tx_t *tx;
+    if (chorus_tx_begin(ch, &tx))
+        return 1;
+    order_state_t st = {0};
+    chorus_envelope_t *ev = order_placed(p, id);
+    if (!ev || order_append(tx, &st, 0, ev)) {
+        chorus_tx_rollback(tx);
+        return 1;
+    }
+    return chorus_tx_commit(tx) == CHORUS_OK ? 0 : 1;
+}
+
+static int cmd_place(int argc, char **argv) {
+    place_t p;
+    int rc = parse_place(argc, argv, &p);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    chorus_t *ch = order_handle();
+    if (!ch)
+        return 1;
+    char id[37];
+    rc = place(ch, &p, id);
+    if (rc == 0)
+        printf("%s\n", id);
+    else
+        fprintf(stderr, "order: the order could not be stored\n");
+    chorus_destroy(ch);
+    return rc;
+}
+
+/* Every tenth order of each kind; the rest complete. */
+static const char *scenario(int i, place_t *p) {
+    static const char *const customers[] = {"0190f7d2-0000-7000-8000-00000000000a",
+                                            "0190f7d2-0000-7000-8000-00000000000b"};
+    memset(p, 0, sizeof(*p));
+    snprintf(p->customer, sizeof(p->customer), "%s", customers[i % 2]);
+    snprintf(p->card, sizeof(p->card), "4242424242424242");
+    snprintf(p->address, sizeof(p->address), "%d Harbour Street, Leith", 1 + i);
+    p->items[0] = (item_t){.qty = 1 + i % 3, .price = 1500};
+    snprintf(p->items[0].sku, sizeof(p->items[0].sku), "SKU-A");
+    p->items[1] = (item_t){.qty = 1, .price = 2500};
+    snprintf(p->items[1].sku, sizeof(p->items[1].sku), "SKU-B");
+    p->nitems = 2;
+    switch (i % 10) {
+    case 6:
+        snprintf(p->card, sizeof(p->card), "4000000000000002"); /* declined */
+        return "payment-declined";
+    case 7:
+        p->items[1] = (item_t){.qty = 1000, .price = 9};
+        snprintf(p->items[1].sku, sizeof(p->items[1].sku), "RARE-1");
+        return "out-of-stock";
+    case 8:
+        snprintf(p->address, sizeof(p->address), "Undeliverable Lane %d", i);
+        return "shipping-failed";
+    case 9:
+        snprintf(p->address, sizeof(p->address), "Slow Carrier Road %d", i);
+        return "deadline";
+    default:
+        return "completed";
+    }
+}
+
+static int cmd_simulate(int argc, char **argv) {
+    long n;
+    if (argc != 2 || !parse_long(argv[1], 1, 100000, &n))
+        return bad("simulate takes one number from 1 to 100000%s", "");
+    chorus_t *ch = order_handle();
+    if (!ch)
+        return 1;
+    int failed = 0;
+    for (long i = 0; i < n; i++) {
+        place_t p;
+        const char *kind = scenario((int)i, &p);
+        char id[37];
+        if (place(ch, &p, id)) {
+            failed++;
+            continue;
+        }
+        printf("%s %s\n", id, kind);
+    }
+    fflush(stdout);
+    chorus_destroy(ch);
+    if (failed)
+        fprintf(stderr, "order: %d orders could not be stored\n", failed);
+    return failed ? 1 : 0;
+}
+
+static int with_tx(int (*fn)(chorus_tx_t *)) {
+    chorus_t *ch = order_handle();
+    if (!ch)
+        return 1;
+    chorus_tx_t *tx;
+    int rc = 1;
+    if (chorus_tx_begin(ch, &tx) == CHORUS_OK) {
+        rc = fn(tx);
+        if (rc == 0 && chorus_tx_commit(tx) != CHORUS_OK)
+            rc = 1;
+        else if (rc)
+            chorus_tx_rollback(tx);
+    }
+    chorus_destroy(ch);
+    return rc;
+}
+
+static int list_fn(chorus_tx_t *tx) {
+    PGresult *r = NULL;
+    if (svc_sql(tx, &r, "SELECT order_id, status, total, items, coalesce(reason, ''), version"
+                        " FROM order_summaries ORDER BY placed_at", NULL))
+        return 1;
+    printf("%-36s  %-9s  %8s  %5s  %3s  %s\n", "order", "status", "total", "items", "v",
+           "reason");
+    for (int i = 0; i < PQntuples(r); i++)
+        printf("%-36s  %-9s  %8s  %5s  %3s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 5),
+               PQgetvalue(r, i, 4));
+    PQclear(r);
+    return 0;
+}
+
+static int rebuild_fn(chorus_tx_t *tx) {
+    long events = 0;
+    if (order_rebuild_projection(tx, &events))
+        return 1;
+    printf("order_summaries rebuilt from %ld events\n", events);
+    return 0;
+}
+
+int cli_main(int argc, char **argv) {
+    const char *cmd = argv[0];
+    if (strcmp(cmd, "place") == 0)
+        return cmd_place(argc, argv);
+    if (strcmp(cmd, "simulate") == 0)
+        return cmd_simulate(argc, argv);
+    if (strcmp(cmd, "list") == 0 && argc == 1)
+        return with_tx(list_fn);
+    if (strcmp(cmd, "rebuild-projections") == 0 && argc == 1)
+        return with_tx(rebuild_fn);
+    if (strcmp(cmd, "saga-status") == 0 && argc == 2)
+        return monitor_status(argv[1]);
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    return bad("unknown command or arguments: '%s'", cmd);
+}

@@ -1,0 +1,321 @@
+/*
+ * shipping - the "schedule-shipment" step, the last of the order-fulfillment
+ * saga.
+ *
+ *   inventory --InventoryReserved--> shipping --ShipmentScheduled--> order
+ *                                             --ShippingFailed-----> inventory
+ *   order --OrderCancelled--> shipping   (refuses a later InventoryReserved)
+ *
+ * On InventoryReserved a shipment is scheduled to the order's address.  An
+ * address containing "undeliverable" fails (ShippingFailed, which makes
+ * inventory release and payment refund).  An address containing "slow"
+ * plays a carrier that is down: the delivery is retried later through the
+ * TTL retry queues, and meanwhile the saga deadline cancels the order; the
+ * next attempt finds the cancellation and refuses.  Both words match in
+ * any case.
+ *
+ * Being the last step, a scheduled shipment is not compensable: the saga
+ * declares "refuses_after": OrderCancelled only stops a shipment that is
+ * not scheduled yet.  A cancellation arriving after the shipment is logged
+ * as a warning for a person to look at.
+ *
+ * Table (schema svc_schema("shipping")):
+ *
+ *   shipments(order_id PK, shipment_id, address, status, updated_at)
+ *
+ *   status:  (none) --InventoryReserved--> scheduled | failed
+ *                   --OrderCancelled-----> cancelled --InventoryReserved--> refused
+ *
+ * Idempotency.  chorus' inbox skips a redelivered event; these rules make
+ * the effects safe whatever the order of arrival.  Every handler locks the
+ * order's row first; with no row, a plain INSERT makes a racing second
+ * writer fail with a unique violation, and chorus runs that handler again.
+ *
+ *   - InventoryReserved with a row: scheduled/failed/refused -> nothing;
+ *     cancelled -> refused (kept as a record that the late reservation came
+ *     and was turned down), nothing emitted.
+ *   - OrderCancelled with no row records 'cancelled'; otherwise nothing.
+ *
+ * Commands: "shipping [run]" runs the participant; "shipping dump" prints
+ * one line per shipment, "order_id status shipment_id".
+ */
+#include "service.h"
+
+#include <string.h>
+
+#define SERVICE "shipping"
+#define MAX_TEXT 1000
+
+static const char *const TABLES[] = {
+    "CREATE TABLE IF NOT EXISTS shipments ("
+    "  order_id uuid PRIMARY KEY,"
+    "  shipment_id uuid,"
+    "  address text,"
+    "  status text NOT NULL"
+    "    CHECK (status IN ('scheduled', 'failed', 'refused', 'cancelled')),"
+    "  updated_at timestamptz NOT NULL DEFAULT now())",
+};
+
+/* ---- input checks: each records on the delivery what is wrong ---------- */
+
+static bool need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
+    *out = svc_str(data, key);
+    if (*out && **out && strlen(*out) <= MAX_TEXT)
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %d bytes", key,
+                              MAX_TEXT);
+    return false;
+}
+
+static bool need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
+    *out = svc_str(data, key);
+    if (*out && chorus_uuid_valid(*out))
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
+    return false;
+}
+
+/* Shipping does not look inside the items (inventory checked them). */
+static bool need_items(chorus_delivery_t *d, const cJSON *data) {
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
+    if (cJSON_IsArray(items) && cJSON_GetArraySize(items) > 0)
+        return true;
+    chorus_delivery_set_error(d, "data.items must be a non-empty array");
+    return false;
+}
+
+/* The contract: the aggregate of every saga event is the order. */
+static bool need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
+    if (!need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
+        return false;
+    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
+        return true;
+    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
+    return false;
+}
+
+static chorus_outcome_t reject(const chorus_envelope_t *env) {
+    svc_log(SERVICE, env, "rejected: malformed data (see the dead-letter reason)");
+    return CHORUS_REJECT;
+}
+
+/* ---- SQL and events -------------------------------------------------- */
+
+/* Locks the order's shipment: 1 and its status in @p status, 0 when there
+ * is none, -1 on an SQL error (chorus retries or reruns). */
+static int lock_row(chorus_tx_t *tx, const char *order_id, char status[16]) {
+    PGresult *r;
+    if (svc_sql(tx, &r, "SELECT status FROM shipments WHERE order_id = $1 FOR UPDATE", order_id,
+                NULL))
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found)
+        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return found;
+}
+
+/* Emits @p type (data taken) for the order; a failure rolls the delivery
+ * back and retries it. */
+static chorus_outcome_t emit(chorus_delivery_t *d, const char *type, const char *order_id,
+                             cJSON *data) {
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
+    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+    if (rc == CHORUS_OK)
+        return CHORUS_HANDLED;
+    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
+                              err ? chorus_error_string(err) : chorus_strerror(rc));
+    chorus_error_destroy(err);
+    return CHORUS_RETRY_LATER;
+}
+
+/* ---- handlers -------------------------------------------------------- */
+
+/* A row that exists decides: a cancelled one turns into refused. */
+static chorus_outcome_t already(chorus_tx_t *tx, const chorus_envelope_t *env,
+                                const char *order_id, const char *status) {
+    if (strcmp(status, "cancelled") != 0) {
+        svc_log(SERVICE, env, "order %s: shipment already %s, nothing to do", order_id, status);
+        return CHORUS_HANDLED;
+    }
+    svc_log(SERVICE, env, "order %s: cancelled before shipping, refusing to ship", order_id);
+    return svc_sql(tx, NULL,
+                   "UPDATE shipments SET status = 'refused', updated_at = now()"
+                   " WHERE order_id = $1 AND status = 'cancelled'",
+                   order_id, NULL)
+               ? CHORUS_RETRY_LATER
+               : CHORUS_HANDLED;
+}
+
+static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d,
+                                              const chorus_envelope_t *env, void *opaque) {
+    (void)ch, (void)opaque;
+    const cJSON *data = chorus_envelope_data(env);
+    const char *order_id, *reservation_id, *address;
+    if (!(need_order(d, env, &order_id) && need_uuid(d, data, "reservation_id", &reservation_id) &&
+          need_items(d, data) && need_str(d, data, "address", &address)))
+        return reject(env);
+    chorus_tx_t *tx = chorus_delivery_tx(d);
+    char status[16], shipment_id[37];
+    int found = lock_row(tx, order_id, status);
+    if (found)
+        return found < 0 ? CHORUS_RETRY_LATER : already(tx, env, order_id, status);
+    bool fail = strcasestr(address, "undeliverable") != NULL;
+    if (!fail && strcasestr(address, "slow")) {
+        chorus_delivery_set_error(d, "carrier unavailable");
+        svc_log(SERVICE, env, "order %s: carrier unavailable, retrying later (attempt %d)",
+                order_id, chorus_delivery_attempt(d));
+        return CHORUS_RETRY_LATER;
+    }
+    chorus_uuid_v7(shipment_id);
+    /* svc_sql's parameter list ends at NULL: a failed row's shipment_id
+     * travels as "" and becomes NULL in SQL. */
+    if (svc_sql(tx, NULL,
+                "INSERT INTO shipments (order_id, shipment_id, address, status)"
+                " VALUES ($1, NULLIF($2, '')::uuid, $3, $4)",
+                order_id, fail ? "" : shipment_id, address, fail ? "failed" : "scheduled", NULL))
+        return CHORUS_RETRY_LATER;
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "order_id", order_id);
+    if (fail) {
+        svc_log(SERVICE, env, "order %s: address is undeliverable", order_id);
+        cJSON_AddStringToObject(out, "reason", "address is undeliverable");
+        return emit(d, "ShippingFailed", order_id, out);
+    }
+    svc_log(SERVICE, env, "order %s: shipment %s scheduled", order_id, shipment_id);
+    cJSON_AddStringToObject(out, "shipment_id", shipment_id);
+    cJSON_AddStringToObject(out, "address", address);
+    return emit(d, "ShipmentScheduled", order_id, out);
+}
+
+/* OrderCancelled: remembered, so a late InventoryReserved is refused. */
+static chorus_outcome_t on_order_cancelled(chorus_t *ch, chorus_delivery_t *d,
+                                           const chorus_envelope_t *env, void *opaque) {
+    (void)ch, (void)opaque;
+    const char *order_id, *reason;
+    if (!need_order(d, env, &order_id) ||
+        !need_str(d, chorus_envelope_data(env), "reason", &reason))
+        return reject(env);
+    chorus_tx_t *tx = chorus_delivery_tx(d);
+    char status[16];
+    int found = lock_row(tx, order_id, status);
+    if (found < 0)
+        return CHORUS_RETRY_LATER;
+    if (!found) {
+        svc_log(SERVICE, env, "order %s: cancelled (%s) before shipping; recorded", order_id,
+                reason);
+        return svc_sql(tx, NULL, "INSERT INTO shipments (order_id, status) VALUES ($1, 'cancelled')",
+                       order_id, NULL)
+                   ? CHORUS_RETRY_LATER
+                   : CHORUS_HANDLED;
+    }
+    if (strcmp(status, "scheduled") == 0)
+        svc_log(SERVICE, env,
+                "WARNING order %s: cancelled (%s) after its shipment was scheduled; the last "
+                "step is not compensable, the shipment stands",
+                order_id, reason);
+    else
+        svc_log(SERVICE, env, "order %s: shipment %s, nothing to do", order_id, status);
+    return CHORUS_HANDLED;
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+static chorus_t *open_participant(void) {
+    char err[512];
+    chorus_conf_t *conf = svc_conf(SERVICE, err, sizeof(err));
+    if (!conf) {
+        fprintf(stderr, SERVICE ": configuration: %s\n", err);
+        return NULL;
+    }
+    return svc_new(conf);
+}
+
+/* Creates the tables; an advisory lock keeps instances starting together
+ * from racing on CREATE TABLE. */
+static bool create_tables(chorus_t *ch) {
+    chorus_tx_t *tx;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (rc) {
+        fprintf(stderr, SERVICE ": PostgreSQL: %s\n", chorus_strerror(rc));
+        return false;
+    }
+    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(SERVICE),
+                 NULL);
+    for (size_t i = 0; !rc && i < sizeof(TABLES) / sizeof(TABLES[0]); i++)
+        rc = svc_sql(tx, NULL, TABLES[i], NULL);
+    if (rc) {
+        chorus_tx_rollback(tx);
+    } else {
+        rc = chorus_tx_commit(tx);
+    }
+    if (rc)
+        fprintf(stderr, SERVICE ": cannot create the tables: %s\n", chorus_strerror(rc));
+    return rc == CHORUS_OK;
+}
+
+static int cmd_run(void) {
+    chorus_t *ch = open_participant();
+    if (!ch)
+        return 1;
+    int rc = 1;
+    if (create_tables(ch) &&
+        !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL) &&
+        !chorus_register(ch, "OrderCancelled", on_order_cancelled, NULL))
+        rc = svc_run(ch, NULL, 0, NULL);
+    chorus_destroy(ch);
+    return rc;
+}
+
+static int cmd_dump(void) {
+    chorus_t *ch = open_participant();
+    if (!ch || !create_tables(ch)) {
+        chorus_destroy(ch);
+        return 1;
+    }
+    chorus_tx_t *tx;
+    PGresult *r = NULL;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (!rc) {
+        rc = svc_sql(tx, &r,
+                     "SELECT order_id, status, coalesce(shipment_id::text, '-') FROM shipments"
+                     " ORDER BY updated_at, order_id",
+                     NULL);
+        chorus_tx_rollback(tx);
+    }
+    for (int i = 0; !rc && i < PQntuples(r); i++)
+        printf("%s %s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    PQclear(r);
+    chorus_destroy(ch);
+    if (rc)
+        fprintf(stderr, SERVICE ": dump failed: %s\n", chorus_strerror(rc));
+    return rc ? 1 : 0;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: shipping [run]    run the participant (until SIGTERM or SIGINT)\n"
+            "       shipping dump     print every shipment: order_id status shipment_id\n"
+            "       shipping --help\n"
+            "\n"
+            "Schedules shipments for reserved orders (InventoryReserved) and refuses\n"
+            "them once an order is cancelled (OrderCancelled).  An address containing\n"
+            "\"undeliverable\" fails; one containing \"slow\" is retried later (a carrier\n"
+            "outage).  Environment: the CHORUS_* variables of services/common/service.h\n"
+            "and libpq's PG*.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *cmd = argc > 1 ? argv[1] : "run";
+    if (argc <= 2 && (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc <= 2 && strcmp(cmd, "run") == 0)
+        return cmd_run();
+    if (argc == 2 && strcmp(cmd, "dump") == 0)
+        return cmd_dump();
+    usage(stderr);
+    return 2;
+}

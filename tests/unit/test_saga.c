@@ -1,0 +1,392 @@
+/* Saga declarations: the real order-fulfillment saga, what each service
+ * derives from it, and the declarations chorus must refuse (and why). */
+#include "cm.h"
+#include "chorus/chorus.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static chorus_saga_t *load_real(void) {
+    const char *root = getenv("CHORUS_SOURCE_ROOT");
+    char path[1024], err[1024] = "";
+    snprintf(path, sizeof(path), "%s/sagas/order_fulfillment.json", root ? root : ".");
+    chorus_saga_t *saga = chorus_saga_load(path, err, sizeof(err));
+    if (!saga)
+        fail_msg("%s", err);
+    return saga;
+}
+
+/* @p n strings, in this order, and no others. */
+static void assert_list(size_t n, const char *const *got, const char *const *want,
+                        size_t nwant) {
+    assert_int_equal(n, nwant);
+    for (size_t i = 0; i < nwant; i++)
+        assert_string_equal(got[i], want[i]);
+}
+
+#define LIST(...) (const char *const[]){__VA_ARGS__}, \
+    sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
+
+static void check_consumes(const chorus_saga_t *s, const char *svc, const char *const *want,
+                           size_t nwant) {
+    const char *const *got;
+    size_t n = chorus_saga_consumes(s, svc, &got);
+    assert_list(n, got, want, nwant);
+}
+
+static void check_bindings(const chorus_saga_t *s, const char *svc, const char *const *want,
+                           size_t nwant) {
+    const char *const *got;
+    size_t n = chorus_saga_bindings(s, svc, &got);
+    assert_list(n, got, want, nwant);
+}
+
+static void real_saga_basics(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    assert_string_equal(chorus_saga_name(s), "order_fulfillment");
+    assert_int_equal(chorus_saga_deadline_ms(s), 8000);
+    assert_string_equal(chorus_saga_deadline_owner(s), "order");
+    assert_true(chorus_saga_is_terminal(s, "OrderCompleted"));
+    assert_true(chorus_saga_is_terminal(s, "OrderCancelled"));
+    assert_false(chorus_saga_is_terminal(s, "OrderPlaced"));
+    assert_false(chorus_saga_is_terminal(s, "PaymentFailed"));
+    const char *const *names;
+    size_t n = chorus_saga_services(s, &names);
+    assert_list(n, names,
+                LIST("order", "payment", "inventory", "shipping", "monitor"));
+    chorus_saga_destroy(s);
+    chorus_saga_destroy(NULL);
+}
+
+static void real_saga_consumes(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    check_consumes(s, "order", LIST("PaymentFailed", "PaymentRefunded", "ShipmentScheduled"));
+    check_consumes(s, "payment",
+                   LIST("InsufficientStock", "InventoryReleased", "OrderCancelled", "OrderPlaced"));
+    check_consumes(s, "inventory", LIST("OrderCancelled", "PaymentSucceeded", "ShippingFailed"));
+    check_consumes(s, "shipping", LIST("InventoryReserved", "OrderCancelled"));
+    check_consumes(s, "monitor",
+                   LIST("InsufficientStock", "InventoryReleased", "InventoryReserved",
+                        "OrderCancelled", "OrderCompleted", "OrderPlaced", "PaymentFailed",
+                        "PaymentRefunded", "PaymentSucceeded", "ShipmentScheduled",
+                        "ShippingFailed"));
+    const char *const *got = NULL;
+    assert_int_equal(chorus_saga_consumes(s, "billing", &got), 0);
+    assert_non_null(got);
+    chorus_saga_destroy(s);
+}
+
+static void real_saga_bindings(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    check_bindings(s, "order",
+                   LIST("payment.PaymentFailed", "payment.PaymentRefunded",
+                        "shipping.ShipmentScheduled"));
+    check_bindings(s, "payment",
+                   LIST("inventory.InsufficientStock", "inventory.InventoryReleased",
+                        "order.OrderCancelled", "order.OrderPlaced"));
+    check_bindings(s, "inventory",
+                   LIST("order.OrderCancelled", "payment.PaymentSucceeded",
+                        "shipping.ShippingFailed"));
+    check_bindings(s, "shipping", LIST("inventory.InventoryReserved", "order.OrderCancelled"));
+    check_bindings(s, "monitor",
+                   LIST("inventory.InsufficientStock", "inventory.InventoryReleased",
+                        "inventory.InventoryReserved", "order.OrderCancelled",
+                        "order.OrderCompleted", "order.OrderPlaced", "payment.PaymentFailed",
+                        "payment.PaymentRefunded", "payment.PaymentSucceeded",
+                        "shipping.ShipmentScheduled", "shipping.ShippingFailed"));
+    const char *const *got;
+    assert_int_equal(chorus_saga_bindings(s, "billing", &got), 0);
+    chorus_saga_destroy(s);
+}
+
+static void real_saga_permissions(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char c[512], w[512], r[512], t[512];
+    assert_int_equal(chorus_saga_permissions(s, "payment", NULL, c, w, r, t, sizeof(c)),
+                     CHORUS_OK);
+    assert_string_equal(c, "^(chorus\\.payment(\\..+)?|chorus\\.events|chorus\\.events\\.unrouted"
+                           "|chorus\\.dlx|chorus\\.unrouted)$");
+    assert_string_equal(w, "^(chorus\\.payment(\\..+)?|chorus\\.events|chorus\\.dlx"
+                           "|chorus\\.unrouted|amq\\.default)$");
+    assert_string_equal(r, "^(chorus\\.payment(\\..+)?|chorus\\.events|chorus\\.events\\.unrouted"
+                           "|chorus\\.dlx)$");
+    assert_string_equal(t, "^payment\\.");
+    assert_int_equal(chorus_saga_permissions(s, "shipping", "shop-test", c, w, r, t, sizeof(c)),
+                     CHORUS_OK);
+    assert_string_equal(r, "^(shop-test\\.shipping(\\..+)?|shop-test\\.events"
+                           "|shop-test\\.events\\.unrouted|shop-test\\.dlx)$");
+    assert_string_equal(t, "^shipping\\.");
+    /* metacharacters in a namespace match themselves only */
+    assert_int_equal(chorus_saga_permissions(s, "order", "a.b", c, w, r, t, sizeof(c)), CHORUS_OK);
+    assert_non_null(strstr(c, "^(a\\.b\\.order(\\..+)?|"));
+    assert_int_equal(chorus_saga_permissions(s, "billing", NULL, c, w, r, t, sizeof(c)),
+                     CHORUS_ERR_NOT_FOUND);
+    assert_int_equal(chorus_saga_permissions(s, "payment", NULL, c, w, r, t, 20),
+                     CHORUS_ERR_INVALID_ARG);
+    chorus_saga_destroy(s);
+}
+
+/* The picture: one edge per produced -> consumed event, styled by kind. */
+static void real_saga_dot(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    chorus_saga_write_dot(s, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "digraph \"order_fulfillment\" {"));
+    assert_non_null(strstr(buf, "\"cmd:PlaceOrder\" -> \"order\""));
+    assert_non_null(strstr(buf, "\"order\" -> \"payment\" [label=\"OrderPlaced\", style=bold, "
+                                "color=black"));
+    assert_non_null(strstr(buf, "\"payment\" -> \"order\" [label=\"PaymentFailed\", style=bold, "
+                                "color=red"));
+    assert_non_null(strstr(buf, "\"inventory\" -> \"payment\" [label=\"InventoryReleased\", "
+                                "style=dashed, color=darkorange"));
+    assert_non_null(strstr(buf, "\"order\" -> \"shipping\" [label=\"OrderCancelled\", "
+                                "style=dashed, color=\"darkorange:invis:darkorange\""));
+    assert_non_null(strstr(buf, "\"deadline\" -> \"order\" [style=dotted"));
+    assert_non_null(strstr(buf, "\"order\" -> \"end:OrderCompleted\""));
+    assert_int_equal(buf[len - 2], '}');
+    free(buf);
+    chorus_saga_destroy(s);
+}
+
+/* ------------------------------------------------------------------------
+ * Refusals.  Declarations are written with ' for " to stay readable.
+ * --------------------------------------------------------------------- */
+static chorus_saga_t *parse_q(const char *quoted, char *err, size_t size) {
+    char *json = strdup(quoted);
+    for (char *p = json; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    chorus_saga_t *s = chorus_saga_parse(json, "sagas/test.json", err, size);
+    free(json);
+    return s;
+}
+
+/* Refused, and the message holds every phrase. */
+static void refused(const char *quoted, const char *const *phrases, size_t n) {
+    char err[1024] = "";
+    chorus_saga_t *s = parse_q(quoted, err, sizeof(err));
+    if (s)
+        chorus_saga_destroy(s);
+    assert_null(s);
+    assert_non_null(strstr(err, "sagas/test.json: "));
+    for (size_t i = 0; i < n; i++)
+        if (!strstr(err, phrases[i]))
+            fail_msg("message \"%s\" lacks \"%s\"", err, phrases[i]);
+}
+
+#define HEAD "{'saga':'mini','deadline':{'ms':1000,'owner':'a','emits':'Cancelled'},"
+#define STEP1 "{'name':'one','service':'a','command':'Start','emits':'Started','failures':[]," \
+              "'compensation':{'on':['Failed'],'emits':'Cancelled'}}"
+#define TAIL "],'terminal':['Done','Cancelled']}"
+
+static void minimal_is_accepted(void **state) {
+    (void)state;
+    char err[512] = "";
+    chorus_saga_t *s = parse_q(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b',"
+                               "'trigger':'Started','emits':'Done','failures':['Failed']}" TAIL,
+                               err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    check_consumes(s, "a", LIST("Failed"));
+    check_bindings(s, "a", LIST("b.Failed"));
+    check_bindings(s, "b", LIST("a.Started"));
+    const char *const *names;
+    size_t n = chorus_saga_services(s, &names);
+    assert_list(n, names, LIST("a", "b"));
+    chorus_saga_destroy(s);
+}
+
+static void refuses_middle_step_without_compensation(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Middle','failures':['Failed']},{'name':'three','service':'c',"
+                 "'trigger':'Middle','emits':'Done','failures':[]}" TAIL,
+            LIST("step 'two' (b) has no compensation, but only the last step may lack one"));
+}
+
+static void refuses_event_produced_by_nobody(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Begun',"
+                 "'emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'two' (b)", "'Begun'", "trigger", "produced by nobody"));
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Done','failures':['Failed'],'refuses_after':['Aborted']}" TAIL,
+            LIST("step 'two' (b)", "'Aborted'", "refuses_after", "produced by nobody"));
+}
+
+static void refuses_failure_handled_by_nobody(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Done','failures':['Failed','Lost']}" TAIL,
+            LIST("step 'two' (b): failure 'Lost' is handled by nobody"));
+}
+
+static void refuses_malformed_json(void **state) {
+    (void)state;
+    refused("{'saga':'mini',\n 'steps': [", LIST("malformed JSON at line 2"));
+    refused("", LIST("malformed JSON"));
+    refused("[1,2]", LIST("must be a JSON object"));
+}
+
+static void refuses_missing_or_ill_typed_fields(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','trigger':'Started','emits':'Done',"
+                 "'failures':['Failed']}" TAIL,
+            LIST("step 'two': field \"service\" is missing"));
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Done'}" TAIL,
+            LIST("step 'two' (b): field \"failures\" is missing"));
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':7,'failures':['Failed']}" TAIL,
+            LIST("step 'two' (b): field \"emits\" must be a string"));
+    refused(HEAD "'steps':[{'service':'a','command':'Start','emits':'Done','failures':[]}" TAIL,
+            LIST("step #1: field \"name\" is missing"));
+    refused("{'steps':[]}", LIST("field \"saga\" is missing"));
+    refused("{'saga':'mini','steps':[]}", LIST("\"steps\" must be an array of at least one"));
+    refused(HEAD "'steps':[{'name':'one','service':'a','command':'Start','emits':'Done',"
+                 "'failures':[],'compensation':{'emits':'Cancelled'}}" TAIL,
+            LIST("step 'one' (a): compensation: field \"on\" is missing"));
+    refused(HEAD "'steps':[{'name':'one','service':'a','command':'Start','emits':'Done',"
+                 "'failures':[],'compensations':{}}" TAIL,
+            LIST("step 'one' (a): unknown field \"compensations\""));
+    refused("{'saga':'mini','deadline':{'ms':0,'owner':'a','emits':'Cancelled'}}",
+            LIST("deadline: field \"ms\" must be a whole number"));
+}
+
+static void refuses_duplicate_step_names(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'one','service':'b','trigger':'Started',"
+                 "'emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'one' (b): duplicate step name 'one'"));
+}
+
+static void refuses_names_and_roles(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'order_done',"
+                 "'emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'two' (b): field \"trigger\": 'order_done' is not an event name"));
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'command':'Go','emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'two' (b) needs exactly one of \"trigger\""));
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','command':'Go',"
+                 "'emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'two' (b) is started by the command 'Go', but only the first step is"));
+    refused(HEAD "'steps':[{'name':'one','service':'a','trigger':'Started','emits':'Done',"
+                 "'failures':[]}" TAIL,
+            LIST("step 'one' (a) is the first step, so a command starts it"));
+    refused(HEAD "'steps':[{'name':'one','service':'a','command':'Done','emits':'Done',"
+                 "'failures':[]}" TAIL,
+            LIST("step 'one' (a): 'Done' is its command and also an event"));
+    refused(HEAD "'steps':[{'name':'one','service':'a','command':'Start','emits':'Done',"
+                 "'failures':[]}],'terminal':['Done','Gone']}",
+            LIST("terminal event 'Gone' is produced by nobody"));
+    refused("{'saga':'mini','deadline':{'ms':5,'owner':'clock','emits':'Cancelled'},"
+            "'steps':[{'name':'one','service':'a','command':'Start','emits':'Done',"
+            "'failures':[]}],'terminal':['Done']}",
+            LIST("deadline: owner 'clock' is not a service of saga 'mini'"));
+}
+
+static void load_names_the_file(void **state) {
+    (void)state;
+    char err[512] = "";
+    assert_null(chorus_saga_load("/nonexistent/saga.json", err, sizeof(err)));
+    assert_non_null(strstr(err, "/nonexistent/saga.json: cannot read"));
+}
+
+/* ------------------------------------------------------------------------
+ * Handlers against the role
+ * --------------------------------------------------------------------- */
+static void handlers_match(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char err[512] = "x";
+    const char *payment[] = {"OrderPlaced", "OrderCancelled", "InventoryReleased",
+                             "InsufficientStock"};
+    assert_int_equal(chorus_saga_check_handlers(s, "payment", payment, 4, err, sizeof(err)),
+                     CHORUS_OK);
+    const char *const *all;
+    size_t n = chorus_saga_consumes(s, "monitor", &all);
+    assert_int_equal(n, 11);
+    assert_int_equal(chorus_saga_check_handlers(s, "monitor", all, n, err, sizeof(err)),
+                     CHORUS_OK);
+    chorus_saga_destroy(s);
+}
+
+static void handlers_missing(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char err[512];
+    const char *payment[] = {"OrderPlaced", "OrderCancelled", "InventoryReleased"};
+    assert_int_equal(chorus_saga_check_handlers(s, "payment", payment, 3, err, sizeof(err)),
+                     CHORUS_ERR_INVALID_CONF);
+    assert_non_null(strstr(err, "service 'payment' has no handler for InsufficientStock "
+                                "(compensation of step 'charge-payment')"));
+    const char *shipping[] = {"InventoryReserved"};
+    assert_int_equal(chorus_saga_check_handlers(s, "shipping", shipping, 1, err, sizeof(err)),
+                     CHORUS_ERR_INVALID_CONF);
+    assert_non_null(strstr(err, "has no handler for OrderCancelled "
+                                "(refuses_after of step 'schedule-shipment')"));
+    assert_int_equal(chorus_saga_check_handlers(s, "order", NULL, 0, err, sizeof(err)),
+                     CHORUS_ERR_INVALID_CONF);
+    assert_non_null(strstr(err, "PaymentFailed (compensation of step 'place-order')"));
+    assert_non_null(strstr(err, "ShipmentScheduled (completion of the saga)"));
+    chorus_saga_destroy(s);
+}
+
+static void handlers_extra(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char err[512];
+    const char *shipping[] = {"InventoryReserved", "OrderCancelled", "PaymentSucceeded"};
+    assert_int_equal(chorus_saga_check_handlers(s, "shipping", shipping, 3, err, sizeof(err)),
+                     CHORUS_ERR_INVALID_CONF);
+    assert_non_null(strstr(err, "service 'shipping' has handlers it never receives: "
+                                "PaymentSucceeded"));
+    assert_null(strstr(err, "no handler"));
+    chorus_saga_destroy(s);
+}
+
+static void handlers_unknown_service(void **state) {
+    (void)state;
+    chorus_saga_t *s = load_real();
+    char err[512];
+    const char *types[] = {"OrderPlaced"};
+    assert_int_equal(chorus_saga_check_handlers(s, "billing", types, 1, err, sizeof(err)),
+                     CHORUS_ERR_INVALID_CONF);
+    assert_string_equal(err, "service 'billing' takes no part in saga 'order_fulfillment'");
+    chorus_saga_destroy(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(real_saga_basics),
+        cmocka_unit_test(real_saga_consumes),
+        cmocka_unit_test(real_saga_bindings),
+        cmocka_unit_test(real_saga_permissions),
+        cmocka_unit_test(real_saga_dot),
+        cmocka_unit_test(minimal_is_accepted),
+        cmocka_unit_test(refuses_middle_step_without_compensation),
+        cmocka_unit_test(refuses_event_produced_by_nobody),
+        cmocka_unit_test(refuses_failure_handled_by_nobody),
+        cmocka_unit_test(refuses_malformed_json),
+        cmocka_unit_test(refuses_missing_or_ill_typed_fields),
+        cmocka_unit_test(refuses_duplicate_step_names),
+        cmocka_unit_test(refuses_names_and_roles),
+        cmocka_unit_test(load_names_the_file),
+        cmocka_unit_test(handlers_match),
+        cmocka_unit_test(handlers_missing),
+        cmocka_unit_test(handlers_extra),
+        cmocka_unit_test(handlers_unknown_service),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
