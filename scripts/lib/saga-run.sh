@@ -34,7 +34,9 @@ sr_reset() {
     done
     if [[ -n ${CHORUS_CTL:-} ]]; then
         while read -r q; do
-            [[ $q == "$CHORUS_NAMESPACE".* ]] && "$ROOT/scripts/env" ctl delete_queue "$q" </dev/null >/dev/null
+            if [[ $q == "$CHORUS_NAMESPACE".* ]]; then
+                "$ROOT/scripts/env" ctl delete_queue "$q" </dev/null >/dev/null
+            fi
         done < <("$ROOT/scripts/env" ctl list_queues -q --no-table-headers name)
     else
         echo "note: the broker is not ours to control; queues of namespace $CHORUS_NAMESPACE are kept" >&2

@@ -7,10 +7,16 @@
 # shellcheck disable=SC1091
 source "$(dirname "$0")/common.sh"
 e2e_init overtake
-sr_start order inventory shipping monitor
+sr_start # every queue exists (services declare their own), then payment is away
+sr_stop payment
 id=$("$(sr_bin order)" place --customer 0190f7d2-0000-7000-8000-00000000000a \
     --item SKU-A:3:1500 --address "1 Harbour Street")
 i=$(sr_schema inventory)
+# the OrderPlaced is on its way to payment's queue before anything is injected
+for _ in $(seq 100); do
+    (($(sr_psql "SELECT count(*) FROM $(sr_schema order).outbox WHERE published_at IS NULL") == 0)) && break
+    sleep 0.1
+done
 stock_before=$(sr_psql "SELECT on_hand FROM $i.stock WHERE sku = 'SKU-A'")
 
 # inject: order.OrderCancelled, then payment.PaymentSucceeded, for this order
