@@ -61,15 +61,17 @@ static void run_stream(int n, int fault_after, void (*inject)(void), bool (*faul
     bool injected = false;
     int64_t deadline = stream_now_ms() + 120000;
     while (stream_now_ms() < deadline) {
-        while (published < n) {
+        /* After the fault, publish slowly (5 per pass, about 200 a second),
+         * so events go out before, during and after a broker restart. */
+        int budget = injected ? 5 : 50;
+        while (published < n && budget-- > 0) {
             chorus_envelope_t *e = chorus_envelope_new("OrderPlaced",
                 "0190f7d2-1c2a-7b3c-8d4e-5f6a7b8c9d0e", published + 1, "{\"total\":100}", NULL);
             chorus_err_t rc = chorus_publish(prod, e, NULL);
             if (rc == CHORUS_ERR_QUEUE_FULL)
                 break;
             assert_int_equal(rc, CHORUS_OK);
-            if (++published % 50 == 0)
-                break; /* interleave publishing with consuming */
+            published++;
         }
         chorus_poll(prod, 5);
         chorus_poll(cons, 20);
@@ -79,8 +81,10 @@ static void run_stream(int n, int fault_after, void (*inject)(void), bool (*faul
             inject();
             injected = true;
         }
+        chorus_stats_t now;
+        chorus_stats(cons, &now);
         if (published == n && s.seen.n == n && s.confirmed + s.failed_reports == n &&
-            (!fault_done || fault_done()))
+            (!fault_done || fault_done()) && now.reconnects >= 1)
             break;
     }
     chorus_stats_t cst, pst;
