@@ -912,8 +912,9 @@ chorus_err_t chorus_saga_permissions(const chorus_saga_t *s, const char *service
     bool ok =
         fits(configure, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx|"
              "%s\\.unrouted)$", n, v, n, n, n, n) &&
-        fits(write, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.dlx|%s\\.unrouted|amq\\.default)$",
-             n, v, n, n, n) &&
+        /* creating an exchange with an alternate exchange needs write on it */
+        fits(write, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx|"
+             "%s\\.unrouted|amq\\.default)$", n, v, n, n, n, n) &&
         fits(read, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx)$", n, v,
              n, n, n) &&
         fits(topic_write, size, "^%s\\.", v);

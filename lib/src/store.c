@@ -159,7 +159,11 @@ static bool migrate(chorus_t *ch, PGconn *pg) {
     bool ok = exec_simple(ch, pg, "BEGIN") &&
               chorus__pg_exec(ch, pg, "SELECT pg_advisory_xact_lock(hashtext('chorus:' || $1))",
                               1, p, NULL, NULL) == CHORUS_OK &&
-              chorus__pg_exec(ch, pg, "SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text)",
+              /* Only when missing: a role that owns a schema an administrator
+               * made for it may lack CREATE on the database itself. */
+              chorus__pg_exec(ch, pg, "SELECT CASE WHEN to_regnamespace(quote_ident($1)) IS NULL"
+                                      " THEN format('CREATE SCHEMA %I', $1::text)"
+                                      " ELSE 'SELECT 1' END",
                               1, p, &r, NULL) == CHORUS_OK &&
               exec_simple(ch, pg, PQgetvalue(r, 0, 0)) &&
               exec_simple(ch, pg, "CREATE TABLE IF NOT EXISTS chorus_schema_version ("

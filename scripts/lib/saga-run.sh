@@ -26,11 +26,17 @@ sr_psql() {
 
 sr_schema() { printf '%s%s' "$CHORUS_SCHEMA_PREFIX" "$1"; }
 
-# Drops the services' schemas and the namespace's queues and exchanges: a clean slate.
+sr_ctl() { "$ROOT/scripts/env" ctl "$@" </dev/null >/dev/null; }
+
+# Drops the services' schemas, roles and broker users, and the namespace's queues: a clean slate.
 sr_reset() {
     local s q
     for s in "${SR_SERVICES[@]}"; do
         sr_psql "DROP SCHEMA IF EXISTS $(sr_schema "$s") CASCADE" >/dev/null
+        sr_psql "DROP ROLE IF EXISTS $(sr_schema "$s")" >/dev/null
+        if [[ -n ${CHORUS_CTL:-} ]]; then
+            sr_ctl delete_user "$CHORUS_NAMESPACE-$s" 2>/dev/null || true
+        fi
     done
     if [[ -n ${CHORUS_CTL:-} ]]; then
         while read -r q; do
@@ -41,6 +47,45 @@ sr_reset() {
     else
         echo "note: the broker is not ours to control; queues of namespace $CHORUS_NAMESPACE are kept" >&2
     fi
+}
+
+sr_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
+
+# Least privilege, derived from the saga declaration: each service gets a RabbitMQ user
+# that may configure and read only its own queues and write to the events exchange only
+# under its own routing-key prefix, and a PostgreSQL role owning only its own schema.
+# Credentials go to the services through CHORUS_AMQP_URL_<SERVICE> / CHORUS_PG_<SERVICE>
+# and to $SR_OUT/credentials (mode 600); they are never printed.
+sr_provision() {
+    local s up pass perms conf write read topic amqp_host
+    if [[ -z ${CHORUS_CTL:-} ]]; then
+        echo "note: the broker is not ours to administer; services use CHORUS_AMQP_URL" >&2
+        return 0
+    fi
+    amqp_host=${CHORUS_AMQP_URL##*@}
+    : >"$SR_OUT/credentials"
+    chmod 600 "$SR_OUT/credentials"
+    for s in "${SR_SERVICES[@]}"; do
+        up=$(printf '%s' "$s" | tr 'a-z-' 'A-Z_')
+        pass=$(sr_secret)
+        perms=$("$ROOT/build/lib/tools/chorus-saga" permissions "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE")
+        conf=$(sed -n 's/^configure //p' <<<"$perms")
+        write=$(sed -n 's/^write //p' <<<"$perms")
+        read=$(sed -n 's/^read //p' <<<"$perms")
+        topic=$(sed -n 's/^topic //p' <<<"$perms")
+        sr_ctl add_user "$CHORUS_NAMESPACE-$s" "$pass"
+        sr_ctl set_permissions -p / "$CHORUS_NAMESPACE-$s" "$conf" "$write" "$read"
+        sr_ctl set_topic_permissions -p / "$CHORUS_NAMESPACE-$s" "$CHORUS_NAMESPACE.events" "$topic" ".*"
+        export "CHORUS_AMQP_URL_$up=amqp://$CHORUS_NAMESPACE-$s:$pass@$amqp_host"
+        sr_psql "CREATE ROLE $(sr_schema "$s") LOGIN PASSWORD '$pass'" >/dev/null
+        sr_psql "CREATE SCHEMA $(sr_schema "$s") AUTHORIZATION $(sr_schema "$s")" >/dev/null
+        sr_psql "REVOKE ALL ON SCHEMA $(sr_schema "$s") FROM PUBLIC" >/dev/null
+        export "CHORUS_PG_$up=user=$(sr_schema "$s") password=$pass"
+        printf 'CHORUS_AMQP_URL_%s=amqp://%s-%s:%s@%s\nCHORUS_PG_%s=user=%s password=%s\n' \
+            "$up" "$CHORUS_NAMESPACE" "$s" "$pass" "$amqp_host" "$up" "$(sr_schema "$s")" "$pass" \
+            >>"$SR_OUT/credentials"
+    done
+    # the command-line tools of a service (order place, inventory stock set) use its role too
 }
 
 sr_bin() {

@@ -18,6 +18,7 @@ e2e_init() {
     sr_init "$ROOT/build/e2e/$tag" "${tag}_" "$tag"
     trap e2e_cleanup EXIT
     sr_reset
+    sr_provision
     "$(sr_bin inventory)" stock set SKU-A 1000000 >/dev/null
     "$(sr_bin inventory)" stock set SKU-B 1000000 >/dev/null
     "$(sr_bin inventory)" stock set RARE-1 5 >/dev/null
