@@ -48,5 +48,23 @@ sr_stop order
 "$(sr_bin order)" rebuild-projections
 after=$(sr_psql "SELECT md5(string_agg(order_id || status || total || items || version, ',' ORDER BY order_id)) FROM $o.order_summaries")
 expect_eq "order_summaries rebuilt from the event store" "$after" "$before"
+# PlaceOrder from the command line: bad input is refused with a clear error, nothing stored
+count_before=$(sr_psql "SELECT count(*) FROM $o.events")
+bad_place() {
+    local want=$1 rc=0 err
+    shift
+    err=$("$(sr_bin order)" place "$@" 2>&1 >/dev/null) || rc=$?
+    ((rc == 2)) || fail "order place $* exited $rc, not 2"
+    grep -qF -- "$want" <<<"$err" || fail "order place $*: '$err' does not say '$want'"
+    echo "ok: order place refuses: $(head -n1 <<<"$err")"
+}
+cust=0190f7d2-0000-7000-8000-00000000000a
+bad_place "--customer 'nobody' is not a UUID" --customer nobody --item SKU-A:1 --address x
+bad_place "at least one --item is required" --customer "$cust" --address x
+bad_place "--item 'SKU-A:0'" --customer "$cust" --item SKU-A:0 --address x
+bad_place "--item 'sku a:1'" --customer "$cust" --item "sku a:1" --address x
+bad_place "--address is required" --customer "$cust" --item SKU-A:1
+bad_place "--card '12ab' must be 12 to 19 digits" --customer "$cust" --item SKU-A:1 --address x --card 12ab
+expect_eq "events stored by refused commands" "$(sr_psql "SELECT count(*) FROM $o.events")" "$count_before"
 sr_stop
 echo "all outcomes ok"
