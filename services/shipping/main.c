@@ -14,6 +14,13 @@
  * next attempt finds the cancellation and refuses.  Both words match in
  * any case.
  *
+ * The outage is switchable: SHIPPING_CARRIER_DOWN names the word ("slow"
+ * when unset); set to "" the carrier is up for every address.  With the
+ * order service away (no deadline), a carrier that stays down exhausts the
+ * retries and the delivery lands in the dead-letter queue; restarted with
+ * the carrier up, a requeued delivery is scheduled (scripts/dlq, and
+ * tests/e2e/saga_dlq.sh).
+ *
  * Being the last step, a scheduled shipment is not compensable: the saga
  * declares "refuses_after": OrderCancelled only stops a shipment that is
  * not scheduled yet.  A cancellation arriving after the shipment is logged
@@ -41,10 +48,14 @@
  */
 #include "service.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define SERVICE "shipping"
 #define MAX_TEXT 1000
+
+/* The carrier is down for addresses containing this (any case); "" = up. */
+static const char *carrier_down = "slow";
 
 static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS shipments ("
@@ -162,7 +173,7 @@ static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d
     if (found)
         return found < 0 ? CHORUS_RETRY_LATER : already(tx, env, order_id, status);
     bool fail = strcasestr(address, "undeliverable") != NULL;
-    if (!fail && strcasestr(address, "slow")) {
+    if (!fail && *carrier_down && strcasestr(address, carrier_down)) {
         chorus_delivery_set_error(d, "carrier unavailable");
         svc_log(SERVICE, env, "order %s: carrier unavailable, retrying later (attempt %d)",
                 order_id, chorus_delivery_attempt(d));
@@ -256,6 +267,13 @@ static bool create_tables(chorus_t *ch) {
 }
 
 static int cmd_run(void) {
+    const char *down = getenv("SHIPPING_CARRIER_DOWN");
+    if (down)
+        carrier_down = down;
+    if (strlen(carrier_down) > MAX_TEXT) {
+        fprintf(stderr, SERVICE ": SHIPPING_CARRIER_DOWN is longer than %d bytes\n", MAX_TEXT);
+        return 2;
+    }
     chorus_t *ch = open_participant();
     if (!ch)
         return 1;
@@ -301,9 +319,13 @@ static void usage(FILE *out) {
             "\n"
             "Schedules shipments for reserved orders (InventoryReserved) and refuses\n"
             "them once an order is cancelled (OrderCancelled).  An address containing\n"
-            "\"undeliverable\" fails; one containing \"slow\" is retried later (a carrier\n"
-            "outage).  Environment: the CHORUS_* variables of services/common/service.h\n"
-            "and libpq's PG*.\n");
+            "\"undeliverable\" fails; one containing the word in SHIPPING_CARRIER_DOWN\n"
+            "(any case) is retried later, a carrier outage.\n"
+            "\n"
+            "Environment:\n"
+            "  SHIPPING_CARRIER_DOWN   the carrier is down for addresses containing this\n"
+            "                          (default \"slow\"; empty: up for every address)\n"
+            "  the CHORUS_* variables of services/common/service.h and libpq's PG*.\n");
 }
 
 int main(int argc, char **argv) {

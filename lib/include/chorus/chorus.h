@@ -422,6 +422,57 @@ CHORUS_API chorus_err_t chorus_saga_permissions(const chorus_saga_t *saga, const
                                                 const char *ns, char *configure, char *write,
                                                 char *read, char *topic_write, size_t size);
 
+/* ------------------------------------------------------------------------
+ * Dead-letter queues: inspect and repair (scripts/dlq)
+ *
+ *   chorus_dlq_open()    a connection of its own to one service's DLQ
+ *   chorus_dlq_fetch()   holds the messages present now, in order, without
+ *                        removing them (unacknowledged deliveries)
+ *   ..._requeue/remove() mark what leaves the DLQ (a requeue is published
+ *                        to the original queue and confirmed first)
+ *   chorus_dlq_finish()  acks what left, gives back the rest in order
+ *
+ * A message the broker delivers while held is not lost: anything not
+ * acknowledged returns to the queue, also when the process dies.
+ * ---------------------------------------------------------------------- */
+typedef struct chorus_dlq_s chorus_dlq_t;
+typedef struct chorus_dead_letter_s chorus_dead_letter_t;
+
+/* @p url: the first of a CHORUS_AMQP_URL-style list is used. */
+CHORUS_API chorus_dlq_t *chorus_dlq_open(const char *url, const char *ns, const char *service,
+                                         char *errstr, size_t errstr_size);
+/* Gives back whatever is still held (as chorus_dlq_finish), then closes. */
+CHORUS_API void chorus_dlq_close(chorus_dlq_t *q);
+CHORUS_API const char *chorus_dlq_queue(const chorus_dlq_t *q);
+/* Holds the messages in the DLQ now (at most @p max; 0 = all of them). */
+CHORUS_API chorus_err_t chorus_dlq_fetch(chorus_dlq_t *q, size_t max);
+CHORUS_API size_t chorus_dlq_count(const chorus_dlq_t *q);
+CHORUS_API const chorus_dead_letter_t *chorus_dlq_at(const chorus_dlq_t *q, size_t i);
+/* Publishes message @p i to its original queue (headers kept, requeue
+ * count incremented, attempt reset to 1) and waits for the confirm; then it
+ * is acked by chorus_dlq_finish(). */
+CHORUS_API chorus_err_t chorus_dlq_requeue(chorus_dlq_t *q, size_t i);
+CHORUS_API chorus_err_t chorus_dlq_remove(chorus_dlq_t *q, size_t i);
+CHORUS_API chorus_err_t chorus_dlq_finish(chorus_dlq_t *q);
+/* Publishes one line of chorus_dead_letter_export() into the DLQ. */
+CHORUS_API chorus_err_t chorus_dlq_import(chorus_dlq_t *q, const char *line, char *errstr,
+                                          size_t errstr_size);
+
+/* A string fault header ("x-chorus-fault-reason"...), NULL when absent. */
+CHORUS_API const char *chorus_dead_letter_header(const chorus_dead_letter_t *dl,
+                                                 const char *key);
+CHORUS_API long long chorus_dead_letter_header_int(const chorus_dead_letter_t *dl,
+                                                   const char *key, long long dflt);
+/* From the envelope when it decodes, else from the AMQP properties; "" if unknown. */
+CHORUS_API const char *chorus_dead_letter_event_id(const chorus_dead_letter_t *dl);
+CHORUS_API const char *chorus_dead_letter_event_type(const chorus_dead_letter_t *dl);
+/* Everything about it as a JSON object (malloc'd): fault headers, decoded
+ * envelope (or the raw body), x-death history, all headers. */
+CHORUS_API char *chorus_dead_letter_json(const chorus_dead_letter_t *dl);
+/* One JSON line with the body (base64), properties and typed headers,
+ * from which chorus_dlq_import() rebuilds the message exactly. */
+CHORUS_API char *chorus_dead_letter_export(const chorus_dead_letter_t *dl);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,405 @@
+/*
+ * chorus-dlq: inspect and repair dead-lettered messages (scripts/dlq).
+ *
+ *   chorus-dlq [--json] [--namespace NS] [--saga FILE] list [SERVICE]
+ *   chorus-dlq [--json] show SERVICE [--id EVENT_ID | --limit N]
+ *   chorus-dlq [--json] requeue SERVICE (--id ID | --reason R | --event-type T | --all)
+ *   chorus-dlq [--json] purge SERVICE (--id ID | --reason R | --event-type T | --all) --yes
+ *   chorus-dlq export SERVICE > file.jsonl
+ *   chorus-dlq import SERVICE < file.jsonl
+ *
+ * Every command holds the DLQ's messages without removing them (see
+ * lib/src/dlq.c) and gives back whatever it does not move, in order.
+ */
+#include "chorus/chorus.h"
+#include "chorus/chorus_json.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    bool json, yes, all;
+    const char *ns, *saga, *id, *reason, *type;
+    long limit;
+} opts_t;
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: dlq [--json] [--namespace NS] [--saga FILE] COMMAND ...\n"
+        "  list [SERVICE]                 depth of each DLQ by fault reason and event type\n"
+        "  show SERVICE [--id EVENT_ID | --limit N]\n"
+        "                                 decoded envelope, fault headers, x-death history\n"
+        "  requeue SERVICE FILTER         back to the original queue (confirmed, then removed)\n"
+        "  purge SERVICE FILTER --yes     delete the matching dead letters\n"
+        "  export SERVICE                 JSON lines on stdout (nothing is removed)\n"
+        "  import SERVICE                 JSON lines from stdin into SERVICE's DLQ\n"
+        "FILTER is one of --id EVENT_ID, --reason REASON, --event-type TYPE, --all.\n"
+        "The broker is CHORUS_AMQP_URL; the namespace CHORUS_NAMESPACE (default chorus);\n"
+        "list without SERVICE covers every service of the saga (CHORUS_SAGA_FILE, default\n"
+        "sagas/order_fulfillment.json). Exit status: 0 done, 1 failed, 2 usage or refused.\n");
+}
+
+static int bad(const char *msg) {
+    fprintf(stderr, "dlq: %s\n", msg);
+    usage(stderr);
+    return 2;
+}
+
+static chorus_dlq_t *open_dlq(const opts_t *o, const char *service) {
+    const char *url = getenv("CHORUS_AMQP_URL");
+    char err[512];
+    if (!url || !*url) {
+        fprintf(stderr, "dlq: CHORUS_AMQP_URL is not set (source .chorus/env.sh)\n");
+        return NULL;
+    }
+    chorus_dlq_t *q = chorus_dlq_open(url, o->ns, service, err, sizeof(err));
+    if (!q)
+        fprintf(stderr, "dlq: %s\n", err);
+    return q;
+}
+
+static bool matches(const opts_t *o, const chorus_dead_letter_t *dl) {
+    if (o->all)
+        return true;
+    if (o->id)
+        return strcmp(chorus_dead_letter_event_id(dl), o->id) == 0;
+    if (o->reason) {
+        const char *r = chorus_dead_letter_header(dl, "x-chorus-fault-reason");
+        return r && strcmp(r, o->reason) == 0;
+    }
+    if (o->type)
+        return strcmp(chorus_dead_letter_event_type(dl), o->type) == 0;
+    return true; /* show without a filter */
+}
+
+/* ---- list --------------------------------------------------------------- */
+
+typedef struct {
+    char reason[64], type[129], oldest[40], newest[40];
+    long count;
+} group_t;
+
+static cJSON *list_one(const opts_t *o, const char *service, int *rc) {
+    chorus_dlq_t *q = open_dlq(o, service);
+    if (!q) {
+        *rc = 1;
+        return NULL;
+    }
+    group_t g[256];
+    int ng = 0;
+    if (chorus_dlq_fetch(q, 0) != CHORUS_OK) {
+        fprintf(stderr, "dlq: reading %s failed\n", chorus_dlq_queue(q));
+        *rc = 1;
+    }
+    size_t n = chorus_dlq_count(q);
+    for (size_t i = 0; i < n; i++) {
+        const chorus_dead_letter_t *dl = chorus_dlq_at(q, i);
+        const char *r = chorus_dead_letter_header(dl, "x-chorus-fault-reason");
+        const char *t = chorus_dead_letter_event_type(dl);
+        const char *when = chorus_dead_letter_header(dl, "x-chorus-fault-time");
+        r = r ? r : "(none)";
+        when = when ? when : "";
+        int k = 0;
+        while (k < ng && (strcmp(g[k].reason, r) || strcmp(g[k].type, t)))
+            k++;
+        if (k == ng && ng < 256) {
+            memset(&g[ng], 0, sizeof(g[ng]));
+            snprintf(g[ng].reason, sizeof(g[ng].reason), "%s", r);
+            snprintf(g[ng].type, sizeof(g[ng].type), "%s", t);
+            snprintf(g[ng].oldest, sizeof(g[ng].oldest), "%s", when);
+            ng++;
+        }
+        if (k < ng) {
+            g[k].count++;
+            if (*when && (!*g[k].oldest || strcmp(when, g[k].oldest) < 0))
+                snprintf(g[k].oldest, sizeof(g[k].oldest), "%s", when);
+            if (strcmp(when, g[k].newest) > 0)
+                snprintf(g[k].newest, sizeof(g[k].newest), "%s", when);
+        }
+    }
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "service", service);
+    cJSON_AddStringToObject(s, "queue", chorus_dlq_queue(q));
+    cJSON_AddNumberToObject(s, "total", (double)n);
+    cJSON *groups = cJSON_AddArrayToObject(s, "groups");
+    for (int k = 0; k < ng; k++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "reason", g[k].reason);
+        cJSON_AddStringToObject(x, "event_type", g[k].type);
+        cJSON_AddNumberToObject(x, "count", (double)g[k].count);
+        cJSON_AddStringToObject(x, "oldest", g[k].oldest);
+        cJSON_AddStringToObject(x, "newest", g[k].newest);
+        cJSON_AddItemToArray(groups, x);
+    }
+    chorus_dlq_close(q); /* everything goes back, in order */
+    return s;
+}
+
+static void print_list(const cJSON *svc) {
+    printf("%s: %d dead letters\n",
+           cJSON_GetObjectItem(svc, "queue")->valuestring,
+           (int)cJSON_GetObjectItem(svc, "total")->valuedouble);
+    const cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(svc, "groups")) {
+        printf("  %5d  %-18s %-22s %s .. %s\n", (int)cJSON_GetObjectItem(g, "count")->valuedouble,
+               cJSON_GetObjectItem(g, "reason")->valuestring,
+               cJSON_GetObjectItem(g, "event_type")->valuestring,
+               cJSON_GetObjectItem(g, "oldest")->valuestring,
+               cJSON_GetObjectItem(g, "newest")->valuestring);
+    }
+}
+
+static int cmd_list(const opts_t *o, const char *service) {
+    const char *const *names = NULL;
+    size_t n = 1;
+    chorus_saga_t *saga = NULL;
+    if (!service) {
+        char err[512];
+        saga = chorus_saga_load(o->saga, err, sizeof(err));
+        if (!saga) {
+            fprintf(stderr, "dlq: %s\n", err);
+            return 1;
+        }
+        n = chorus_saga_services(saga, &names);
+    }
+    int rc = 0;
+    cJSON *out = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(out, "services");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *s = list_one(o, service ? service : names[i], &rc);
+        if (!s)
+            continue;
+        if (!o->json)
+            print_list(s);
+        cJSON_AddItemToArray(arr, s);
+    }
+    if (o->json) {
+        char *t = cJSON_PrintUnformatted(out);
+        printf("%s\n", t);
+        free(t);
+    }
+    cJSON_Delete(out);
+    chorus_saga_destroy(saga);
+    return rc;
+}
+
+/* ---- show, requeue, purge, export ----------------------------------------- */
+
+static void print_message(const cJSON *m) {
+    const char *keys[] = {"event_type", "reason", "error", "original_queue",
+                          "original_routing_key", "time", "fault_service"};
+    printf("--- #%d  event %s\n", (int)cJSON_GetObjectItem(m, "position")->valuedouble,
+           cJSON_GetStringValue(cJSON_GetObjectItem(m, "event_id")));
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(m, keys[i]));
+        printf("  %-21s %s\n", keys[i], v ? v : "-");
+    }
+    printf("  %-21s %d\n  %-21s %d\n", "attempts",
+           (int)cJSON_GetObjectItem(m, "attempts")->valuedouble, "requeues",
+           (int)cJSON_GetObjectItem(m, "requeues")->valuedouble);
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(m, "x_death")) {
+        printf("  x-death               %s x%d from %s at %s\n",
+               cJSON_GetStringValue(cJSON_GetObjectItem(d, "reason")),
+               (int)cJSON_GetNumberValue(cJSON_GetObjectItem(d, "count")),
+               cJSON_GetStringValue(cJSON_GetObjectItem(d, "queue")),
+               cJSON_GetStringValue(cJSON_GetObjectItem(d, "time")));
+    }
+    const cJSON *env = cJSON_GetObjectItem(m, "envelope");
+    if (cJSON_IsObject(env)) {
+        char *t = cJSON_Print(env);
+        printf("  envelope:\n");
+        for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))
+            printf("    %s\n", line);
+        free(t);
+    } else {
+        printf("  body (not an envelope): %s\n",
+               cJSON_GetStringValue(cJSON_GetObjectItem(m, "body")));
+    }
+}
+
+typedef enum { SHOW, REQUEUE, PURGE, EXPORT } action_t;
+
+static int cmd_each(const opts_t *o, const char *service, action_t act) {
+    chorus_dlq_t *q = open_dlq(o, service);
+    if (!q)
+        return 1;
+    int rc = 0;
+    size_t matched = 0, done = 0;
+    if (chorus_dlq_fetch(q, 0) != CHORUS_OK) {
+        fprintf(stderr, "dlq: reading %s failed\n", chorus_dlq_queue(q));
+        rc = 1;
+    }
+    cJSON *out = cJSON_CreateObject(), *msgs = NULL;
+    if (act == SHOW) {
+        cJSON_AddStringToObject(out, "service", service);
+        cJSON_AddStringToObject(out, "queue", chorus_dlq_queue(q));
+        msgs = cJSON_AddArrayToObject(out, "messages");
+    }
+    size_t n = chorus_dlq_count(q);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const chorus_dead_letter_t *dl = chorus_dlq_at(q, i);
+        if (!matches(o, dl) || (o->limit && (long)matched >= o->limit))
+            continue;
+        matched++;
+        if (act == SHOW) {
+            char *j = chorus_dead_letter_json(dl);
+            cJSON *m = cJSON_Parse(j);
+            free(j);
+            cJSON_AddNumberToObject(m, "position", (double)(i + 1));
+            if (!o->json)
+                print_message(m);
+            cJSON_AddItemToArray(msgs, m);
+        } else if (act == EXPORT) {
+            char *line = chorus_dead_letter_export(dl);
+            printf("%s\n", line);
+            free(line);
+        } else {
+            chorus_err_t e = act == REQUEUE ? chorus_dlq_requeue(q, i) : chorus_dlq_remove(q, i);
+            if (e) {
+                fprintf(stderr, "dlq: message #%zu (%s): %s; it stays in the DLQ\n", i + 1,
+                        chorus_dead_letter_event_id(dl), chorus_strerror(e));
+                rc = 1;
+            } else {
+                done++;
+            }
+        }
+    }
+    if (chorus_dlq_finish(q) != CHORUS_OK)
+        rc = 1;
+    chorus_dlq_close(q);
+    if (act == REQUEUE || act == PURGE) {
+        cJSON_AddNumberToObject(out, "matched", (double)matched);
+        cJSON_AddNumberToObject(out, act == REQUEUE ? "moved" : "purged", (double)done);
+        cJSON_AddNumberToObject(out, "remaining", (double)(n - done));
+        if (!o->json)
+            printf("%s %zu of %zu matching dead letters%s; %zu remain in the DLQ\n",
+                   act == REQUEUE ? "requeued" : "purged", done, matched,
+                   act == REQUEUE ? " to their original queue" : "", n - done);
+    }
+    if (o->json && act != EXPORT) {
+        char *t = cJSON_PrintUnformatted(out);
+        printf("%s\n", t);
+        free(t);
+    } else if (act == SHOW && !o->json && matched == 0) {
+        printf("no matching dead letters in %s (%zu in all)\n", service, n);
+    }
+    cJSON_Delete(out);
+    return rc;
+}
+
+static int cmd_import(const opts_t *o, const char *service) {
+    chorus_dlq_t *q = open_dlq(o, service);
+    if (!q)
+        return 1;
+    char *line = NULL;
+    size_t cap = 0, imported = 0, lineno = 0;
+    ssize_t len;
+    int rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, stdin)) > 0) {
+        lineno++;
+        if (len <= 1)
+            continue;
+        char err[512];
+        if (chorus_dlq_import(q, line, err, sizeof(err)) != CHORUS_OK) {
+            fprintf(stderr, "dlq: line %zu: %s\n", lineno, err);
+            rc = 1;
+        } else {
+            imported++;
+        }
+    }
+    free(line);
+    chorus_dlq_close(q);
+    if (o->json)
+        printf("{\"imported\":%zu}\n", imported);
+    else
+        printf("imported %zu dead letters into %s's DLQ\n", imported, service);
+    return rc;
+}
+
+static bool parse_long(const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 1 || v > 1000000)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv) {
+    opts_t o = {.ns = getenv("CHORUS_NAMESPACE"), .saga = getenv("CHORUS_SAGA_FILE")};
+    if (!o.ns || !*o.ns)
+        o.ns = "chorus";
+    if (!o.saga || !*o.saga)
+        o.saga = "sagas/order_fulfillment.json";
+    static const struct option lo[] = {
+        {"json", no_argument, NULL, 'j'},        {"namespace", required_argument, NULL, 'n'},
+        {"saga", required_argument, NULL, 's'},  {"id", required_argument, NULL, 'i'},
+        {"reason", required_argument, NULL, 'r'}, {"event-type", required_argument, NULL, 't'},
+        {"all", no_argument, NULL, 'a'},         {"limit", required_argument, NULL, 'l'},
+        {"yes", no_argument, NULL, 'y'},         {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int c, filters = 0;
+    while ((c = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': o.json = true; break;
+        case 'n': o.ns = optarg; break;
+        case 's': o.saga = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc)
+        return bad("a command is required");
+    const char *cmd = argv[optind++];
+    const char *service = optind < argc && argv[optind][0] != '-' ? argv[optind++] : NULL;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'j': o.json = true; break;
+        case 'i': o.id = optarg; filters++; break;
+        case 'r': o.reason = optarg; filters++; break;
+        case 't': o.type = optarg; filters++; break;
+        case 'a': o.all = true; filters++; break;
+        case 'l': if (!parse_long(optarg, &o.limit)) return bad("--limit takes a number from 1 to 1000000"); break;
+        case 'y': o.yes = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        return bad("unexpected argument");
+    static const char *const known[] = {"list", "show", "requeue", "purge", "export", "import"};
+    bool ok = false;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        ok = ok || strcmp(cmd, known[i]) == 0;
+    if (!ok)
+        return bad("unknown command");
+    if (strcmp(cmd, "list") == 0)
+        return filters || o.limit ? bad("list takes no filter") : cmd_list(&o, service);
+    if (!service)
+        return bad("this command needs a SERVICE");
+    if (strcmp(cmd, "show") == 0) {
+        if (filters > 1 || o.reason || o.type || o.all)
+            return bad("show takes --id or --limit");
+        return cmd_each(&o, service, SHOW);
+    }
+    if (strcmp(cmd, "requeue") == 0 || strcmp(cmd, "purge") == 0) {
+        if (filters != 1 || o.limit)
+            return bad("exactly one of --id, --reason, --event-type, --all is required");
+        if (strcmp(cmd, "purge") == 0 && !o.yes) {
+            fprintf(stderr, "dlq: purge deletes dead letters for good; add --yes to confirm "
+                            "(nothing was removed)\n");
+            return 2;
+        }
+        return cmd_each(&o, service, cmd[0] == 'r' ? REQUEUE : PURGE);
+    }
+    if (strcmp(cmd, "export") == 0)
+        return filters || o.limit ? bad("export takes no filter") : cmd_each(&o, service, EXPORT);
+    if (strcmp(cmd, "import") == 0)
+        return filters || o.limit ? bad("import takes no filter") : cmd_import(&o, service);
+    return bad("unknown command");
+}
