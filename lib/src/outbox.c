@@ -76,7 +76,7 @@ chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
 }
 
 static char *seq_array(const int64_t *seqs, size_t n) {
-    size_t cap = 2 + n * 21;
+    size_t cap = 3 + n * 21; /* "{", up to 20 digits and a comma each, "}", NUL */
     char *s = malloc(cap);
     if (!s)
         return NULL;

@@ -101,16 +101,18 @@ sr_start() {
     (($#)) || set -- "${SR_SERVICES[@]}"
     for s in "$@"; do
         log=$SR_OUT/$s.log
+        # SR_WRAPPER runs each service under a tool, e.g. "valgrind --leak-check=full"
+        # shellcheck disable=SC2086
         if [[ $s == monitor ]]; then
-            "$(sr_bin monitor)" monitor >>"$log" 2>&1 &
+            ${SR_WRAPPER:-} "$(sr_bin monitor)" monitor >>"$log" 2>&1 &
         else
-            "$(sr_bin "$s")" run >>"$log" 2>&1 &
+            ${SR_WRAPPER:-} "$(sr_bin "$s")" run >>"$log" 2>&1 &
         fi
         SR_PID[$s]=$!
     done
     for s in "$@"; do
         log=$SR_OUT/$s.log
-        for ((t = 0; t < 200; t++)); do
+        for ((t = 0; t < 600; t++)); do
             grep -q ': running (queue' "$log" 2>/dev/null && break
             if ! kill -0 "${SR_PID[$s]}" 2>/dev/null; then
                 echo "$s did not start; its log ($log) ends:" >&2
@@ -119,7 +121,7 @@ sr_start() {
             fi
             sleep 0.1
         done
-        ((t < 200)) || { echo "$s did not start within 20 s" >&2; return 1; }
+        ((t < 600)) || { echo "$s did not start within 60 s" >&2; return 1; }
     done
 }
 

@@ -103,13 +103,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "e2e-inject-raw: CHORUS_AMQP_URL is not set\n");
         return 2;
     }
-    char *url = strdup(env_url);
+    /* the first of a list ("url1,url2"); an empty path is vhost "/" */
+    char *url = strndup(env_url, strcspn(env_url, ", "));
     struct amqp_connection_info ci;
     amqp_default_connection_info(&ci);
     if (!url || amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
         fprintf(stderr, "e2e-inject-raw: CHORUS_AMQP_URL is not an amqp:// URL\n");
         return 2;
     }
+    if (!ci.vhost || !*ci.vhost)
+        ci.vhost = "/";
     char exchange[256];
     if (snprintf(exchange, sizeof(exchange), "%s.events", ns) >= (int)sizeof(exchange))
         return usage();

@@ -121,10 +121,10 @@ expect_eq "payment groups" "$(groups payment)" \
 expect_eq "inventory groups" "$(groups inventory)" "malformed -=1,rejected PaymentSucceeded=1"
 expect_eq "shipping groups" "$(groups shipping)" "retries-exhausted InventoryReserved=3"
 expect_eq "order total" "$(total order)" 0
-all=$(dlq --json list)
+all=$(for svc in order payment inventory shipping; do dlq --json list "$svc"; done | jq -s '{services: [.[].services[]]}')
 for svc in payment inventory shipping; do
     want=$(depth "$ns.$svc.dlq")
-    expect_eq "$svc total in list (all) = the broker's depth" \
+    expect_eq "$svc total in list = the broker's depth" \
         "$(jq -r --arg s "$svc" '.services[] | select(.service == $s) | .total' <<<"$all")" "$want"
     expect_eq "$svc queue name" \
         "$(jq -r --arg s "$svc" '.services[] | select(.service == $s) | .queue' <<<"$all")" "$ns.$svc.dlq"
@@ -135,7 +135,8 @@ expect_eq "groups with oldest <= newest, both RFC 3339" \
     "$(jq '[.services[].groups[] | select((.oldest | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$") | not)
                                         or (.newest | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")| not)
                                         or (.oldest > .newest))] | length' <<<"$all")" 0
-dlq list >"$SR_OUT/list.txt" || fail "dlq list (text) failed"
+dlq list payment >"$SR_OUT/list.txt" || fail "dlq list payment (text) failed"
+dlq list shipping >>"$SR_OUT/list.txt" || fail "dlq list shipping (text) failed"
 grep -qF "$ns.payment.dlq" "$SR_OUT/list.txt" || fail "the text list does not name $ns.payment.dlq"
 grep -qF "retries-exhausted" "$SR_OUT/list.txt" || fail "the text list does not show the reasons"
 
@@ -200,7 +201,7 @@ dlq show payment --limit 1 >"$SR_OUT/show.txt" || fail "dlq show (text) failed"
 echo "== browsing is harmless"
 export_to payment "$SR_OUT/browse1.jsonl"
 dlq --json show payment >/dev/null
-dlq --json list >/dev/null
+dlq --json list payment >/dev/null
 export_to payment "$SR_OUT/browse2.jsonl"
 expect_eq "export lines" "$(wc -l <"$SR_OUT/browse1.jsonl")" 5
 cmp -s "$SR_OUT/browse1.jsonl" "$SR_OUT/browse2.jsonl" ||
@@ -267,11 +268,12 @@ expect_eq "still placed: order was away" \
 
 # ---- purge -----------------------------------------------------------------------------
 echo "== purge"
-before_all=$(dlq --json list | jq -c '[.services[] | [.service, .total]]')
+totals() { for svc in payment inventory shipping; do echo "$svc $(total "$svc")"; done | paste -sd,; }
+before_all=$(totals)
 expect_eq "purge without --yes exit" "$(dlq_rc purge payment --reason malformed)" 2
 expect_eq "purge --all without --yes exit" "$(dlq_rc purge payment --all)" 2
 expect_eq "after the refusals: every DLQ as before" \
-    "$(dlq --json list | jq -c '[.services[] | [.service, .total]]')" "$before_all"
+    "$(totals)" "$before_all"
 expect_eq "purge payment --reason malformed --yes" \
     "$(dlq --json purge payment --reason malformed --yes | jq -c '[.matched, .purged, .remaining]')" "[2,2,3]"
 expect_eq "payment groups after it" "$(groups payment)" "no-handler OrderShipped=1,rejected OrderPlaced=2"
@@ -341,6 +343,14 @@ expect_eq "bodies, in injection order, none lost or twice" \
     "$(dlq export inventory | jq -r '.body_base64 | @base64d' | paste -sd'|')" \
     "$(printf '%s\n' "${bodies[@]}" | paste -sd'|')"
 expect_eq "show positions" "$(dlq --json show inventory | jq -c '[.messages[].position] == [range(1; 51)]')" true
+
+# list without SERVICE: every service of the saga, also when one (monitor here) never ran
+# and so has no DLQ yet
+all=$(dlq --json list) || fail "dlq list (every service) failed: $(dlq list 2>&1 >/dev/null)"
+expect_eq "list (every service): payment, inventory, shipping" \
+    "$(jq -c '[.services[] | select(.service | test("payment|inventory|shipping")) | [.service, .total]]' <<<"$all")" \
+    '[["payment",3],["inventory",50],["shipping",0]]'
+dlq list >/dev/null || fail "dlq list (text, every service) failed"
 
 sr_stop || fail "a service did not stop cleanly"
 echo "dead-letter tooling ok"
