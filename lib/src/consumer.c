@@ -262,7 +262,7 @@ static void flush_batch_outbox(chorus_t *ch, chorus_delivery_t *batch) {
     size_t n = 0, cap = 0;
     int64_t *seqs = NULL;
     for (chorus_delivery_t *d = batch; d; d = d->next) {
-        if (d->outcome != CHORUS_HANDLED || d->duplicate)
+        if (d->outcome != CHORUS_HANDLED || d->duplicate || d->tx.nseqs == 0)
             continue;
         if (n + d->tx.nseqs > cap) {
             cap = (n + d->tx.nseqs) * 2;
