@@ -56,7 +56,8 @@ static const prop_t props[] = {
     {"topology.namespace", P_NAME, "chorus", 0, 0, NULL,
      "Prefix of every exchange and queue name chorus declares."},
     {"topology.queue.type", P_ENUM, "quorum", 0, 0, "quorum|classic",
-     "Type of the service queue, its DLQ and retry queues."},
+     "Type of the service queue and its retry queues. The DLQ is always "
+     "classic: only a classic queue keeps a browsed message in its place."},
     {"topology.prefetch", P_INT, "100", 1, 65535, NULL,
      "Unacknowledged deliveries the broker may send ahead (basic.qos)."},
     {"topology.bindings", P_STR, "", 0, 0, NULL,

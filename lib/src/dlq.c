@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CH_GET 1
 #define CH_PUB 2
@@ -243,7 +244,9 @@ char *chorus_dead_letter_json(const chorus_dead_letter_t *dl) {
         free(raw);
     }
     cJSON_AddItemToObject(o, "x_death", x_death(dl));
-    cJSON_AddItemToObject(o, "headers", chorus__table_to_plain(headers(dl)));
+    cJSON *h = chorus__table_to_plain(headers(dl));
+    cJSON_DeleteItemFromObjectCaseSensitive(h, "x-delivery-count"); /* the broker's, per read */
+    cJSON_AddItemToObject(o, "headers", h);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -254,7 +257,9 @@ char *chorus_dead_letter_export(const chorus_dead_letter_t *dl) {
     char *b = chorus__base64(dl->msg.body.bytes, dl->msg.body.len);
     add_str_or_null(o, "routing_key", chorus_dead_letter_header(dl, CHORUS__H_ORIG_RK));
     cJSON_AddItemToObject(o, "properties", chorus__props_to_json(&dl->msg.properties));
-    cJSON_AddItemToObject(o, "headers", chorus__table_to_typed(headers(dl)));
+    cJSON *h = chorus__table_to_typed(headers(dl));
+    cJSON_DeleteItemFromObjectCaseSensitive(h, "x-delivery-count"); /* the broker's, per read */
+    cJSON_AddItemToObject(o, "headers", h);
     add_str_or_null(o, "body_base64", b);
     free(b);
     char *s = cJSON_PrintUnformatted(o);
@@ -346,6 +351,8 @@ chorus_err_t chorus_dlq_import(chorus_dlq_t *q, const char *line, char *errstr, 
     amqp_bytes_t body = {0};
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "body_base64");
     chorus_err_t rc = CHORUS_ERR_PARSE;
+    cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "headers"),
+                                            "x-delivery-count");
     if (!j || !chorus__props_from_json(cJSON_GetObjectItemCaseSensitive(j, "properties"), &p, &pool) ||
         !chorus__table_from_typed(cJSON_GetObjectItemCaseSensitive(j, "headers"), &p.headers, &pool) ||
         !cJSON_IsString(b) || !chorus__unbase64(b->valuestring, &body)) {
@@ -362,12 +369,21 @@ chorus_err_t chorus_dlq_import(chorus_dlq_t *q, const char *line, char *errstr, 
     return rc;
 }
 
+/* Ready messages in the DLQ now (passive declare); -1 on error. */
+static long ready_count(chorus_dlq_t *q) {
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(q->st, CH_GET, amqp_cstring_bytes(q->queue),
+                                                     1, 0, 0, 0, amqp_empty_table);
+    return ok ? (long)ok->message_count : -1;
+}
+
 chorus_err_t chorus_dlq_finish(chorus_dlq_t *q) {
     chorus_err_t rc = CHORUS_OK;
+    long before = q->n ? ready_count(q) : 0, back = 0;
     for (size_t i = 0; i < q->n; i++) {
         chorus_dead_letter_t *dl = &q->items[i];
         int s = dl->leave ? amqp_basic_ack(q->st, CH_GET, dl->tag, 0)
                           : amqp_basic_nack(q->st, CH_GET, dl->tag, 0, 1);
+        back += !dl->leave;
         if (s)
             rc = CHORUS_ERR_CONN_CLOSED; /* the broker gives back what was not acked */
         amqp_destroy_message(&dl->msg);
@@ -375,9 +391,17 @@ chorus_err_t chorus_dlq_finish(chorus_dlq_t *q) {
         for (int k = 0; k < dl->nstrs; k++)
             free(dl->strs[k]);
     }
+    /* A quorum queue applies returns asynchronously: wait until every
+     * message handed back is ready again, so that the next command (which
+     * may take newer arrivals) finds them first and in their order. */
+    for (int tries = 0; back > 0 && before >= 0 && tries < 250; tries++) {
+        long now = ready_count(q);
+        if (now < 0 || now >= before + back)
+            break;
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     q->n = 0;
-    /* a round trip so the acks and nacks are processed before we go */
-    amqp_queue_declare(q->st, CH_GET, amqp_cstring_bytes(q->queue), 1, 0, 0, 0, amqp_empty_table);
     amqp_maybe_release_buffers(q->st);
     return rc;
 }

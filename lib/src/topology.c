@@ -14,7 +14,7 @@
  *               <ns>.<svc>.retry.<ms>   (one per configured delay)
  *
  *   malformed / rejected / exhausted
- *               --> <ns>.dlx (direct, key <svc>) --> <ns>.<svc>.dlq
+ *               --> <ns>.dlx (direct, key <svc>) --> <ns>.<svc>.dlq (classic)
  *
  * Dead-lettering and retries are explicit publishes with confirms followed
  * by the ack of the original delivery (consumer.c), so fault headers can be
@@ -129,8 +129,13 @@ chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
     exchange(t, n->exchange, "topic");
     arg_str(&t->ops[t->nops - 1], "alternate-exchange", n->unrouted_exchange);
 
+    /* The DLQ is always a classic queue: browsing it (scripts/dlq) hands
+     * messages back with nack, and only a classic queue puts a returned
+     * message back in its original place; a quorum queue (RabbitMQ 3.10)
+     * puts it behind whatever arrived meanwhile. */
     exchange(t, n->dlx, "direct");
-    queue(t, n->dlq);
+    chorus__topo_op_t *dlq = add(t, CHORUS__OP_QUEUE, n->dlq);
+    arg_str(dlq, "x-queue-type", "classic");
     bind(t, n->dlq, n->dlx, spec->service);
 
     queue(t, n->queue);

@@ -49,7 +49,8 @@ static int bad(const char *msg) {
     return 2;
 }
 
-static chorus_dlq_t *open_dlq(const opts_t *o, const char *service) {
+/* @p quiet_missing: a DLQ that does not exist (yet) is no error. */
+static chorus_dlq_t *open_dlq(const opts_t *o, const char *service, bool quiet_missing) {
     const char *url = getenv("CHORUS_AMQP_URL");
     char err[512];
     if (!url || !*url) {
@@ -57,7 +58,7 @@ static chorus_dlq_t *open_dlq(const opts_t *o, const char *service) {
         return NULL;
     }
     chorus_dlq_t *q = chorus_dlq_open(url, o->ns, service, err, sizeof(err));
-    if (!q)
+    if (!q && !(quiet_missing && strstr(err, "no dead-letter queue")))
         fprintf(stderr, "dlq: %s\n", err);
     return q;
 }
@@ -83,10 +84,11 @@ typedef struct {
     long count;
 } group_t;
 
-static cJSON *list_one(const opts_t *o, const char *service, int *rc) {
-    chorus_dlq_t *q = open_dlq(o, service);
+static cJSON *list_one(const opts_t *o, const char *service, bool quiet_missing, int *rc) {
+    chorus_dlq_t *q = open_dlq(o, service, quiet_missing);
     if (!q) {
-        *rc = 1;
+        if (!quiet_missing)
+            *rc = 1;
         return NULL;
     }
     group_t g[256];
@@ -140,9 +142,9 @@ static cJSON *list_one(const opts_t *o, const char *service, int *rc) {
 }
 
 static void print_list(const cJSON *svc) {
-    printf("%s: %d dead letters\n",
-           cJSON_GetObjectItem(svc, "queue")->valuestring,
-           (int)cJSON_GetObjectItem(svc, "total")->valuedouble);
+    int total = (int)cJSON_GetObjectItem(svc, "total")->valuedouble;
+    printf("%s: %d dead letter%s\n", cJSON_GetObjectItem(svc, "queue")->valuestring, total,
+           total == 1 ? "" : "s");
     const cJSON *g;
     cJSON_ArrayForEach(g, cJSON_GetObjectItem(svc, "groups")) {
         printf("  %5d  %-18s %-22s %s .. %s\n", (int)cJSON_GetObjectItem(g, "count")->valuedouble,
@@ -169,9 +171,12 @@ static int cmd_list(const opts_t *o, const char *service) {
     int rc = 0;
     cJSON *out = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(out, "services");
     for (size_t i = 0; i < n; i++) {
-        cJSON *s = list_one(o, service ? service : names[i], &rc);
-        if (!s)
+        cJSON *s = list_one(o, service ? service : names[i], !service, &rc);
+        if (!s) {
+            if (!service && !o->json)
+                printf("%s.%s.dlq: not declared yet (the service has not run)\n", o->ns, names[i]);
             continue;
+        }
         if (!o->json)
             print_list(s);
         cJSON_AddItemToArray(arr, s);
@@ -212,8 +217,12 @@ static void print_message(const cJSON *m) {
     if (cJSON_IsObject(env)) {
         char *t = cJSON_Print(env);
         printf("  envelope:\n");
-        for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))
-            printf("    %s\n", line);
+        for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+            printf("    ");
+            for (; *line == '\t'; line++)
+                printf("  ");
+            printf("%s\n", line);
+        }
         free(t);
     } else {
         printf("  body (not an envelope): %s\n",
@@ -224,7 +233,7 @@ static void print_message(const cJSON *m) {
 typedef enum { SHOW, REQUEUE, PURGE, EXPORT } action_t;
 
 static int cmd_each(const opts_t *o, const char *service, action_t act) {
-    chorus_dlq_t *q = open_dlq(o, service);
+    chorus_dlq_t *q = open_dlq(o, service, false);
     if (!q)
         return 1;
     int rc = 0;
@@ -292,7 +301,7 @@ static int cmd_each(const opts_t *o, const char *service, action_t act) {
 }
 
 static int cmd_import(const opts_t *o, const char *service) {
-    chorus_dlq_t *q = open_dlq(o, service);
+    chorus_dlq_t *q = open_dlq(o, service, false);
     if (!q)
         return 1;
     char *line = NULL;

@@ -75,6 +75,10 @@ static void queues_and_bindings(void **state) {
     assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "quorum");
     assert_non_null(find(&t, CHORUS__OP_BIND, "chorus.payment", "*.OrderPlaced"));
     assert_non_null(find(&t, CHORUS__OP_BIND, "chorus.payment", "order.OrderCancelled"));
+    /* the DLQ stays classic even when the service queue is quorum */
+    q = find(&t, CHORUS__OP_QUEUE, "chorus.payment.dlq", NULL);
+    assert_non_null(q);
+    assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "classic");
     const chorus__topo_op_t *b = find(&t, CHORUS__OP_BIND, "chorus.payment.dlq", "payment");
     assert_non_null(b);
     assert_string_equal(b->source, "chorus.dlx");
