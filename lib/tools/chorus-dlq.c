@@ -217,11 +217,12 @@ static void print_message(const cJSON *m) {
     if (cJSON_IsObject(env)) {
         char *t = cJSON_Print(env);
         printf("  envelope:\n");
+        /* cJSON indents with tabs (strings escape theirs): print spaces */
         for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
             printf("    ");
-            for (; *line == '\t'; line++)
-                printf("  ");
-            printf("%s\n", line);
+            for (; *line; line++)
+                fputs(*line == '\t' ? "  " : (char[]){*line, 0}, stdout);
+            putchar('\n');
         }
         free(t);
     } else {

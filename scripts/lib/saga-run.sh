@@ -187,9 +187,9 @@ sr_report() {
     values=$(awk '{printf "%s(%s::uuid,%s)", (NR>1?",":""), "\x27" $1 "\x27", "\x27" $2 "\x27"}' "$file")
     local base="WITH expect(order_id, scenario) AS (VALUES $values)"
     if [[ -n $table ]]; then
-        printf '\n  %-8s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' order scenario order \
+        printf '\n  %-12s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' "order" scenario order \
             payment inventory shipping "saga" "ms"
-        sr_psql "$base SELECT left(e.order_id::text, 8), e.scenario, os.status,
+        sr_psql "$base SELECT right(e.order_id::text, 12), e.scenario, os.status,
                     coalesce(py.status || ' ' || py.amount, '-'), coalesce(r.status, '-'),
                     coalesce(sh.status, '-'), coalesce(si.state, '-'),
                     coalesce(round(extract(epoch FROM si.last_event_at - si.started_at) * 1000)::text, '-')
@@ -200,7 +200,7 @@ sr_report() {
                  LEFT JOIN $m.saga_instances si USING (order_id)
                  ORDER BY os.placed_at" |
             while IFS='|' read -r a b c d e f g h; do
-                printf '  %-8s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+                printf '  %-12s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
             done
         echo
         sr_psql "$base SELECT e.scenario, count(*), string_agg(DISTINCT os.status, ',')
