@@ -90,6 +90,40 @@ chorus_t *svc_new(chorus_conf_t *conf) {
     return ch;
 }
 
+chorus_t *svc_open(const char *service) {
+    char err[512];
+    chorus_conf_t *conf = svc_conf(service, err, sizeof(err));
+    if (!conf) {
+        fprintf(stderr, "%s: configuration: %s\n", service, err);
+        return NULL;
+    }
+    return svc_new(conf);
+}
+
+bool svc_create_tables(chorus_t *ch, const char *const *ddl, size_t n,
+                       bool (*more)(chorus_tx_t *tx, void *opaque), void *opaque) {
+    const char *service = chorus_service(ch);
+    chorus_tx_t *tx;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (rc) {
+        fprintf(stderr, "%s: PostgreSQL: %s\n", service, chorus_strerror(rc));
+        return false;
+    }
+    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(service),
+                 NULL);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = svc_sql(tx, NULL, ddl[i], NULL);
+    bool ok = !rc && (!more || more(tx, opaque));
+    if (!ok)
+        chorus_tx_rollback(tx);
+    else if ((rc = chorus_tx_commit(tx)) != CHORUS_OK)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, "%s: cannot prepare the tables%s%s\n", service, rc ? ": " : "",
+                rc ? chorus_strerror(rc) : "");
+    return ok;
+}
+
 static chorus_t *running;
 
 static void on_signal(int sig) {
@@ -171,4 +205,104 @@ void svc_log(const char *service, const chorus_envelope_t *env, const char *fmt,
     fprintf(stderr, "%s %s INFO %s [event_type=%s event_id=%s correlation_id=%s]\n", ts, service,
             text, env ? chorus_envelope_event_type(env) : "-",
             env ? chorus_envelope_event_id(env) : "-", corr ? corr : "-");
+}
+
+/* ---- checks ----------------------------------------------------------- */
+
+bool svc_need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
+    *out = svc_str(data, key);
+    if (*out && **out && strlen(*out) <= SVC_MAX_TEXT)
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %d bytes", key,
+                              SVC_MAX_TEXT);
+    return false;
+}
+
+bool svc_need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
+    *out = svc_str(data, key);
+    if (*out && chorus_uuid_valid(*out))
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
+    return false;
+}
+
+/* A JSON number holding a whole value in [min, SVC_MAX_NUMBER]. */
+static bool whole(const cJSON *v, long long min) {
+    return cJSON_IsNumber(v) && v->valuedouble >= (double)min &&
+           v->valuedouble <= (double)SVC_MAX_NUMBER &&
+           v->valuedouble == (double)(long long)v->valuedouble;
+}
+
+bool svc_need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
+                  long long *out) {
+    if (whole(cJSON_GetObjectItemCaseSensitive(data, key), min) && svc_int(data, key, out))
+        return true;
+    chorus_delivery_set_error(d, "data.%s must be an integer in [%lld, %lld]", key, min,
+                              SVC_MAX_NUMBER);
+    return false;
+}
+
+bool svc_need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out) {
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
+    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : 0;
+    if (n < 1 || n > SVC_MAX_ITEMS) {
+        chorus_delivery_set_error(d, "data.items must be an array of 1 to %d items", SVC_MAX_ITEMS);
+        return false;
+    }
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, items) {
+        const char *sku = svc_str(it, "sku");
+        if (!sku || !*sku || strlen(sku) > SVC_MAX_SKU ||
+            !whole(cJSON_GetObjectItemCaseSensitive(it, "qty"), 1) ||
+            !whole(cJSON_GetObjectItemCaseSensitive(it, "price"), 0)) {
+            chorus_delivery_set_error(d, "data.items[%d] needs sku (1 to %d bytes), qty (integer "
+                                         ">= 1) and price (integer cents >= 0)",
+                                      i, SVC_MAX_SKU);
+            return false;
+        }
+        i++;
+    }
+    *out = items;
+    return true;
+}
+
+bool svc_need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
+    if (!svc_need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
+        return false;
+    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
+        return true;
+    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
+    return false;
+}
+
+chorus_outcome_t svc_reject(const char *service, const chorus_envelope_t *env) {
+    svc_log(service, env, "rejected: malformed data (see the dead-letter reason)");
+    return CHORUS_REJECT;
+}
+
+int svc_lock_status(chorus_tx_t *tx, const char *table, const char *order_id, char status[16]) {
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT status FROM %s WHERE order_id = $1 FOR UPDATE", table);
+    PGresult *r;
+    if (svc_sql(tx, &r, sql, order_id, NULL))
+        return -1;
+    int found = PQntuples(r) == 1;
+    if (found)
+        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return found;
+}
+
+chorus_outcome_t svc_emit(chorus_delivery_t *d, const char *type, const char *order_id,
+                          cJSON *data) {
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
+    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+    if (rc == CHORUS_OK)
+        return CHORUS_HANDLED;
+    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
+                              err ? chorus_error_string(err) : chorus_strerror(rc));
+    chorus_error_destroy(err);
+    return CHORUS_RETRY_LATER;
 }

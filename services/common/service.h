@@ -32,6 +32,15 @@ const char *svc_schema(const char *service);
  * on failure. */
 chorus_t *svc_new(chorus_conf_t *conf);
 
+/* svc_conf() + svc_new(); prints the reason and returns NULL on failure. */
+chorus_t *svc_open(const char *service);
+
+/* In one transaction: an advisory lock (instances starting together do not
+ * race), the @p n statements of @p ddl, then @p more when not NULL.
+ * Prints the reason and returns false on failure. */
+bool svc_create_tables(chorus_t *ch, const char *const *ddl, size_t n,
+                       bool (*more)(chorus_tx_t *tx, void *opaque), void *opaque);
+
 /* chorus_start(), then chorus_run() until SIGTERM or SIGINT; returns the
  * process exit code.  @p tick, when not NULL, runs about every
  * tick_ms between polls (for timers such as a saga deadline). */
@@ -46,6 +55,34 @@ chorus_err_t svc_sql(chorus_tx_t *tx, PGresult **resp, const char *sql, ...)
 /* JSON helpers on an event's data. */
 const char *svc_str(const cJSON *obj, const char *key);      /* NULL if absent */
 bool svc_int(const cJSON *obj, const char *key, long long *out);
+
+/* ---- checks of an event's data: each records on the delivery what is
+ * wrong (its dead-letter reason) and returns false -------------------- */
+
+#define SVC_MAX_TEXT 1000
+#define SVC_MAX_SKU 64
+#define SVC_MAX_ITEMS 100
+#define SVC_MAX_NUMBER 1000000000000000LL /* exact in a double */
+
+bool svc_need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out);
+bool svc_need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out);
+/* An integer in [min, SVC_MAX_NUMBER]. */
+bool svc_need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
+                  long long *out);
+/* items: [{sku, qty >= 1, price >= 0}], 1 to SVC_MAX_ITEMS of them. */
+bool svc_need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out);
+/* data.order_id is a UUID and the envelope's aggregate (the contract). */
+bool svc_need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id);
+/* Logs the rejection; the reason is already on the delivery. */
+chorus_outcome_t svc_reject(const char *service, const chorus_envelope_t *env);
+
+/* Locks the order's row of @p table (one of the service's own, a constant):
+ * 1 with its status, 0 when there is none, -1 on an SQL error. */
+int svc_lock_status(chorus_tx_t *tx, const char *table, const char *order_id, char status[16]);
+/* Emits @p type (data taken) for the order: CHORUS_HANDLED, or
+ * CHORUS_RETRY_LATER (the delivery is rolled back and retried). */
+chorus_outcome_t svc_emit(chorus_delivery_t *d, const char *type, const char *order_id,
+                          cJSON *data);
 
 /* Logs a line with the event's ids, like chorus does. */
 void svc_log(const char *service, const chorus_envelope_t *env, const char *fmt, ...)

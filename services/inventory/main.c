@@ -47,10 +47,6 @@
 #include <string.h>
 
 #define SERVICE "inventory"
-#define MAX_NUMBER 1000000000000000LL /* exact in a double */
-#define MAX_ITEMS 100
-#define MAX_TEXT 1000
-#define MAX_SKU 64
 
 static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS stock ("
@@ -64,121 +60,13 @@ static const char *const TABLES[] = {
     "    CHECK (status IN ('reserved', 'released', 'refused', 'cancelled')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
+#define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
 /* The items of a JSON array parameter, one row per SKU (a SKU listed twice
  * counts once, with the quantities added). */
 #define WANTED(param)                                                         \
     "(SELECT i->>'sku' AS sku, sum((i->>'qty')::bigint) AS qty"               \
     "   FROM jsonb_array_elements(" param "::jsonb) AS i GROUP BY 1 ORDER BY 1)"
-
-/* ---- input checks: each records on the delivery what is wrong ---------- */
-
-static bool need_str(chorus_delivery_t *d, const cJSON *data, const char *key, size_t max,
-                     const char **out) {
-    *out = svc_str(data, key);
-    if (*out && **out && strlen(*out) <= max)
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %zu bytes", key,
-                              max);
-    return false;
-}
-
-static bool need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && chorus_uuid_valid(*out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
-    return false;
-}
-
-/* A JSON number holding a whole value in [min, MAX_NUMBER]. */
-static bool whole(const cJSON *v, long long min) {
-    return cJSON_IsNumber(v) && v->valuedouble >= (double)min && v->valuedouble <= MAX_NUMBER &&
-           v->valuedouble == (double)(long long)v->valuedouble;
-}
-
-/* An integer in [min, MAX_NUMBER]; whole() checks the range before
- * svc_int() converts, so a huge number is refused rather than overflowing. */
-static bool need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
-                     long long *out) {
-    if (whole(cJSON_GetObjectItemCaseSensitive(data, key), min) && svc_int(data, key, out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be an integer in [%lld, %lld]", key, min,
-                              MAX_NUMBER);
-    return false;
-}
-
-/* items: [{sku, qty >= 1, price >= 0}], 1 to MAX_ITEMS of them. */
-static bool need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out) {
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
-    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : 0;
-    if (n < 1 || n > MAX_ITEMS) {
-        chorus_delivery_set_error(d, "data.items must be an array of 1 to %d items", MAX_ITEMS);
-        return false;
-    }
-    const cJSON *it;
-    int i = 0;
-    cJSON_ArrayForEach(it, items) {
-        const char *sku = svc_str(it, "sku");
-        const cJSON *qty = cJSON_GetObjectItemCaseSensitive(it, "qty");
-        const cJSON *price = cJSON_GetObjectItemCaseSensitive(it, "price");
-        if (!sku || !*sku || strlen(sku) > MAX_SKU || !whole(qty, 1) || !whole(price, 0)) {
-            chorus_delivery_set_error(d, "data.items[%d] needs sku (1 to %d bytes), qty (integer "
-                                         ">= 1) and price (integer cents >= 0)",
-                                      i, MAX_SKU);
-            return false;
-        }
-        i++;
-    }
-    *out = items;
-    return true;
-}
-
-/* The contract: the aggregate of every saga event is the order. */
-static bool need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
-    if (!need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
-        return false;
-    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
-        return true;
-    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
-    return false;
-}
-
-static chorus_outcome_t reject(const chorus_envelope_t *env) {
-    svc_log(SERVICE, env, "rejected: malformed data (see the dead-letter reason)");
-    return CHORUS_REJECT;
-}
-
-/* ---- SQL and events -------------------------------------------------- */
-
-/* Locks the order's reservation: 1 and its status in @p status, 0 when
- * there is none, -1 on an SQL error (chorus retries or reruns). */
-static int lock_row(chorus_tx_t *tx, const char *order_id, char status[16]) {
-    PGresult *r;
-    if (svc_sql(tx, &r, "SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE",
-                order_id, NULL))
-        return -1;
-    int found = PQntuples(r) == 1;
-    if (found)
-        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return found;
-}
-
-/* Emits @p type (data taken) for the order; a failure rolls the delivery
- * back and retries it. */
-static chorus_outcome_t emit(chorus_delivery_t *d, const char *type, const char *order_id,
-                             cJSON *data) {
-    chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
-    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-    if (rc == CHORUS_OK)
-        return CHORUS_HANDLED;
-    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
-                              err ? chorus_error_string(err) : chorus_strerror(rc));
-    chorus_error_destroy(err);
-    return CHORUS_RETRY_LATER;
-}
 
 /* ---- handlers -------------------------------------------------------- */
 
@@ -192,9 +80,9 @@ typedef struct {
 static bool parse_payment(chorus_delivery_t *d, const chorus_envelope_t *env, payment_t *p) {
     const cJSON *data = chorus_envelope_data(env);
     p->items_json = NULL;
-    if (!(need_order(d, env, &p->order_id) && need_uuid(d, data, "payment_id", &p->payment_id) &&
-          need_int(d, data, "amount", 0, &p->amount) && need_items(d, data, &p->items) &&
-          need_str(d, data, "address", MAX_TEXT, &p->address)))
+    if (!(svc_need_order(d, env, &p->order_id) && svc_need_uuid(d, data, "payment_id", &p->payment_id) &&
+          svc_need_int(d, data, "amount", 0, &p->amount) && svc_need_items(d, data, &p->items) &&
+          svc_need_str(d, data, "address", &p->address)))
         return false;
     p->items_json = cJSON_PrintUnformatted(p->items);
     return true;
@@ -254,7 +142,7 @@ static chorus_outcome_t reserve_or_refuse(chorus_delivery_t *d, const chorus_env
     if (shortage) {
         svc_log(SERVICE, env, "order %s: insufficient stock of %s", p->order_id,
                 svc_str(data, "sku"));
-        return emit(d, "InsufficientStock", p->order_id, data);
+        return svc_emit(d, "InsufficientStock", p->order_id, data);
     }
     char reservation_id[37];
     chorus_uuid_v7(reservation_id);
@@ -266,7 +154,7 @@ static chorus_outcome_t reserve_or_refuse(chorus_delivery_t *d, const chorus_env
     cJSON_AddStringToObject(data, "reservation_id", reservation_id);
     cJSON_AddItemToObject(data, "items", cJSON_Duplicate(p->items, true));
     cJSON_AddStringToObject(data, "address", p->address);
-    return emit(d, "InventoryReserved", p->order_id, data);
+    return svc_emit(d, "InventoryReserved", p->order_id, data);
 }
 
 static chorus_outcome_t on_payment_succeeded(chorus_t *ch, chorus_delivery_t *d,
@@ -274,9 +162,9 @@ static chorus_outcome_t on_payment_succeeded(chorus_t *ch, chorus_delivery_t *d,
     (void)ch, (void)opaque;
     payment_t p;
     if (!parse_payment(d, env, &p))
-        return reject(env);
+        return svc_reject(SERVICE, env);
     char status[16];
-    int found = p.items_json ? lock_row(chorus_delivery_tx(d), p.order_id, status) : -1;
+    int found = p.items_json ? svc_lock_status(chorus_delivery_tx(d), "reservations", p.order_id, status) : -1;
     chorus_outcome_t out = CHORUS_HANDLED;
     if (found < 0)
         out = CHORUS_RETRY_LATER;
@@ -295,12 +183,12 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                                       const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
     const char *order_id, *reason;
-    if (!need_order(d, env, &order_id) ||
-        !need_str(d, chorus_envelope_data(env), "reason", MAX_TEXT, &reason))
-        return reject(env);
+    if (!svc_need_order(d, env, &order_id) ||
+        !svc_need_str(d, chorus_envelope_data(env), "reason", &reason))
+        return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
     char status[16];
-    int found = lock_row(tx, order_id, status);
+    int found = svc_lock_status(tx, "reservations", order_id, status);
     if (found < 0)
         return CHORUS_RETRY_LATER;
     if (!found) {
@@ -338,29 +226,20 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
         return CHORUS_RETRY_LATER;
     }
     svc_log(SERVICE, env, "order %s: released (%s)", order_id, reason);
-    return emit(d, "InventoryReleased", order_id, data);
+    return svc_emit(d, "InventoryReleased", order_id, data);
 }
 
 /* ---- commands -------------------------------------------------------- */
 
-static chorus_t *open_participant(void) {
-    char err[512];
-    chorus_conf_t *conf = svc_conf(SERVICE, err, sizeof(err));
-    if (!conf) {
-        fprintf(stderr, SERVICE ": configuration: %s\n", err);
-        return NULL;
-    }
-    return svc_new(conf);
-}
 
 static bool parse_qty(const char *s, long long *out) {
     char *end;
     errno = 0;
     *out = strtoll(s, &end, 10);
-    return *s && !*end && !errno && *out >= 0 && *out <= MAX_NUMBER;
+    return *s && !*end && !errno && *out >= 0 && *out <= SVC_MAX_NUMBER;
 }
 
-static bool valid_sku(const char *s) { return *s && strlen(s) <= MAX_SKU; }
+static bool valid_sku(const char *s) { return *s && strlen(s) <= SVC_MAX_SKU; }
 
 /* "SKU:QTY,SKU:QTY" -> upserts in @p tx; false (with a message) when the
  * text is malformed or the SQL fails. */
@@ -390,32 +269,20 @@ static bool seed(chorus_tx_t *tx, const char *spec) {
 
 /* Creates the tables (an advisory lock keeps instances starting together
  * from racing on CREATE TABLE) and applies INVENTORY_SEED when set. */
-static bool prepare(chorus_t *ch, bool with_seed) {
-    chorus_tx_t *tx;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (rc) {
-        fprintf(stderr, SERVICE ": PostgreSQL: %s\n", chorus_strerror(rc));
-        return false;
-    }
-    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(SERVICE),
-                 NULL);
-    for (size_t i = 0; !rc && i < sizeof(TABLES) / sizeof(TABLES[0]); i++)
-        rc = svc_sql(tx, NULL, TABLES[i], NULL);
+/* The seed of INVENTORY_SEED, in the transaction that creates the tables. */
+static bool seed_from_env(chorus_tx_t *tx, void *opaque) {
+    (void)opaque;
     const char *spec = getenv("INVENTORY_SEED");
-    bool ok = !rc && (!with_seed || !spec || !*spec || seed(tx, spec));
-    if (!ok) {
-        chorus_tx_rollback(tx);
-    } else if ((rc = chorus_tx_commit(tx)) != CHORUS_OK) {
-        ok = false;
-    }
-    if (!ok)
-        fprintf(stderr, SERVICE ": cannot prepare the tables%s%s\n", rc ? ": " : "",
-                rc ? chorus_strerror(rc) : "");
-    return ok;
+    return !spec || !*spec || seed(tx, spec);
+}
+
+static bool prepare(chorus_t *ch, bool with_seed) {
+    return svc_create_tables(ch, TABLES, NTABLES,
+                             with_seed ? seed_from_env : NULL, NULL);
 }
 
 static int cmd_run(void) {
-    chorus_t *ch = open_participant();
+    chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
     int rc = 1;
@@ -430,7 +297,7 @@ static int cmd_run(void) {
 
 /* "stock set SKU QTY" (sku and qty checked by the caller) or "stock list". */
 static int cmd_stock(const char *sku, const char *qty) {
-    chorus_t *ch = open_participant();
+    chorus_t *ch = svc_open(SERVICE);
     if (!ch || !prepare(ch, false)) {
         chorus_destroy(ch);
         return 1;
@@ -488,7 +355,7 @@ int main(int argc, char **argv) {
         if (valid_sku(argv[3]) && parse_qty(argv[4], &qty))
             return cmd_stock(argv[3], argv[4]);
         fprintf(stderr, SERVICE ": SKU must be 1 to %d bytes and QTY a whole number >= 0\n",
-                MAX_SKU);
+                SVC_MAX_SKU);
     }
     usage(stderr);
     return 2;

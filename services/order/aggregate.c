@@ -79,25 +79,20 @@ static chorus_err_t restore(void *state, const char *json, void *opaque) {
 const chorus_aggregate_type_t ORDER_TYPE = {
     .name = "Order", .apply = apply, .snapshot = snapshot, .restore = restore};
 
+static const char *const TABLES[] = {
+    "CREATE TABLE IF NOT EXISTS order_summaries ("
+    " order_id uuid PRIMARY KEY, customer_id uuid, status text NOT NULL,"
+    " total bigint NOT NULL, items int NOT NULL, reason text,"
+    " version bigint NOT NULL, placed_at timestamptz NOT NULL,"
+    " updated_at timestamptz NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS order_summaries_open "
+    "ON order_summaries (placed_at) WHERE status = 'placed'",
+};
+
 chorus_err_t order_prepare_tables(chorus_t *ch) {
-    chorus_tx_t *tx;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (rc)
-        return rc;
-    rc = svc_sql(tx, NULL,
-                 "CREATE TABLE IF NOT EXISTS order_summaries ("
-                 " order_id uuid PRIMARY KEY, customer_id uuid, status text NOT NULL,"
-                 " total bigint NOT NULL, items int NOT NULL, reason text,"
-                 " version bigint NOT NULL, placed_at timestamptz NOT NULL,"
-                 " updated_at timestamptz NOT NULL)", NULL);
-    if (!rc)
-        rc = svc_sql(tx, NULL, "CREATE INDEX IF NOT EXISTS order_summaries_open "
-                               "ON order_summaries (placed_at) WHERE status = 'placed'", NULL);
-    if (rc) {
-        chorus_tx_rollback(tx);
-        return rc;
-    }
-    return chorus_tx_commit(tx);
+    return svc_create_tables(ch, TABLES, sizeof(TABLES) / sizeof(TABLES[0]), NULL, NULL)
+               ? CHORUS_OK
+               : CHORUS_ERR_DB;
 }
 
 /* The projection: one idempotent upsert per event, guarded by version. */

@@ -163,15 +163,8 @@ static chorus_envelope_t *order_placed(const place_t *p, char id[37]) {
 }
 
 static chorus_t *order_handle(void) {
-    char err[512];
-    chorus_conf_t *conf = svc_conf("order", err, sizeof(err));
-    if (!conf) {
-        fprintf(stderr, "order: %s\n", err);
-        return NULL;
-    }
-    chorus_t *ch = svc_new(conf);
+    chorus_t *ch = svc_open("order");
     if (ch && order_prepare_tables(ch)) {
-        fprintf(stderr, "order: cannot reach PostgreSQL\n");
         chorus_destroy(ch);
         return NULL;
     }

@@ -77,33 +77,25 @@ static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d, const choru
     return rc ? CHORUS_RETRY_LATER : CHORUS_HANDLED;
 }
 
+static const char *const DDL[] = {
+    "CREATE TABLE IF NOT EXISTS saga_instances ("
+    " correlation_id uuid PRIMARY KEY, order_id uuid NOT NULL, saga text NOT NULL,"
+    " state text NOT NULL, started_at timestamptz NOT NULL,"
+    " last_event_at timestamptz NOT NULL, ended_at timestamptz, steps int NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS saga_instances_order ON saga_instances (order_id)",
+    "CREATE TABLE IF NOT EXISTS saga_steps ("
+    " event_id uuid PRIMARY KEY, correlation_id uuid NOT NULL, event_type text NOT NULL,"
+    " service text NOT NULL, occurred_at timestamptz NOT NULL,"
+    " received_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS saga_steps_corr ON saga_steps (correlation_id, occurred_at)",
+    "CREATE OR REPLACE FUNCTION monitor_rank(state text) RETURNS int"
+    " LANGUAGE sql IMMUTABLE AS $$ SELECT CASE state WHEN 'running' THEN 1"
+    " WHEN 'compensating' THEN 2 ELSE 3 END $$",
+};
+
 static chorus_err_t prepare(chorus_t *ch) {
-    chorus_tx_t *tx;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (rc)
-        return rc;
-    static const char *const ddl[] = {
-        "CREATE TABLE IF NOT EXISTS saga_instances ("
-        " correlation_id uuid PRIMARY KEY, order_id uuid NOT NULL, saga text NOT NULL,"
-        " state text NOT NULL, started_at timestamptz NOT NULL,"
-        " last_event_at timestamptz NOT NULL, ended_at timestamptz, steps int NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS saga_instances_order ON saga_instances (order_id)",
-        "CREATE TABLE IF NOT EXISTS saga_steps ("
-        " event_id uuid PRIMARY KEY, correlation_id uuid NOT NULL, event_type text NOT NULL,"
-        " service text NOT NULL, occurred_at timestamptz NOT NULL,"
-        " received_at timestamptz NOT NULL DEFAULT now())",
-        "CREATE INDEX IF NOT EXISTS saga_steps_corr ON saga_steps (correlation_id, occurred_at)",
-        "CREATE OR REPLACE FUNCTION monitor_rank(state text) RETURNS int"
-        " LANGUAGE sql IMMUTABLE AS $$ SELECT CASE state WHEN 'running' THEN 1"
-        " WHEN 'compensating' THEN 2 ELSE 3 END $$",
-    };
-    for (size_t i = 0; !rc && i < sizeof(ddl) / sizeof(ddl[0]); i++)
-        rc = svc_sql(tx, NULL, ddl[i], NULL);
-    if (rc) {
-        chorus_tx_rollback(tx);
-        return rc;
-    }
-    return chorus_tx_commit(tx);
+    return svc_create_tables(ch, DDL, sizeof(DDL) / sizeof(DDL[0]), NULL, NULL) ? CHORUS_OK
+                                                                             : CHORUS_ERR_DB;
 }
 
 static chorus_t *monitor_new(char *err, size_t n) {

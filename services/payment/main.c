@@ -46,10 +46,6 @@
 
 #define SERVICE "payment"
 #define DECLINED_CARD "4000000000000002"
-#define MAX_NUMBER 1000000000000000LL /* 10^13 currency units: exact in a double */
-#define MAX_ITEMS 100
-#define MAX_SKU 64
-#define MAX_TEXT 1000
 
 static long long decline_above = 100000;
 
@@ -62,114 +58,7 @@ static const char *const TABLES[] = {
     "    CHECK (status IN ('charged', 'declined', 'refunded', 'cancelled')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
-
-/* ---- input checks: each records on the delivery what is wrong ---------- */
-
-static bool need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && **out && strlen(*out) <= MAX_TEXT)
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %d bytes", key,
-                              MAX_TEXT);
-    return false;
-}
-
-static bool need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && chorus_uuid_valid(*out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
-    return false;
-}
-
-/* A JSON number holding a whole value in [min, MAX_NUMBER]. */
-static bool whole(const cJSON *v, long long min) {
-    return cJSON_IsNumber(v) && v->valuedouble >= (double)min && v->valuedouble <= MAX_NUMBER &&
-           v->valuedouble == (double)(long long)v->valuedouble;
-}
-
-/* An integer in [min, MAX_NUMBER]; whole() checks the range before
- * svc_int() converts, so a huge number is refused rather than overflowing. */
-static bool need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
-                     long long *out) {
-    if (whole(cJSON_GetObjectItemCaseSensitive(data, key), min) && svc_int(data, key, out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be an integer in [%lld, %lld]", key, min,
-                              MAX_NUMBER);
-    return false;
-}
-
-/* items: [{sku, qty >= 1, price >= 0}], 1 to MAX_ITEMS of them. */
-static bool need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out) {
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
-    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : 0;
-    if (n < 1 || n > MAX_ITEMS) {
-        chorus_delivery_set_error(d, "data.items must be an array of 1 to %d items", MAX_ITEMS);
-        return false;
-    }
-    const cJSON *it;
-    int i = 0;
-    cJSON_ArrayForEach(it, items) {
-        const char *sku = svc_str(it, "sku");
-        const cJSON *qty = cJSON_GetObjectItemCaseSensitive(it, "qty");
-        const cJSON *price = cJSON_GetObjectItemCaseSensitive(it, "price");
-        if (!sku || !*sku || strlen(sku) > MAX_SKU || !whole(qty, 1) || !whole(price, 0)) {
-            chorus_delivery_set_error(d, "data.items[%d] needs sku (1 to %d bytes), qty (integer "
-                                         ">= 1) and price (integer cents >= 0)",
-                                      i, MAX_SKU);
-            return false;
-        }
-        i++;
-    }
-    *out = items;
-    return true;
-}
-
-/* The contract: the aggregate of every saga event is the order. */
-static bool need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
-    if (!need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
-        return false;
-    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
-        return true;
-    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
-    return false;
-}
-
-static chorus_outcome_t reject(const chorus_envelope_t *env) {
-    svc_log(SERVICE, env, "rejected: malformed data (see the dead-letter reason)");
-    return CHORUS_REJECT;
-}
-
-/* ---- SQL and events -------------------------------------------------- */
-
-/* Locks the order's row: 1 and its status in @p status, 0 when there is
- * none, -1 on an SQL error (chorus then retries or reruns the handler). */
-static int lock_row(chorus_tx_t *tx, const char *order_id, char status[16]) {
-    PGresult *r;
-    if (svc_sql(tx, &r, "SELECT status FROM payments WHERE order_id = $1 FOR UPDATE", order_id,
-                NULL))
-        return -1;
-    int found = PQntuples(r) == 1;
-    if (found)
-        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return found;
-}
-
-/* Emits @p type (data taken) for the order; a failure rolls the delivery
- * back and retries it. */
-static chorus_outcome_t emit(chorus_delivery_t *d, const char *type, const char *order_id,
-                             cJSON *data) {
-    chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
-    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-    if (rc == CHORUS_OK)
-        return CHORUS_HANDLED;
-    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
-                              err ? chorus_error_string(err) : chorus_strerror(rc));
-    chorus_error_destroy(err);
-    return CHORUS_RETRY_LATER;
-}
+#define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
 /* ---- handlers -------------------------------------------------------- */
 
@@ -181,9 +70,9 @@ typedef struct {
 
 static bool parse_order(chorus_delivery_t *d, const chorus_envelope_t *env, order_t *o) {
     const cJSON *data = chorus_envelope_data(env);
-    return need_order(d, env, &o->order_id) && need_uuid(d, data, "customer_id", &o->customer_id) &&
-           need_items(d, data, &o->items) && need_int(d, data, "total", 0, &o->total) &&
-           need_str(d, data, "address", &o->address) && need_str(d, data, "card", &o->card);
+    return svc_need_order(d, env, &o->order_id) && svc_need_uuid(d, data, "customer_id", &o->customer_id) &&
+           svc_need_items(d, data, &o->items) && svc_need_int(d, data, "total", 0, &o->total) &&
+           svc_need_str(d, data, "address", &o->address) && svc_need_str(d, data, "card", &o->card);
 }
 
 /* Why the charge is declined, or NULL to charge. */
@@ -202,10 +91,10 @@ static chorus_outcome_t on_order_placed(chorus_t *ch, chorus_delivery_t *d,
     (void)ch, (void)opaque;
     order_t o;
     if (!parse_order(d, env, &o))
-        return reject(env);
+        return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
     char status[16], amount[24], why[128], payment_id[37];
-    int found = lock_row(tx, o.order_id, status);
+    int found = svc_lock_status(tx, "payments", o.order_id, status);
     if (found < 0)
         return CHORUS_RETRY_LATER;
     if (found) {
@@ -230,7 +119,7 @@ static chorus_outcome_t on_order_placed(chorus_t *ch, chorus_delivery_t *d,
     if (reason) {
         svc_log(SERVICE, env, "order %s: declined (%s)", o.order_id, reason);
         cJSON_AddStringToObject(data, "reason", reason);
-        return emit(d, "PaymentFailed", o.order_id, data);
+        return svc_emit(d, "PaymentFailed", o.order_id, data);
     }
     svc_log(SERVICE, env, "order %s: charged %lld cents (payment %s)", o.order_id, o.total,
             payment_id);
@@ -238,7 +127,7 @@ static chorus_outcome_t on_order_placed(chorus_t *ch, chorus_delivery_t *d,
     cJSON_AddNumberToObject(data, "amount", (double)o.total);
     cJSON_AddItemToObject(data, "items", cJSON_Duplicate(o.items, true));
     cJSON_AddStringToObject(data, "address", o.address);
-    return emit(d, "PaymentSucceeded", o.order_id, data);
+    return svc_emit(d, "PaymentSucceeded", o.order_id, data);
 }
 
 /* The data each compensation event must carry besides order_id. */
@@ -247,11 +136,11 @@ static bool parse_compensation(chorus_delivery_t *d, const chorus_envelope_t *en
     const char *type = chorus_envelope_event_type(env), *s;
     long long n;
     if (strcmp(type, "InsufficientStock") == 0)
-        return need_str(d, data, "sku", &s) && need_int(d, data, "requested", 1, &n) &&
-               need_int(d, data, "available", 0, &n);
+        return svc_need_str(d, data, "sku", &s) && svc_need_int(d, data, "requested", 1, &n) &&
+               svc_need_int(d, data, "available", 0, &n);
     if (strcmp(type, "InventoryReleased") == 0)
-        return need_uuid(d, data, "reservation_id", &s);
-    return need_str(d, data, "reason", &s); /* OrderCancelled */
+        return svc_need_uuid(d, data, "reservation_id", &s);
+    return svc_need_str(d, data, "reason", &s); /* OrderCancelled */
 }
 
 /* InsufficientStock, InventoryReleased, OrderCancelled: refund a charge. */
@@ -259,11 +148,11 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                                       const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
     const char *order_id;
-    if (!need_order(d, env, &order_id) || !parse_compensation(d, env))
-        return reject(env);
+    if (!svc_need_order(d, env, &order_id) || !parse_compensation(d, env))
+        return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
     char status[16];
-    int found = lock_row(tx, order_id, status);
+    int found = svc_lock_status(tx, "payments", order_id, status);
     if (found < 0)
         return CHORUS_RETRY_LATER;
     if (!found) {
@@ -291,43 +180,12 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
     cJSON_AddNumberToObject(data, "amount", (double)amount);
     PQclear(r);
     svc_log(SERVICE, env, "order %s: refunded %lld cents", order_id, amount);
-    return emit(d, "PaymentRefunded", order_id, data);
+    return svc_emit(d, "PaymentRefunded", order_id, data);
 }
 
 /* ---- commands -------------------------------------------------------- */
 
-static chorus_t *open_participant(void) {
-    char err[512];
-    chorus_conf_t *conf = svc_conf(SERVICE, err, sizeof(err));
-    if (!conf) {
-        fprintf(stderr, SERVICE ": configuration: %s\n", err);
-        return NULL;
-    }
-    return svc_new(conf);
-}
 
-/* Creates the tables; an advisory lock keeps instances starting together
- * from racing on CREATE TABLE. */
-static bool create_tables(chorus_t *ch) {
-    chorus_tx_t *tx;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (rc) {
-        fprintf(stderr, SERVICE ": PostgreSQL: %s\n", chorus_strerror(rc));
-        return false;
-    }
-    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(SERVICE),
-                 NULL);
-    for (size_t i = 0; !rc && i < sizeof(TABLES) / sizeof(TABLES[0]); i++)
-        rc = svc_sql(tx, NULL, TABLES[i], NULL);
-    if (rc) {
-        chorus_tx_rollback(tx);
-    } else {
-        rc = chorus_tx_commit(tx);
-    }
-    if (rc)
-        fprintf(stderr, SERVICE ": cannot create the tables: %s\n", chorus_strerror(rc));
-    return rc == CHORUS_OK;
-}
 
 static bool read_env(void) {
     const char *v = getenv("PAYMENT_DECLINE_ABOVE");
@@ -346,11 +204,12 @@ static bool read_env(void) {
 static int cmd_run(void) {
     if (!read_env())
         return 1;
-    chorus_t *ch = open_participant();
+    chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
     int rc = 1;
-    if (create_tables(ch) && !chorus_register(ch, "OrderPlaced", on_order_placed, NULL) &&
+    if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
+        !chorus_register(ch, "OrderPlaced", on_order_placed, NULL) &&
         !chorus_register(ch, "InsufficientStock", on_compensate, NULL) &&
         !chorus_register(ch, "InventoryReleased", on_compensate, NULL) &&
         !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
@@ -360,8 +219,8 @@ static int cmd_run(void) {
 }
 
 static int cmd_dump(void) {
-    chorus_t *ch = open_participant();
-    if (!ch || !create_tables(ch)) {
+    chorus_t *ch = svc_open(SERVICE);
+    if (!ch || !svc_create_tables(ch, TABLES, NTABLES, NULL, NULL)) {
         chorus_destroy(ch);
         return 1;
     }

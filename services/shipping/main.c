@@ -52,7 +52,6 @@
 #include <string.h>
 
 #define SERVICE "shipping"
-#define MAX_TEXT 1000
 
 /* The carrier is down for addresses containing this (any case); "" = up. */
 static const char *carrier_down = "slow";
@@ -66,80 +65,7 @@ static const char *const TABLES[] = {
     "    CHECK (status IN ('scheduled', 'failed', 'refused', 'cancelled')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
-
-/* ---- input checks: each records on the delivery what is wrong ---------- */
-
-static bool need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && **out && strlen(*out) <= MAX_TEXT)
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %d bytes", key,
-                              MAX_TEXT);
-    return false;
-}
-
-static bool need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && chorus_uuid_valid(*out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
-    return false;
-}
-
-/* Shipping does not look inside the items (inventory checked them). */
-static bool need_items(chorus_delivery_t *d, const cJSON *data) {
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
-    if (cJSON_IsArray(items) && cJSON_GetArraySize(items) > 0)
-        return true;
-    chorus_delivery_set_error(d, "data.items must be a non-empty array");
-    return false;
-}
-
-/* The contract: the aggregate of every saga event is the order. */
-static bool need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
-    if (!need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
-        return false;
-    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
-        return true;
-    chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
-    return false;
-}
-
-static chorus_outcome_t reject(const chorus_envelope_t *env) {
-    svc_log(SERVICE, env, "rejected: malformed data (see the dead-letter reason)");
-    return CHORUS_REJECT;
-}
-
-/* ---- SQL and events -------------------------------------------------- */
-
-/* Locks the order's shipment: 1 and its status in @p status, 0 when there
- * is none, -1 on an SQL error (chorus retries or reruns). */
-static int lock_row(chorus_tx_t *tx, const char *order_id, char status[16]) {
-    PGresult *r;
-    if (svc_sql(tx, &r, "SELECT status FROM shipments WHERE order_id = $1 FOR UPDATE", order_id,
-                NULL))
-        return -1;
-    int found = PQntuples(r) == 1;
-    if (found)
-        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return found;
-}
-
-/* Emits @p type (data taken) for the order; a failure rolls the delivery
- * back and retries it. */
-static chorus_outcome_t emit(chorus_delivery_t *d, const char *type, const char *order_id,
-                             cJSON *data) {
-    chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = data ? chorus_envelope_new_json(type, order_id, 1, data, &err) : NULL;
-    chorus_err_t rc = ev ? chorus_emit(d, ev) : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-    if (rc == CHORUS_OK)
-        return CHORUS_HANDLED;
-    chorus_delivery_set_error(d, "cannot emit %s: %s", type,
-                              err ? chorus_error_string(err) : chorus_strerror(rc));
-    chorus_error_destroy(err);
-    return CHORUS_RETRY_LATER;
-}
+#define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
 /* ---- handlers -------------------------------------------------------- */
 
@@ -164,12 +90,14 @@ static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d
     (void)ch, (void)opaque;
     const cJSON *data = chorus_envelope_data(env);
     const char *order_id, *reservation_id, *address;
-    if (!(need_order(d, env, &order_id) && need_uuid(d, data, "reservation_id", &reservation_id) &&
-          need_items(d, data) && need_str(d, data, "address", &address)))
-        return reject(env);
+    const cJSON *items;
+    if (!(svc_need_order(d, env, &order_id) &&
+          svc_need_uuid(d, data, "reservation_id", &reservation_id) &&
+          svc_need_items(d, data, &items) && svc_need_str(d, data, "address", &address)))
+        return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
     char status[16], shipment_id[37];
-    int found = lock_row(tx, order_id, status);
+    int found = svc_lock_status(tx, "shipments", order_id, status);
     if (found)
         return found < 0 ? CHORUS_RETRY_LATER : already(tx, env, order_id, status);
     bool fail = strcasestr(address, "undeliverable") != NULL;
@@ -192,12 +120,12 @@ static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d
     if (fail) {
         svc_log(SERVICE, env, "order %s: address is undeliverable", order_id);
         cJSON_AddStringToObject(out, "reason", "address is undeliverable");
-        return emit(d, "ShippingFailed", order_id, out);
+        return svc_emit(d, "ShippingFailed", order_id, out);
     }
     svc_log(SERVICE, env, "order %s: shipment %s scheduled", order_id, shipment_id);
     cJSON_AddStringToObject(out, "shipment_id", shipment_id);
     cJSON_AddStringToObject(out, "address", address);
-    return emit(d, "ShipmentScheduled", order_id, out);
+    return svc_emit(d, "ShipmentScheduled", order_id, out);
 }
 
 /* OrderCancelled: remembered, so a late InventoryReserved is refused. */
@@ -205,12 +133,12 @@ static chorus_outcome_t on_order_cancelled(chorus_t *ch, chorus_delivery_t *d,
                                            const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
     const char *order_id, *reason;
-    if (!need_order(d, env, &order_id) ||
-        !need_str(d, chorus_envelope_data(env), "reason", &reason))
-        return reject(env);
+    if (!svc_need_order(d, env, &order_id) ||
+        !svc_need_str(d, chorus_envelope_data(env), "reason", &reason))
+        return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
     char status[16];
-    int found = lock_row(tx, order_id, status);
+    int found = svc_lock_status(tx, "shipments", order_id, status);
     if (found < 0)
         return CHORUS_RETRY_LATER;
     if (!found) {
@@ -233,52 +161,21 @@ static chorus_outcome_t on_order_cancelled(chorus_t *ch, chorus_delivery_t *d,
 
 /* ---- commands -------------------------------------------------------- */
 
-static chorus_t *open_participant(void) {
-    char err[512];
-    chorus_conf_t *conf = svc_conf(SERVICE, err, sizeof(err));
-    if (!conf) {
-        fprintf(stderr, SERVICE ": configuration: %s\n", err);
-        return NULL;
-    }
-    return svc_new(conf);
-}
 
-/* Creates the tables; an advisory lock keeps instances starting together
- * from racing on CREATE TABLE. */
-static bool create_tables(chorus_t *ch) {
-    chorus_tx_t *tx;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (rc) {
-        fprintf(stderr, SERVICE ": PostgreSQL: %s\n", chorus_strerror(rc));
-        return false;
-    }
-    rc = svc_sql(tx, NULL, "SELECT pg_advisory_xact_lock(hashtext($1))", svc_schema(SERVICE),
-                 NULL);
-    for (size_t i = 0; !rc && i < sizeof(TABLES) / sizeof(TABLES[0]); i++)
-        rc = svc_sql(tx, NULL, TABLES[i], NULL);
-    if (rc) {
-        chorus_tx_rollback(tx);
-    } else {
-        rc = chorus_tx_commit(tx);
-    }
-    if (rc)
-        fprintf(stderr, SERVICE ": cannot create the tables: %s\n", chorus_strerror(rc));
-    return rc == CHORUS_OK;
-}
 
 static int cmd_run(void) {
     const char *down = getenv("SHIPPING_CARRIER_DOWN");
     if (down)
         carrier_down = down;
-    if (strlen(carrier_down) > MAX_TEXT) {
-        fprintf(stderr, SERVICE ": SHIPPING_CARRIER_DOWN is longer than %d bytes\n", MAX_TEXT);
+    if (strlen(carrier_down) > SVC_MAX_TEXT) {
+        fprintf(stderr, SERVICE ": SHIPPING_CARRIER_DOWN is longer than %d bytes\n", SVC_MAX_TEXT);
         return 2;
     }
-    chorus_t *ch = open_participant();
+    chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
     int rc = 1;
-    if (create_tables(ch) &&
+    if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
         !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL) &&
         !chorus_register(ch, "OrderCancelled", on_order_cancelled, NULL))
         rc = svc_run(ch, NULL, 0, NULL);
@@ -287,8 +184,8 @@ static int cmd_run(void) {
 }
 
 static int cmd_dump(void) {
-    chorus_t *ch = open_participant();
-    if (!ch || !create_tables(ch)) {
+    chorus_t *ch = svc_open(SERVICE);
+    if (!ch || !svc_create_tables(ch, TABLES, NTABLES, NULL, NULL)) {
         chorus_destroy(ch);
         return 1;
     }
