@@ -197,6 +197,29 @@ static chorus_err_t make_bindings(chorus_t *ch, const chorus_saga_t *saga) {
     return rc;
 }
 
+static void sleep_ms(int64_t ms);
+
+/* A broker that is down or still starting is waited for, within
+ * "amqp.start.timeout.ms"; refused credentials or a declaration that
+ * disagrees with the broker's are answers, not outages: they fail at once. */
+static chorus_err_t connect_at_start(chorus_t *ch) {
+    int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.start.timeout.ms");
+    long backoff = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
+    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
+    for (;;) {
+        chorus_err_t rc = chorus__conn_open(ch);
+        bool transient = rc == CHORUS_ERR_CONNECT || rc == CHORUS_ERR_TIMEOUT ||
+                         rc == CHORUS_ERR_CONN_CLOSED || rc == CHORUS_ERR_CHANNEL_CLOSED;
+        int64_t left = until - chorus__mono_ms();
+        if (!rc || !transient || left <= 0 || ch->stop)
+            return rc;
+        chorus__log(ch, CHORUS_LOG_NOTICE, "broker not ready (%s); trying again in %ld ms",
+                    chorus_strerror(rc), backoff < left ? backoff : (long)left);
+        sleep_ms(backoff < left ? backoff : left);
+        backoff = backoff * 2 > max ? max : backoff * 2;
+    }
+}
+
 chorus_err_t chorus_start(chorus_t *ch) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
@@ -224,7 +247,7 @@ chorus_err_t chorus_start(chorus_t *ch) {
     /* The store first: consuming starts only once it is ready. */
     if (ch->store.enabled && !ch->store.up && (rc = chorus__store_connect(ch)))
         return rc;
-    if ((rc = chorus__conn_open(ch)))
+    if ((rc = connect_at_start(ch)))
         return rc;
     if ((rc = chorus__hb_start(ch))) {
         chorus__conn_close(ch);

@@ -48,6 +48,10 @@ static const prop_t props[] = {
      "Timeout for the AMQP handshake and login."},
     {"amqp.rpc.timeout.ms", P_INT, "10000", 100, 600000, NULL,
      "Timeout for one synchronous AMQP method (declare, bind, qos...)."},
+    {"amqp.start.timeout.ms", P_INT, "15000", 0, 3600000, NULL,
+     "How long chorus_start() keeps trying when the broker is unreachable or "
+     "not ready yet (refused logins and mismatched declarations fail at "
+     "once). 0: one attempt."},
     {"amqp.reconnect.backoff.initial.ms", P_INT, "100", 1, 600000, NULL,
      "First delay before reconnecting after a lost connection; doubles "
      "after each failed attempt, with jitter."},

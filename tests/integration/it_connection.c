@@ -84,6 +84,7 @@ static void silent_peer_times_out(void **state) {
     set(c, "amqp.url", url);
     set(c, "amqp.handshake.timeout.ms", "700");
     set(c, "amqp.rpc.timeout.ms", "700");
+    set(c, "amqp.start.timeout.ms", "0"); /* one attempt: the bound of one handshake */
     char err[256];
     chorus_t *ch = chorus_new(c, err, sizeof(err));
     assert_non_null(ch);
@@ -97,6 +98,29 @@ static void silent_peer_times_out(void **state) {
         fail_msg("handshake against a silent peer took %ld ms", ms);
     chorus_destroy(ch);
     close(fd);
+}
+
+/* A broker that is not there (yet) is tried again until the start timeout,
+ * then chorus_start() gives up with a connect error. */
+static void start_waits_then_gives_up(void **state) {
+    (void)state;
+    chorus_conf_t *c = it_conf("order");
+    set(c, "amqp.url", "amqp://u:p@127.0.0.1:1/");
+    set(c, "amqp.start.timeout.ms", "800");
+    logbuf[0] = '\0';
+    chorus_conf_set_log_cb(c, capture, NULL);
+    char err[256];
+    chorus_t *ch = chorus_new(c, err, sizeof(err));
+    assert_non_null(ch);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(chorus_start(ch), CHORUS_ERR_CONNECT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 700);   /* it kept trying */
+    assert_true(ms < 5000);   /* and stopped */
+    assert_non_null(strstr(logbuf, "broker not ready"));
+    chorus_destroy(ch);
 }
 
 /* ---- heartbeats ------------------------------------------------------- */
@@ -252,6 +276,7 @@ int main(void) {
         cmocka_unit_test(hosts_tried_in_order),
         cmocka_unit_test(credentials_refused),
         cmocka_unit_test(silent_peer_times_out),
+        cmocka_unit_test(start_waits_then_gives_up),
         cmocka_unit_test(heartbeats_during_long_handler),
         cmocka_unit_test(deleted_exchange_and_retry_queue),
         cmocka_unit_test(inequivalent_queue_refused),
