@@ -124,6 +124,29 @@ bool svc_create_tables(chorus_t *ch, const char *const *ddl, size_t n,
     return ok;
 }
 
+int svc_dump(const char *service, const char *const *ddl, size_t n, const char *sql) {
+    chorus_t *ch = svc_open(service);
+    if (!ch || !svc_create_tables(ch, ddl, n, NULL, NULL)) {
+        chorus_destroy(ch);
+        return 1;
+    }
+    chorus_tx_t *tx;
+    PGresult *r = NULL;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (!rc) {
+        rc = svc_sql(tx, &r, sql, NULL);
+        chorus_tx_rollback(tx);
+    }
+    for (int i = 0; !rc && i < PQntuples(r); i++)
+        for (int k = 0; k < PQnfields(r); k++)
+            printf("%s%s", PQgetvalue(r, i, k), k + 1 < PQnfields(r) ? " " : "\n");
+    PQclear(r);
+    chorus_destroy(ch);
+    if (rc)
+        fprintf(stderr, "%s: dump failed: %s\n", service, chorus_strerror(rc));
+    return rc ? 1 : 0;
+}
+
 static chorus_t *running;
 
 static void on_signal(int sig) {

@@ -41,6 +41,10 @@ chorus_t *svc_open(const char *service);
 bool svc_create_tables(chorus_t *ch, const char *const *ddl, size_t n,
                        bool (*more)(chorus_tx_t *tx, void *opaque), void *opaque);
 
+/* Prints the rows of @p sql (one line per row, columns separated by a
+ * space) from @p service's tables; the process exit code. */
+int svc_dump(const char *service, const char *const *ddl, size_t n, const char *sql);
+
 /* chorus_start(), then chorus_run() until SIGTERM or SIGINT; returns the
  * process exit code.  @p tick, when not NULL, runs about every
  * tick_ms between polls (for timers such as a saga deadline). */

@@ -219,27 +219,8 @@ static int cmd_run(void) {
 }
 
 static int cmd_dump(void) {
-    chorus_t *ch = svc_open(SERVICE);
-    if (!ch || !svc_create_tables(ch, TABLES, NTABLES, NULL, NULL)) {
-        chorus_destroy(ch);
-        return 1;
-    }
-    chorus_tx_t *tx;
-    PGresult *r = NULL;
-    chorus_err_t rc = chorus_tx_begin(ch, &tx);
-    if (!rc) {
-        rc = svc_sql(tx, &r,
-                     "SELECT order_id, status, amount FROM payments ORDER BY updated_at, order_id",
-                     NULL);
-        chorus_tx_rollback(tx);
-    }
-    for (int i = 0; !rc && i < PQntuples(r); i++)
-        printf("%s %s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
-    PQclear(r);
-    chorus_destroy(ch);
-    if (rc)
-        fprintf(stderr, SERVICE ": dump failed: %s\n", chorus_strerror(rc));
-    return rc ? 1 : 0;
+    return svc_dump(SERVICE, TABLES, NTABLES,
+                    "SELECT order_id, status, amount FROM payments ORDER BY updated_at, order_id");
 }
 
 static void usage(FILE *out) {
