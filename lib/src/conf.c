@@ -97,8 +97,8 @@ static const prop_t props[] = {
      "How often the outbox relay looks for rows left unpublished (it also "
      "runs at start-up and on NOTIFY)."},
     {"store.inbox.retention.hours", P_INT, "168", 1, 87600, NULL,
-     "Inbox rows older than this are deleted; a duplicate arriving later is "
-     "no longer recognised."},
+     "Inbox rows older than this are deleted (a duplicate arriving later is "
+     "no longer recognised), and so are outbox rows published that long ago."},
     {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
      "Immediate re-runs of a handler after a version conflict, serialization "
      "failure or deadlock, before it is retried later instead."},

@@ -44,5 +44,11 @@ void chorus__inbox_prune(chorus_t *ch) {
         PQclear(r);
     } else if (lost) {
         chorus__store_lost(ch, "inbox prune failed");
+        return;
     }
+    /* Published outbox rows are kept as long as inbox rows, then go too. */
+    if (chorus__pg_exec(ch, ch->store.pg,
+                        "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
+                        1, p, NULL, &lost) != CHORUS_OK && lost)
+        chorus__store_lost(ch, "outbox prune failed");
 }

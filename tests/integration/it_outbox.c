@@ -172,6 +172,25 @@ static void two_relays_share_the_work(void **state) {
     chorus_destroy(b);
 }
 
+/* Published outbox rows older than the retention go with the inbox prune,
+ * which an instance runs when it starts; unpublished rows stay. */
+static void retention_prunes_published_rows(void **state) {
+    (void)state;
+    chorus_t *writer = instance(false);
+    write_rows(writer, 2); /* 6 unpublished rows */
+    chorus_destroy(writer);
+    dur_sql("order", "UPDATE %s.outbox SET published_at = now() - interval '1000 hours'"
+                     " WHERE published_at IS NOT NULL");
+    long published_before = dur_count("order", "outbox", "published_at IS NOT NULL");
+    assert_true(published_before > 0);
+    assert_int_equal(dur_count("order", "outbox", "published_at IS NULL"), 6);
+    chorus_t *ch = instance(true);
+    chorus_poll(ch, 50); /* first relay pass: prune, then publish the 6 */
+    chorus_destroy(ch);
+    assert_int_equal(dur_count("order", "outbox", "published_at < now() - interval '999 hours'"), 0);
+    assert_int_equal(dur_count("order", "outbox", NULL), 6); /* the 6, now published */
+}
+
 static int teardown(void **state) {
     (void)state;
     const char *svcs[] = {"order"};
@@ -186,6 +205,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(notify_wakes_the_relay),
         cmocka_unit_test(two_relays_share_the_work),
+        cmocka_unit_test(retention_prunes_published_rows),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

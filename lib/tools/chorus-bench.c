@@ -1,0 +1,260 @@
+/*
+ * chorus-bench: throughput of one hop (consume, publish what it causes with
+ * confirms, ack), through chorus and through a plain rabbitmq-c loop doing
+ * the same work, in the same run, against the same broker.
+ *
+ *   raw     basic.consume (prefetch P) -> for the deliveries waiting:
+ *           basic.publish each -> wait for the confirms -> one multiple ack
+ *   chorus  a participant whose handler emits one event per delivery
+ *           (store none), and, with --durable, the same with PostgreSQL
+ *           (inbox + outbox in one transaction per batch)
+ *
+ * The messages are published into the input queue before the clock starts;
+ * the clock stops when every output message is confirmed and every input
+ * acked.  Usage: chorus-bench [-n COUNT] [--durable]   (CHORUS_AMQP_URL, PG*)
+ */
+#include "chorus/chorus.h"
+#include "chorus/chorus_pg.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static char body[512];
+static size_t body_len;
+static size_t id_at; /* where the event_id sits in body */
+
+/* Every message is a different event: a new event_id in place. */
+static void new_event_id(void) {
+    char id[37];
+    chorus_uuid_v7(id);
+    memcpy(body + id_at, id, 36);
+}
+
+static void make_body(void) {
+    chorus_envelope_t *e = chorus_envelope_new("BenchPing", "0190f7d2-1c2a-7b3c-8d4e-5f6a7b8c9d0e",
+                                               1, "{\"payload\":\"0123456789abcdef\"}", NULL);
+    char *s;
+    chorus_envelope_serialize(e, &s, &body_len);
+    memcpy(body, s, body_len);
+    id_at = (size_t)(strstr(body, chorus_envelope_event_id(e)) - body);
+    free(s);
+    chorus_envelope_destroy(e);
+}
+
+/* ---- the raw loop --------------------------------------------------------- */
+
+static amqp_connection_state_t raw_connect(void) {
+    const char *url = getenv("CHORUS_AMQP_URL");
+    struct amqp_connection_info ci;
+    char *copy = strdup(url);
+    char *comma = strpbrk(copy, ", ");
+    if (comma)
+        *comma = '\0';
+    if (amqp_parse_url(copy, &ci)) {
+        fprintf(stderr, "bench: bad CHORUS_AMQP_URL\n");
+        exit(2);
+    }
+    amqp_connection_state_t st = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(st);
+    if (amqp_socket_open(s, ci.host, ci.port) ||
+        amqp_login(st, ci.vhost && *ci.vhost ? ci.vhost : "/", 0, 131072, 0,
+                   AMQP_SASL_METHOD_PLAIN, ci.user, ci.password).reply_type != AMQP_RESPONSE_NORMAL) {
+        fprintf(stderr, "bench: cannot reach the broker\n");
+        exit(1);
+    }
+    free(copy);
+    amqp_channel_open(st, 1);
+    amqp_confirm_select(st, 1);
+    return st;
+}
+
+static void raw_queue(amqp_connection_state_t st, const char *q) {
+    amqp_table_entry_t e = {.key = amqp_cstring_bytes("x-queue-type"),
+                            .value = {.kind = AMQP_FIELD_KIND_UTF8,
+                                      .value.bytes = amqp_cstring_bytes("quorum")}};
+    amqp_queue_delete(st, 1, amqp_cstring_bytes(q), 0, 0);
+    amqp_queue_declare(st, 1, amqp_cstring_bytes(q), 0, 1, 0, 0, (amqp_table_t){1, &e});
+}
+
+/* Publishes n messages to q, waiting for confirms in windows of 500. */
+static void raw_fill(amqp_connection_state_t st, const char *q, long n) {
+    amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
+    amqp_bytes_t b = {body_len, body};
+    uint64_t sent = 0, acked = 0;
+    while (acked < (uint64_t)n) {
+        while (sent < (uint64_t)n && sent - acked < 500) {
+            new_event_id();
+            amqp_basic_publish(st, 1, amqp_empty_bytes, amqp_cstring_bytes(q), 0, 0, &p, b);
+            sent++;
+        }
+        amqp_frame_t f;
+        if (amqp_simple_wait_frame(st, &f) == AMQP_STATUS_OK && f.frame_type == AMQP_FRAME_METHOD &&
+            f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+            amqp_basic_ack_t *a = f.payload.method.decoded;
+            acked = a->multiple ? a->delivery_tag : acked + 1;
+        }
+        amqp_maybe_release_buffers(st);
+    }
+}
+
+/* Two connections, so deliveries and confirms never share one frame
+ * stream: the consumer's carries deliveries, the publisher's confirms. */
+static double raw_hop(long n) {
+    amqp_connection_state_t in = raw_connect(), out = raw_connect();
+    raw_queue(in, "bench.raw.in");
+    raw_queue(in, "bench.raw.out");
+    raw_fill(out, "bench.raw.in", n);
+    amqp_basic_qos(in, 1, 0, 100, 0);
+    amqp_basic_consume(in, 1, amqp_cstring_bytes("bench.raw.in"), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
+    double t0 = now_s();
+    long done = 0;
+    uint64_t pub_seq = 0, confirmed = 0;
+    while (done < n) {
+        uint64_t last_tag = 0;
+        int batch = 0;
+        struct timeval zero = {0, 0};
+        do { /* the deliveries already waiting, at least one */
+            amqp_envelope_t env;
+            amqp_rpc_reply_t r = amqp_consume_message(in, &env, batch ? &zero : NULL, 0);
+            if (r.reply_type != AMQP_RESPONSE_NORMAL)
+                break;
+            amqp_basic_publish(out, 1, amqp_empty_bytes, amqp_cstring_bytes("bench.raw.out"), 0,
+                               0, &p, env.message.body);
+            pub_seq++;
+            last_tag = env.delivery_tag;
+            amqp_destroy_envelope(&env);
+            batch++;
+        } while (batch < 64);
+        while (confirmed < pub_seq) {
+            amqp_frame_t f;
+            if (amqp_simple_wait_frame(out, &f) != AMQP_STATUS_OK)
+                break;
+            if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+                amqp_basic_ack_t *a = f.payload.method.decoded;
+                confirmed = a->multiple ? a->delivery_tag : confirmed + 1;
+            }
+        }
+        amqp_basic_ack(in, 1, last_tag, 1);
+        done += batch;
+        amqp_maybe_release_buffers(in);
+        amqp_maybe_release_buffers(out);
+    }
+    double secs = now_s() - t0;
+    amqp_queue_delete(out, 1, amqp_cstring_bytes("bench.raw.in"), 0, 0);
+    amqp_queue_delete(out, 1, amqp_cstring_bytes("bench.raw.out"), 0, 0);
+    amqp_connection_close(in, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(in);
+    amqp_connection_close(out, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(out);
+    return secs;
+}
+
+/* ---- through chorus ------------------------------------------------------- */
+
+static long handled;
+
+static chorus_outcome_t pong(chorus_t *ch, chorus_delivery_t *d, const chorus_envelope_t *env,
+                             void *opaque) {
+    (void)ch;
+    (void)opaque;
+    handled++;
+    chorus_envelope_t *e = chorus_envelope_new("BenchPong", chorus_envelope_aggregate_id(env), 1,
+                                               "{\"ok\":true}", NULL);
+    return chorus_emit(d, e) == CHORUS_OK ? CHORUS_HANDLED : CHORUS_RETRY_LATER;
+}
+
+static chorus_t *participant(bool durable, bool handles) {
+    char err[512];
+    chorus_conf_t *c = chorus_conf_new();
+    chorus_conf_set(c, "service.name", durable ? "benchdurable" : "bench", err, sizeof(err));
+    chorus_conf_set(c, "topology.namespace", "bench", err, sizeof(err));
+    chorus_conf_set(c, "log.level", "warning", err, sizeof(err));
+    if (durable) {
+        chorus_conf_set(c, "store.type", "postgres", err, sizeof(err));
+        chorus_conf_set(c, "store.schema", "bench_durable", err, sizeof(err));
+    }
+    chorus_t *ch = chorus_new(c, err, sizeof(err));
+    if (!ch || (handles && chorus_register(ch, "BenchPing", pong, NULL)) || chorus_start(ch)) {
+        fprintf(stderr, "bench: cannot start the participant%s%s\n", ch ? "" : ": ",
+                ch ? "" : err);
+        exit(1);
+    }
+    return ch;
+}
+
+static double chorus_hop(long n, bool durable) {
+    /* A participant without handlers declares the queue but does not
+     * consume: the queue is filled first, then the clock runs. */
+    chorus_t *declarer = participant(durable, false);
+    amqp_connection_state_t st = raw_connect();
+    amqp_queue_purge(st, 1, amqp_cstring_bytes(chorus_queue_name(declarer)));
+    raw_fill(st, chorus_queue_name(declarer), n);
+    amqp_connection_close(st, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(st);
+    chorus_destroy(declarer);
+
+    handled = 0;
+    chorus_t *ch = participant(durable, true);
+    double t0 = now_s();
+    chorus_stats_t s;
+    do {
+        chorus_poll(ch, 10);
+        chorus_stats(ch, &s);
+    } while (s.handled + s.duplicates < (uint64_t)n);
+    chorus_flush(ch, 10000);
+    double secs = now_s() - t0;
+    chorus_destroy(ch);
+    return secs;
+}
+
+int main(int argc, char **argv) {
+    long n = 20000;
+    bool durable = false;
+    static const struct option lo[] = {{"durable", no_argument, NULL, 'd'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {
+        char *end;
+        if (c == 'n' && (n = strtol(optarg, &end, 10)) >= 100 && n <= 1000000 && !*end)
+            continue;
+        if (c == 'd') {
+            durable = true;
+            continue;
+        }
+        fprintf(c == 'h' ? stdout : stderr,
+                "usage: chorus-bench [-n COUNT (100..1000000, default 20000)] [--durable]\n");
+        return c == 'h' ? 0 : 2;
+    }
+    if (!getenv("CHORUS_AMQP_URL")) {
+        fprintf(stderr, "bench: CHORUS_AMQP_URL is not set\n");
+        return 2;
+    }
+    make_body();
+    double raw = raw_hop(n);
+    double ch = chorus_hop(n, false);
+    printf("one hop (consume, publish with confirms, ack), %ld messages, quorum queues:\n", n);
+    printf("  raw rabbitmq-c loop   %8.0f msg/s  (%.2f s)\n", n / raw, raw);
+    printf("  chorus                %8.0f msg/s  (%.2f s)   %.2f of the raw loop\n", n / ch, ch,
+           raw / ch);
+    if (durable) {
+        double du = chorus_hop(n, true);
+        printf("  chorus + PostgreSQL   %8.0f msg/s  (%.2f s)   %.2f of the raw loop "
+               "(inbox + outbox per batch)\n", n / du, du, raw / du);
+    }
+    return 0;
+}
