@@ -34,7 +34,10 @@ struct chorus_dead_letter_s {
     amqp_message_t msg;
     chorus_envelope_t *env; /* NULL when the body does not decode */
     bool leave;             /* acked by finish (requeued or removed) */
-    char *strs[8];          /* header strings handed out, freed with it */
+    struct dl_str {         /* NUL-terminated copies handed out by the */
+        bool prop;          /* accessors, made on first use, freed with it */
+        char *key, *value;
+    } *strs;
     int nstrs;
 };
 
@@ -149,26 +152,34 @@ static const amqp_table_t *headers(const chorus_dead_letter_t *dl) {
     return dl->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG ? &dl->msg.properties.headers : NULL;
 }
 
+/* The accessors return borrowed C strings; AMQP strings are not
+ * NUL-terminated, so each is copied once, on first use. */
+static const char *cached(const chorus_dead_letter_t *dl, bool prop, const char *key,
+                          amqp_bytes_t b) {
+    chorus_dead_letter_t *m = (chorus_dead_letter_t *)dl;
+    for (int i = 0; i < m->nstrs; i++)
+        if (m->strs[i].prop == prop && strcmp(m->strs[i].key, key) == 0)
+            return m->strs[i].value;
+    struct dl_str *n = realloc(m->strs, sizeof(*n) * (size_t)(m->nstrs + 1));
+    if (!n)
+        return NULL;
+    m->strs = n;
+    n[m->nstrs] = (struct dl_str){.prop = prop,
+                                  .key = strdup(key),
+                                  .value = strndup(b.bytes ? b.bytes : "", b.len)};
+    if (!n[m->nstrs].key || !n[m->nstrs].value) {
+        free(n[m->nstrs].key);
+        free(n[m->nstrs].value);
+        return NULL;
+    }
+    return n[m->nstrs++].value;
+}
+
 const char *chorus_dead_letter_header(const chorus_dead_letter_t *dl, const char *key) {
     amqp_table_entry_t *e = chorus__table_find(headers(dl), key);
     if (!e || e->value.kind != AMQP_FIELD_KIND_UTF8)
         return NULL;
-    chorus_dead_letter_t *m = (chorus_dead_letter_t *)dl; /* a cache of handed-out strings */
-    for (int i = 0; i < m->nstrs; i++)
-        if (strncmp(m->strs[i], key, strlen(key)) == 0 && m->strs[i][strlen(key)] == '=')
-            return m->strs[i] + strlen(key) + 1;
-    if (m->nstrs == 8)
-        return NULL;
-    size_t kl = strlen(key), vl = e->value.value.bytes.len;
-    char *s = malloc(kl + vl + 2);
-    if (!s)
-        return NULL;
-    memcpy(s, key, kl);
-    s[kl] = '=';
-    memcpy(s + kl + 1, e->value.value.bytes.bytes, vl);
-    s[kl + 1 + vl] = '\0';
-    m->strs[m->nstrs++] = s;
-    return s + kl + 1;
+    return cached(dl, false, key, e->value.value.bytes);
 }
 
 long long chorus_dead_letter_header_int(const chorus_dead_letter_t *dl, const char *key,
@@ -178,31 +189,18 @@ long long chorus_dead_letter_header_int(const chorus_dead_letter_t *dl, const ch
 
 static const char *prop(const chorus_dead_letter_t *dl, amqp_flags_t flag, amqp_bytes_t b,
                         const char *key) {
-    /* properties are not NUL-terminated: serve them through the string cache */
-    if (!(dl->msg.properties._flags & flag) || b.len == 0)
-        return "";
-    chorus_dead_letter_t *m = (chorus_dead_letter_t *)dl;
-    for (int i = 0; i < m->nstrs; i++)
-        if (strncmp(m->strs[i], key, strlen(key)) == 0 && m->strs[i][strlen(key)] == '=')
-            return m->strs[i] + strlen(key) + 1;
-    if (m->nstrs == 8)
-        return "";
-    char *s = malloc(strlen(key) + b.len + 2);
-    if (!s)
-        return "";
-    sprintf(s, "%s=%.*s", key, (int)b.len, (const char *)b.bytes);
-    m->strs[m->nstrs++] = s;
-    return s + strlen(key) + 1;
+    const char *v = (dl->msg.properties._flags & flag) && b.len ? cached(dl, true, key, b) : NULL;
+    return v ? v : "";
 }
 
 const char *chorus_dead_letter_event_id(const chorus_dead_letter_t *dl) {
     return dl->env ? chorus_envelope_event_id(dl->env)
-                   : prop(dl, AMQP_BASIC_MESSAGE_ID_FLAG, dl->msg.properties.message_id, " id");
+                   : prop(dl, AMQP_BASIC_MESSAGE_ID_FLAG, dl->msg.properties.message_id, "message_id");
 }
 
 const char *chorus_dead_letter_event_type(const chorus_dead_letter_t *dl) {
     return dl->env ? chorus_envelope_event_type(dl->env)
-                   : prop(dl, AMQP_BASIC_TYPE_FLAG, dl->msg.properties.type, " type");
+                   : prop(dl, AMQP_BASIC_TYPE_FLAG, dl->msg.properties.type, "type");
 }
 
 static cJSON *x_death(const chorus_dead_letter_t *dl) {
@@ -388,8 +386,11 @@ chorus_err_t chorus_dlq_finish(chorus_dlq_t *q) {
             rc = CHORUS_ERR_CONN_CLOSED; /* the broker gives back what was not acked */
         amqp_destroy_message(&dl->msg);
         chorus_envelope_destroy(dl->env);
-        for (int k = 0; k < dl->nstrs; k++)
-            free(dl->strs[k]);
+        for (int k = 0; k < dl->nstrs; k++) {
+            free(dl->strs[k].key);
+            free(dl->strs[k].value);
+        }
+        free(dl->strs);
     }
     /* A quorum queue applies returns asynchronously: wait until every
      * message handed back is ready again, so that the next command (which

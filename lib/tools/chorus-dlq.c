@@ -326,7 +326,8 @@ static int cmd_import(const opts_t *o, const char *service) {
     if (o->json)
         printf("{\"imported\":%zu}\n", imported);
     else
-        printf("imported %zu dead letters into %s's DLQ\n", imported, service);
+        printf("imported %zu dead letter%s into %s's DLQ\n", imported, imported == 1 ? "" : "s",
+               service);
     return rc;
 }
 
