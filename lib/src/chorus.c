@@ -241,6 +241,8 @@ chorus_err_t chorus_start(chorus_t *ch) {
         .bindings = (const char *const *)ch->bindings,
         .nbindings = ch->nbindings,
         .retry = &ch->retry,
+        .retry_at_most_once =
+            strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
     };
     if ((rc = chorus__topology_build(&spec, &ch->topo)))
         return rc;

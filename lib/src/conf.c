@@ -62,6 +62,12 @@ static const prop_t props[] = {
     {"topology.queue.type", P_ENUM, "quorum", 0, 0, "quorum|classic",
      "Type of the service queue and its retry queues. The DLQ is always "
      "classic: only a classic queue keeps a browsed message in its place."},
+    {"topology.retry.strategy", P_ENUM, "at-least-once", 0, 0, "at-least-once|at-most-once",
+     "How quorum retry queues dead-letter an expired message back to the "
+     "service queue: RabbitMQ's at-least-once strategy (never lost; needs "
+     "reject-publish overflow) or at-most-once. RabbitMQ 3.10's at-least-once "
+     "worker can fail for good when such queues are created and deleted in "
+     "quick succession (a test suite's churn); production queues are not."},
     {"topology.prefetch", P_INT, "100", 1, 65535, NULL,
      "Unacknowledged deliveries the broker may send ahead (basic.qos)."},
     {"topology.bindings", P_STR, "", 0, 0, NULL,

@@ -147,7 +147,7 @@ chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
         arg_int(op, "x-message-ttl", spec->retry->delays_ms[i]);
         arg_str(op, "x-dead-letter-exchange", "");
         arg_str(op, "x-dead-letter-routing-key", n->queue);
-        if (t->quorum) {
+        if (t->quorum && !spec->retry_at_most_once) {
             arg_str(op, "x-dead-letter-strategy", "at-least-once");
             arg_str(op, "x-overflow", "reject-publish");
         }

@@ -62,6 +62,7 @@ typedef struct {
     const char *const *bindings; /* routing keys for the service queue */
     int nbindings;
     const chorus__retry_schedule_t *retry;
+    bool retry_at_most_once; /* quorum retry queues without at-least-once */
 } chorus__topology_spec_t;
 
 /* Fills names only (no allocation). */

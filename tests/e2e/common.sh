@@ -11,6 +11,9 @@ fi
 # shellcheck disable=SC1091
 source "$ROOT/scripts/lib/saga-run.sh"
 
+# The suites churn queues; see topology.retry.strategy in lib/docs/CONFIGURATION.md.
+export CHORUS_CONF="${CHORUS_CONF:-retry.delays.ms=1s,2s,4s;retry.max.attempts=6;log.level=notice};topology.retry.strategy=at-most-once"
+
 # e2e_init NAME: its own output dir, schema prefix and namespace.
 e2e_init() {
     local tag

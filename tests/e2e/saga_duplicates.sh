@@ -3,7 +3,7 @@
 # debug.publish.copies=2) -> the same final states: the inboxes drop the copies.
 # shellcheck disable=SC1091
 source "$(dirname "$0")/common.sh"
-export CHORUS_CONF="retry.delays.ms=1s,2s,4s;retry.max.attempts=6;log.level=notice;debug.publish.copies=2"
+export CHORUS_CONF="retry.delays.ms=1s,2s,4s;retry.max.attempts=6;log.level=notice;debug.publish.copies=2;topology.retry.strategy=at-most-once"
 e2e_init dups
 sr_start
 "$(sr_bin order)" simulate 20 >"$SR_OUT/orders.txt"

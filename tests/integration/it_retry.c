@@ -48,7 +48,11 @@ static bool three_calls(void *arg) { return ((ctx_t *)arg)->calls >= 3; }
 
 static chorus_t *consumer(const char *svc, ctx_t *ctx) {
     char err[256];
-    chorus_t *ch = chorus_new(it_conf(svc), err, sizeof(err));
+    chorus_conf_t *c = it_conf(svc);
+    /* the production default: RabbitMQ's at-least-once dead-lettering */
+    assert_int_equal(chorus_conf_set(c, "topology.retry.strategy", "at-least-once", err,
+                                     sizeof(err)), CHORUS_CONF_OK);
+    chorus_t *ch = chorus_new(c, err, sizeof(err));
     assert_non_null(ch);
     assert_int_equal(chorus_register(ch, "InventoryReserved", on_event, ctx), CHORUS_OK);
     assert_int_equal(chorus_start(ch), CHORUS_OK);

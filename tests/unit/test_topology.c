@@ -103,6 +103,20 @@ static void retry_queue_arguments(void **state) {
     chorus__topology_free(&t);
 }
 
+static void retry_at_most_once(void **state) {
+    (void)state;
+    chorus__topology_t t;
+    chorus__topology_spec_t spec = {.service = "payment", .ns = "chorus", .quorum = true,
+                                    .prefetch = 1, .retry = &sched, .retry_at_most_once = true};
+    assert_int_equal(chorus__topology_build(&spec, &t), CHORUS_OK);
+    const chorus__topo_op_t *q = find(&t, CHORUS__OP_QUEUE, "chorus.payment.retry.1000", NULL);
+    assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "quorum");
+    assert_null(chorus__op_arg(q, "x-dead-letter-strategy"));
+    assert_null(chorus__op_arg(q, "x-overflow"));
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-routing-key")->s, "chorus.payment");
+    chorus__topology_free(&t);
+}
+
 static void classic(void **state) {
     (void)state;
     chorus__topology_t t;
@@ -156,6 +170,7 @@ int main(void) {
         cmocka_unit_test(exchanges),
         cmocka_unit_test(queues_and_bindings),
         cmocka_unit_test(retry_queue_arguments),
+        cmocka_unit_test(retry_at_most_once),
         cmocka_unit_test(classic),
         cmocka_unit_test(shared_objects_agree),
         cmocka_unit_test(too_long),
