@@ -228,6 +228,10 @@ void chorus__conn_lost(chorus_t *ch, const char *why) {
     destroy_state(ch);
     chorus__backlog_clear(ch);
     chorus__publisher_reset(ch);
+    chorus__schedule_reconnect(ch);
+}
+
+void chorus__schedule_reconnect(chorus_t *ch) {
     long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
     if (ch->backoff_ms <= 0)
         ch->backoff_ms = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");

@@ -281,12 +281,7 @@ static bool ensure_connected(chorus_t *ch, int timeout_ms) {
         chorus__log(ch, CHORUS_LOG_NOTICE, "reconnected; topology declared again");
         return true;
     }
-    /* Schedule the next attempt as if the connection had just been lost. */
-    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
-    if (ch->backoff_ms <= 0)
-        ch->backoff_ms = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
-    ch->next_reconnect_ms = chorus__mono_ms() + ch->backoff_ms;
-    ch->backoff_ms = ch->backoff_ms * 2 > max ? max : ch->backoff_ms * 2;
+    chorus__schedule_reconnect(ch); /* as if the connection had just been lost */
     return false;
 }
 

@@ -157,6 +157,8 @@ void chorus__log_env(const chorus_t *ch, int level, const chorus_envelope_t *env
 /* amqp_conn.c */
 chorus_err_t chorus__conn_open(chorus_t *ch);
 void chorus__conn_lost(chorus_t *ch, const char *why);
+/* The next reconnect after the current backoff (with jitter); doubles it. */
+void chorus__schedule_reconnect(chorus_t *ch);
 void chorus__conn_close(chorus_t *ch);
 chorus_err_t chorus__hb_start(chorus_t *ch);
 void chorus__hb_stop(chorus_t *ch);

@@ -14,7 +14,7 @@
  *
  * When PostgreSQL goes away the store is marked down, the consumer is
  * paused (nothing is handled, nothing acked), and chorus_poll() reconnects
- * with exponential backoff; see chorus__store_poll() in chorus.c.
+ * with exponential backoff; see store_poll() in chorus.c.
  */
 #include "chorus_int.h"
 
