@@ -145,11 +145,13 @@ chorus_err_t order_append(chorus_tx_t *tx, order_state_t *state, int64_t expecte
 }
 
 chorus_err_t order_cancel(chorus_tx_t *tx, const char *id, const char *reason,
-                          const char *causation, bool *done) {
+                          const char *causation, bool *done, int64_t *versionp) {
     order_state_t o;
     int64_t v = 0;
     *done = false;
     chorus_err_t rc = order_load(tx, id, &o, &v);
+    if (versionp)
+        *versionp = v;
     if (rc || v == 0 || strcmp(o.status, "placed") != 0)
         return rc; /* unknown, or already completed/cancelled: nothing to do */
     cJSON *data = cJSON_CreateObject();

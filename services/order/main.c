@@ -68,15 +68,12 @@ static chorus_outcome_t on_payment_undone(chorus_t *ch, chorus_delivery_t *d,
     const char *detail = svc_str(chorus_envelope_data(env), "reason");
     char reason[300];
     snprintf(reason, sizeof(reason), "%s%s%s", why, detail ? ": " : "", detail ? detail : "");
-    order_state_t o;
+    bool done = false;
     int64_t v = 0;
-    if (order_load(tx, id, &o, &v))
+    if (order_cancel(tx, id, reason, NULL, &done, &v))
         return CHORUS_RETRY_LATER;
     if (v == 0)
         return fail_unknown(d, env);
-    bool done = false;
-    if (order_cancel(tx, id, reason, NULL, &done))
-        return CHORUS_RETRY_LATER;
     if (done)
         svc_log(SERVICE, env, "order %s cancelled: %s", id, reason);
     return CHORUS_HANDLED;
@@ -105,7 +102,7 @@ static void deadline_tick(chorus_t *ch, void *opaque) {
     for (int i = 0; !rc && i < PQntuples(r); i++) {
         bool done = false;
         rc = order_cancel(tx, PQgetvalue(r, i, 0), "deadline passed", PQgetvalue(r, i, 1),
-                          &done);
+                          &done, NULL);
         cancelled += done;
     }
     PQclear(r);

@@ -35,9 +35,10 @@ chorus_err_t order_load(chorus_tx_t *tx, const char *id, order_state_t *state,
                         int64_t *versionp);
 /* Cancels @p id when it is still placed; emits OrderCancelled{reason} in the
  * order's saga (its correlation id), caused by @p causation when not NULL
- * (inside a handler chorus fills in the delivery as the cause). */
+ * (inside a handler chorus fills in the delivery as the cause).  *versionp,
+ * when given, is the order's version before (0: no such order). */
 chorus_err_t order_cancel(chorus_tx_t *tx, const char *id, const char *reason,
-                          const char *causation, bool *done);
+                          const char *causation, bool *done, int64_t *versionp);
 /* TRUNCATE order_summaries and replay the event store into it. */
 chorus_err_t order_rebuild_projection(chorus_tx_t *tx, long *events);
 
