@@ -39,8 +39,7 @@ static bool set(chorus_conf_t *c, const char *k, const char *v, char *err, size_
     return chorus_conf_set(c, k, v, err, n) == CHORUS_CONF_OK;
 }
 
-/* "key=value;key=value" */
-static bool apply_extra(chorus_conf_t *c, const char *extra, char *err, size_t n) {
+bool svc_conf_extra(chorus_conf_t *c, const char *extra, char *err, size_t n) {
     char *copy = strdup(extra), *save = NULL;
     bool ok = copy != NULL;
     for (char *kv = copy ? strtok_r(copy, ";", &save) : NULL; ok && kv;
@@ -72,7 +71,7 @@ chorus_conf_t *svc_conf(const char *service, char *err, size_t n) {
               (!url || set(c, "amqp.url", url, err, n)) &&
               (!pg || set(c, "store.conninfo", pg, err, n)) &&
               (!ns || !*ns || set(c, "topology.namespace", ns, err, n)) &&
-              (!extra || !*extra || apply_extra(c, extra, err, n));
+              (!extra || !*extra || svc_conf_extra(c, extra, err, n));
     if (!ok) {
         chorus_conf_destroy(c);
         return NULL;

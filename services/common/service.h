@@ -25,6 +25,9 @@
 /* A conf for @p service from the environment; NULL with errstr on error. */
 chorus_conf_t *svc_conf(const char *service, char *errstr, size_t errstr_size);
 
+/* Applies "key=value;key=value" (the form of CHORUS_CONF) to @p conf. */
+bool svc_conf_extra(chorus_conf_t *conf, const char *extra, char *errstr, size_t errstr_size);
+
 /* The service's schema name ("<prefix><service>"). */
 const char *svc_schema(const char *service);
 

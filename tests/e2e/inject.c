@@ -5,29 +5,11 @@
  * with publisher confirms; for end-to-end tests that need an event to
  * arrive at a chosen moment.
  */
-#include "chorus/chorus.h"
+#include "service.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The services' CHORUS_CONF ("key=value;..."), so this publisher declares
- * their queues with the same arguments. */
-static int apply_env_conf(chorus_conf_t *c, char *err, size_t n) {
-    const char *env = getenv("CHORUS_CONF");
-    char *copy = env ? strdup(env) : NULL, *save = NULL;
-    int rc = 0;
-    for (char *kv = copy ? strtok_r(copy, ";", &save) : NULL; kv && !rc;
-         kv = strtok_r(NULL, ";", &save)) {
-        char *eq = strchr(kv, '=');
-        if (eq) {
-            *eq = '\0';
-            rc = chorus_conf_set(c, kv, eq + 1, err, n) != CHORUS_CONF_OK;
-        }
-    }
-    free(copy);
-    return rc;
-}
 
 int main(int argc, char **argv) {
     if (argc != 6) {
@@ -38,7 +20,9 @@ int main(int argc, char **argv) {
     chorus_conf_t *c = chorus_conf_new();
     if (chorus_conf_set(c, "service.name", argv[2], err, sizeof(err)) ||
         chorus_conf_set(c, "topology.namespace", argv[1], err, sizeof(err)) ||
-        apply_env_conf(c, err, sizeof(err))) {
+        /* the services' settings, so it declares their queues alike */
+        !svc_conf_extra(c, getenv("CHORUS_CONF") ? getenv("CHORUS_CONF") : "", err,
+                        sizeof(err))) {
         fprintf(stderr, "e2e-inject: %s\n", err);
         return 2;
     }
