@@ -30,6 +30,15 @@ void chorus__errstr(char *errstr, size_t size, const char *fmt, ...)
 /* strdup that returns NULL for NULL. */
 char *chorus__strdup(const char *s);
 
+/* 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z, in ms since the
+ * epoch: the instants an envelope timestamp may name. */
+#define CHORUS__TS_MIN_MS INT64_C(-62135596800000)
+#define CHORUS__TS_MAX_MS INT64_C(253402300799999)
+
+/* An RFC 3339 timestamp (any offset) whose instant lies in the range
+ * above; false otherwise. */
+bool chorus__timestamp_parse(const char *s, int64_t *ms);
+
 /* Monotonic clock in milliseconds / nanoseconds. */
 int64_t chorus__mono_ms(void);
 uint64_t chorus__mono_ns(void);

@@ -9,19 +9,24 @@
  *     "data": {...}, "metadata": { "correlation_id": uuid, ... } }
  *
  * Decoding is defensive, because a consumer must survive any bytes a broker
- * hands it.  chorus_envelope_parse() rejects, in this order and before any
- * recursion happens:
+ * hands it.  chorus_envelope_parse() rejects, in this order:
  *
- *   bytes --size--> --UTF-8 + no NUL--> --depth scan--> cJSON --fields--> env
- *          TOO_LARGE      BAD_UTF8/PARSE     TOO_DEEP     PARSE    SCHEMA
+ *   bytes --size--> --UTF-8, no NUL--> I-JSON parser (json.c) --fields--> env
+ *          TOO_LARGE      BAD_UTF8/PARSE   PARSE, NOT_IJSON,        SCHEMA
+ *                                          TOO_DEEP, TOO_LARGE
  *
- * The depth scan is an iterative pass that skips strings (and the escapes
- * inside them), so cJSON -- which recurses once per nesting level -- only
- * ever sees documents within the limit.  cJSON is told the length, and any
- * non-whitespace after the value is an error (no trailing garbage).  The
- * field checks name the offending field in the error message
- * ("field 'version' must be an integer >= 1"); a known field given twice is
- * rejected too, because two readers could otherwise disagree on its value.
+ * The parser is iterative (no recursion on hostile nesting), accepts only
+ * I-JSON -- no duplicate member names at any depth, no "\u0000", no lone
+ * surrogates or noncharacters, no unescaped control characters, integers
+ * within +-(2^53 - 1), at most 17 significant digits -- and counts the
+ * memory the decoded tree takes against a bound, because a megabyte of
+ * small numbers decodes to forty.  Anything after the value is an error.
+ * The field checks name the offending field in the error message
+ * ("field 'version' must be an integer >= 1").  Because no member name can
+ * appear twice, every reader -- this one, a handler walking the cJSON
+ * tree, PostgreSQL's jsonb -- sees the same value for every field, and
+ * because data is re-printed by the exact printer of json.c, what is
+ * stored is what was validated.
  *
  * What is kept: the seven contract fields, schema_version (optional, default
  * 1) and the whole metadata object, unknown keys included, so metadata round
@@ -29,10 +34,13 @@
  * lets producers add optional fields; this version has no use for them).
  * UUIDs are stored lowercase; a timestamp may come with any RFC 3339 offset
  * and precision and is kept as milliseconds, so the re-serialized form is
- * always the canonical "YYYY-MM-DDTHH:MM:SS.mmmZ".  Integer fields are
- * limited to 2^53-1 (exact in every JSON reader).  Inside data, numbers are
- * doubles (cJSON): integers beyond 2^53 lose precision, so ids belong in
- * strings.  A limit field of 0 (or a NULL limits pointer) means the default.
+ * always the canonical "YYYY-MM-DDTHH:MM:SS.mmmZ"; its instant must lie in
+ * the years 0001..9999 (UTC), the years that form can spell.  Integer
+ * fields are limited to 2^53-1 (exact in every JSON reader).  Inside data,
+ * numbers are doubles: the parser refuses integers beyond 2^53 - 1, so ids
+ * belong in strings.  A limit field of 0 (or a NULL limits pointer) means
+ * the default; the decoded size is bounded by 16 times max_bytes unless the
+ * participant's "message.max.decoded.bytes" says otherwise.
  *
  * Invariants of struct chorus_envelope_s are listed in envelope_int.h; every
  * constructor and setter here keeps them, and a failed setter leaves the
@@ -41,6 +49,7 @@
  * time (as chorus.h says of all envelopes).
  */
 #include "envelope_int.h"
+#include "json_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,55 +144,6 @@ int chorus__utf8_valid(const char *buf, size_t len, size_t *bad_off, int *nul) {
         i += (size_t)n;
     }
     return 1;
-}
-
-int chorus__json_depth_ok(const char *buf, size_t len, int max_depth) {
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = buf[i];
-        if (in_str) {
-            if (c == '\\')
-                i++; /* the escaped byte cannot end the string */
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max_depth)
-                return 0;
-        } else if ((c == '}' || c == ']') && depth > 0) {
-            depth--;
-        }
-    }
-    return 1;
-}
-
-/*
- * Exactly one JSON value in the @p len bytes, optionally surrounded by
- * whitespace.  (cJSON's own require_null_terminated check reads the byte
- * at buf[len], so it is done here instead.)  @p what prefixes the message.
- */
-static chorus_err_t json_parse_exact(const char *buf, size_t len,
-                                     const char *what, cJSON **rootp,
-                                     chorus_error_t **errp) {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= buf ? (size_t)(end - buf) : 0;
-        return chorus__error_set(errp, CHORUS_ERR_PARSE,
-                                 "%smalformed JSON near offset %zu", what, off);
-    }
-    for (; end < buf + len; end++) {
-        if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
-            cJSON_Delete(root);
-            return chorus__error_set(errp, CHORUS_ERR_PARSE,
-                                     "%strailing bytes after the JSON value "
-                                     "at offset %zu",
-                                     what, (size_t)(end - buf));
-        }
-    }
-    *rootp = root;
-    return CHORUS_OK;
 }
 
 /* ASCII only: tolower() would depend on the locale. */
@@ -283,25 +243,34 @@ chorus_envelope_t *chorus_envelope_dup(const chorus_envelope_t *env) {
 }
 
 /* Data built locally must be an object that a default consumer accepts:
- * valid UTF-8 (cJSON does not check) and within the nesting limit. */
-static chorus_err_t check_local_data(const cJSON *data, chorus_error_t **errp) {
+ * I-JSON (the printer refuses what is not) within the nesting limit.  The
+ * exact text is kept as the envelope's data_json. */
+static chorus_err_t check_local_data(const cJSON *data, char **textp, chorus_error_t **errp) {
     if (!cJSON_IsObject(data))
         return chorus__error_set(errp, CHORUS_ERR_INVALID_ARG,
                                  "field 'data' must be a JSON object");
-    char *text = cJSON_PrintUnformatted(data);
-    if (!text)
-        return chorus__error_set(errp, CHORUS_ERR_NOMEM, "out of memory");
-    size_t len = strlen(text), off;
-    chorus_err_t rc = CHORUS_OK;
-    if (!chorus__utf8_valid(text, len, &off, NULL))
-        rc = chorus__error_set(errp, CHORUS_ERR_BAD_UTF8,
-                               "field 'data' is not valid UTF-8");
-    else if (!chorus__json_depth_ok(text, len, DATA_MAX_DEPTH))
-        rc = chorus__error_set(errp, CHORUS_ERR_TOO_DEEP,
-                               "field 'data' nests deeper than %d levels",
-                               DATA_MAX_DEPTH);
-    free(text);
-    return rc;
+    chorus_error_t *perr = NULL;
+    size_t len;
+    char *text = chorus__json_print(data, 0, &len, &perr);
+    if (!text) {
+        chorus_err_t rc = chorus__error_set(errp, chorus_error_code(perr), "field 'data': %s",
+                                            chorus_error_string(perr));
+        chorus_error_destroy(perr);
+        return rc;
+    }
+    /* What a default consumer would count: the data object one level down. */
+    cJSON *back = NULL;
+    chorus__json_limits_t lim = {.max_depth = DATA_MAX_DEPTH};
+    chorus_err_t rc = chorus__json_parse(text, len, &lim, &back, NULL, &perr);
+    cJSON_Delete(back);
+    if (rc) {
+        chorus__error_set(errp, rc, "field 'data': %s", chorus_error_string(perr));
+        chorus_error_destroy(perr);
+        free(text);
+        return rc;
+    }
+    *textp = text;
+    return CHORUS_OK;
 }
 
 /* Parses @p json (NULL: "{}") as a local data object; *out on success. */
@@ -309,18 +278,15 @@ static chorus_err_t parse_local_data(const char *json, cJSON **out,
                                      chorus_error_t **errp) {
     if (!json)
         json = "{}";
-    size_t len = strlen(json);
-    if (!chorus__utf8_valid(json, len, NULL, NULL))
-        return chorus__error_set(errp, CHORUS_ERR_BAD_UTF8,
-                                 "field 'data' is not valid UTF-8");
-    if (!chorus__json_depth_ok(json, len, DATA_MAX_DEPTH))
-        return chorus__error_set(errp, CHORUS_ERR_TOO_DEEP,
-                                 "field 'data' nests deeper than %d levels",
-                                 DATA_MAX_DEPTH);
     cJSON *d = NULL;
-    chorus_err_t rc = json_parse_exact(json, len, "field 'data': ", &d, errp);
-    if (rc)
+    chorus_error_t *perr = NULL;
+    chorus__json_limits_t lim = {.max_depth = DATA_MAX_DEPTH};
+    chorus_err_t rc = chorus__json_parse(json, strlen(json), &lim, &d, NULL, &perr);
+    if (rc) {
+        chorus__error_set(errp, rc, "field 'data': %s", chorus_error_string(perr));
+        chorus_error_destroy(perr);
         return rc;
+    }
     if (!cJSON_IsObject(d)) {
         cJSON_Delete(d);
         return chorus__error_set(errp, CHORUS_ERR_INVALID_ARG,
@@ -333,10 +299,13 @@ static chorus_err_t parse_local_data(const char *json, cJSON **out,
 static chorus_err_t parse_local_metadata(const char *json, cJSON **out,
                                          chorus_error_t **errp) {
     cJSON *m = NULL;
-    chorus_err_t rc =
-        json_parse_exact(json, strlen(json), "field 'metadata': ", &m, errp);
-    if (rc)
+    chorus_error_t *perr = NULL;
+    chorus_err_t rc = chorus__json_parse(json, strlen(json), NULL, &m, NULL, &perr);
+    if (rc) {
+        chorus__error_set(errp, rc, "field 'metadata': %s", chorus_error_string(perr));
+        chorus_error_destroy(perr);
         return rc;
+    }
     if (!cJSON_IsObject(m)) {
         cJSON_Delete(m);
         return chorus__error_set(errp, CHORUS_ERR_INVALID_ARG,
@@ -405,12 +374,18 @@ chorus_envelope_t *chorus_envelope_new_json(const char *event_type,
         chorus__error_set(errp, CHORUS_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    char *text = NULL;
     if (check_args(event_type, aggregate_id, version, errp) ||
-        check_local_data(data, errp)) {
+        check_local_data(data, &text, errp)) {
         cJSON_Delete(data);
         return NULL;
     }
-    return env_make(event_type, aggregate_id, version, data, NULL, errp);
+    chorus_envelope_t *env = env_make(event_type, aggregate_id, version, data, NULL, errp);
+    if (env)
+        env->data_json = text;
+    else
+        free(text);
+    return env;
 }
 
 chorus_envelope_t *chorus_envelope_new(const char *event_type,
@@ -431,7 +406,8 @@ chorus_envelope_t *chorus__envelope_from_parts(
     cJSON *data = NULL, *meta = NULL;
     if (check_args(event_type, aggregate_id, version, errp))
         return NULL;
-    if (!chorus_uuid_valid(event_id) || schema_version < 1 || ts_ms < 0) {
+    if (!chorus_uuid_valid(event_id) || schema_version < 1 || ts_ms < CHORUS__TS_MIN_MS ||
+        ts_ms > CHORUS__TS_MAX_MS) {
         chorus__error_set(errp, CHORUS_ERR_INVALID_ARG,
                           "event_id, schema_version or timestamp is invalid");
         return NULL;
@@ -454,7 +430,8 @@ chorus_envelope_t *chorus__envelope_from_parts(
 
 /* ------------------------------------------------------------- parsing */
 
-/* Size, encoding and depth: everything checked before cJSON runs. */
+/* Size and encoding, checked before the parser runs (which checks them
+ * again inside strings, where it matters for the code). */
 static chorus_err_t check_bytes(const char *buf, size_t len,
                                 const chorus_envelope_limits_t *lim,
                                 chorus_error_t **errp) {
@@ -471,13 +448,8 @@ static chorus_err_t check_bytes(const char *buf, size_t len,
                                        "NUL byte at offset %zu", off)
                    : chorus__error_set(errp, CHORUS_ERR_BAD_UTF8,
                                        "invalid UTF-8 at offset %zu", off);
-    if (!chorus__json_depth_ok(buf, len, lim->max_depth))
-        return chorus__error_set(errp, CHORUS_ERR_TOO_DEEP,
-                                 "nesting deeper than %d levels",
-                                 lim->max_depth);
     return CHORUS_OK;
 }
-
 
 static chorus_err_t need(const cJSON *root, const char *name,
                          const cJSON **itemp, chorus_error_t **errp) {
@@ -542,9 +514,9 @@ static chorus_err_t read_body(cJSON *root, chorus_envelope_t *env,
     chorus_err_t rc;
     if ((rc = need(root, "timestamp", &it, errp)))
         return rc;
-    if (!cJSON_IsString(it) ||
-        (env->ts_ms = chorus_parse_timestamp(it->valuestring)) < 0)
-        return bad(errp, "timestamp", "an RFC 3339 timestamp string");
+    if (!cJSON_IsString(it) || !chorus__timestamp_parse(it->valuestring, &env->ts_ms))
+        return bad(errp, "timestamp",
+                   "an RFC 3339 timestamp string naming an instant in the years 0001..9999 (UTC)");
     chorus_format_timestamp(env->ts_ms, env->timestamp);
     if ((rc = get_unique(root, "schema_version", "", &it, errp)))
         return rc;
@@ -567,10 +539,9 @@ static chorus_err_t read_body(cJSON *root, chorus_envelope_t *env,
     return CHORUS_OK;
 }
 
-chorus_err_t chorus_envelope_parse(const char *buf, size_t len,
-                                   const chorus_envelope_limits_t *lim,
-                                   chorus_envelope_t **envp,
-                                   chorus_error_t **errp) {
+chorus_err_t chorus__envelope_parse(const char *buf, size_t len,
+                                   const chorus_envelope_limits_t *lim, size_t max_decoded,
+                                   chorus_envelope_t **envp, chorus_error_t **errp) {
     chorus_envelope_limits_t l = chorus_envelope_limits_default();
     if (lim && lim->max_bytes > 0)
         l.max_bytes = lim->max_bytes;
@@ -581,8 +552,11 @@ chorus_err_t chorus_envelope_parse(const char *buf, size_t len,
                                  "chorus_envelope_parse: NULL argument");
     *envp = NULL;
     cJSON *root = NULL;
+    size_t decoded = 0;
+    chorus__json_limits_t jl = {.max_depth = l.max_depth,
+                                .max_decoded = max_decoded ? max_decoded : 16 * l.max_bytes};
     chorus_err_t rc = check_bytes(buf, len, &l, errp);
-    if (rc || (rc = json_parse_exact(buf, len, "", &root, errp)))
+    if (rc || (rc = chorus__json_parse(buf, len, &jl, &root, &decoded, errp)))
         return rc;
     chorus_envelope_t *env = calloc(1, sizeof(*env));
     if (!env)
@@ -597,17 +571,23 @@ chorus_err_t chorus_envelope_parse(const char *buf, size_t len,
         chorus_envelope_destroy(env);
         return rc;
     }
+    env->decoded = decoded;
     *envp = env;
     return CHORUS_OK;
 }
 
-/* ------------------------------------------------------------ serialize */
-
-static int add_raw_int(cJSON *o, const char *name, int64_t v) {
-    char num[24];
-    snprintf(num, sizeof(num), "%lld", (long long)v);
-    return cJSON_AddRawToObject(o, name, num) != NULL;
+chorus_err_t chorus_envelope_parse(const char *buf, size_t len,
+                                   const chorus_envelope_limits_t *lim,
+                                   chorus_envelope_t **envp,
+                                   chorus_error_t **errp) {
+    return chorus__envelope_parse(buf, len, lim, 0, envp, errp);
 }
+
+size_t chorus__envelope_decoded(const chorus_envelope_t *env) {
+    return env->decoded ? env->decoded : chorus__json_decoded_size(env->data);
+}
+
+/* ------------------------------------------------------------ serialize */
 
 chorus_err_t chorus_envelope_serialize(const chorus_envelope_t *env, char **out,
                                        size_t *lenp) {
@@ -615,23 +595,23 @@ chorus_err_t chorus_envelope_serialize(const chorus_envelope_t *env, char **out,
         return CHORUS_ERR_INVALID_ARG;
     *out = NULL;
     cJSON *o = cJSON_CreateObject();
-    /* data and metadata are added as references: printed, never freed. */
+    /* data and metadata are added as references: printed, never freed.
+     * Both integer fields are below 2^53, so they print as integers. */
     int ok = o && cJSON_AddStringToObject(o, "event_id", env->event_id) &&
              cJSON_AddStringToObject(o, "event_type", env->event_type) &&
              cJSON_AddStringToObject(o, "aggregate_id", env->aggregate_id) &&
-             add_raw_int(o, "version", env->version) &&
-             add_raw_int(o, "schema_version", env->schema_version) &&
+             cJSON_AddNumberToObject(o, "version", (double)env->version) &&
+             cJSON_AddNumberToObject(o, "schema_version", env->schema_version) &&
              cJSON_AddStringToObject(o, "timestamp", env->timestamp) &&
              cJSON_AddItemReferenceToObject(o, "data", env->data) &&
              cJSON_AddItemReferenceToObject(o, "metadata", env->metadata);
-    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
+    chorus_error_t *perr = NULL;
+    char *text = ok ? chorus__json_print(o, 0, lenp, &perr) : NULL;
+    chorus_err_t rc = text ? CHORUS_OK : perr ? chorus_error_code(perr) : CHORUS_ERR_NOMEM;
+    chorus_error_destroy(perr);
     cJSON_Delete(o);
-    if (!text)
-        return CHORUS_ERR_NOMEM;
     *out = text;
-    if (lenp)
-        *lenp = strlen(text);
-    return CHORUS_OK;
+    return rc;
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -669,7 +649,7 @@ const char *chorus_envelope_data_json(const chorus_envelope_t *env) {
     if (!env)
         return NULL;
     if (!env->data_json)
-        ((chorus_envelope_t *)env)->data_json = cJSON_PrintUnformatted(env->data);
+        ((chorus_envelope_t *)env)->data_json = chorus__json_print(env->data, 0, NULL, NULL);
     return env->data_json;
 }
 
@@ -682,7 +662,7 @@ const cJSON *chorus__envelope_metadata(const chorus_envelope_t *env) {
 }
 
 char *chorus__envelope_metadata_json(const chorus_envelope_t *env) {
-    return cJSON_PrintUnformatted(env->metadata);
+    return chorus__json_print(env->metadata, 0, NULL, NULL);
 }
 
 static const char *meta_get(const chorus_envelope_t *env, const char *key) {
@@ -720,14 +700,10 @@ chorus_err_t chorus_envelope_set_event_id(chorus_envelope_t *env,
 
 chorus_err_t chorus_envelope_set_timestamp_ms(chorus_envelope_t *env,
                                               int64_t ms) {
-    char ts[25];
-    if (!env || ms < 0)
-        return CHORUS_ERR_INVALID_ARG;
-    chorus_format_timestamp(ms, ts);
-    if (chorus_parse_timestamp(ts) != ms) /* beyond year 9999 */
+    if (!env || ms < CHORUS__TS_MIN_MS || ms > CHORUS__TS_MAX_MS)
         return CHORUS_ERR_INVALID_ARG;
     env->ts_ms = ms;
-    memcpy(env->timestamp, ts, sizeof(ts));
+    chorus_format_timestamp(ms, env->timestamp);
     return CHORUS_OK;
 }
 
@@ -745,6 +721,7 @@ chorus_err_t chorus__envelope_take_data(chorus_envelope_t *env, cJSON *data) {
     }
     cJSON_Delete(env->data);
     env->data = data;
+    env->decoded = 0;
     free(env->data_json);
     env->data_json = NULL;
     return CHORUS_OK;

@@ -9,15 +9,17 @@
  *   event_type              ^[A-Z][A-Za-z0-9]*$, at most 128 characters
  *   version                 1 .. CHORUS__MAX_SAFE_INT
  *   schema_version          >= 1 (1 when the field was absent)
- *   ts_ms / timestamp       the same instant; timestamp is the canonical
- *                           "YYYY-MM-DDTHH:MM:SS.mmmZ" form of ts_ms
+ *   ts_ms / timestamp       the same instant, in CHORUS__TS_MIN_MS ..
+ *                           CHORUS__TS_MAX_MS (years 0001..9999); timestamp
+ *                           is the canonical "YYYY-MM-DDTHH:MM:SS.mmmZ"
+ *                           form of ts_ms
  *   data                    always a cJSON object, never NULL
  *   metadata                always a cJSON object, never NULL; its known
  *                           keys (correlation_id, causation_id, user_id,
  *                           traceparent) are valid strings when present,
  *                           unknown keys are kept as they came
- *   data_json               lazily computed compact text of data, or NULL;
- *                           freed whenever data changes
+ *   data_json               lazily computed exact text of data (json.c),
+ *                           or NULL; freed whenever data changes
  */
 #ifndef CHORUS_ENVELOPE_INT_H
 #define CHORUS_ENVELOPE_INT_H
@@ -40,7 +42,16 @@ struct chorus_envelope_s {
     cJSON *data;
     cJSON *metadata;
     char *data_json; /* cache; see chorus_envelope_data_json() */
+    size_t decoded;  /* bytes the parser counted for it, 0 when built locally */
 };
+
+/* chorus_envelope_parse() with a bound on the memory the decoded tree may
+ * take (0: 16 times the byte limit); TOO_LARGE beyond it. */
+chorus_err_t chorus__envelope_parse(const char *buf, size_t len,
+                                   const chorus_envelope_limits_t *lim, size_t max_decoded,
+                                   chorus_envelope_t **envp, chorus_error_t **errp);
+/* The memory the envelope's data holds, as json.c counts it. */
+size_t chorus__envelope_decoded(const chorus_envelope_t *env);
 
 /*
  * An envelope from stored parts (an event-store row): every part is
@@ -75,9 +86,4 @@ int chorus__traceparent_valid(const char *s);
  * otherwise 0 and *bad_off (if not NULL) is the offset of the first bad
  * byte, and *nul (if not NULL) says whether it was a NUL byte. */
 int chorus__utf8_valid(const char *buf, size_t len, size_t *bad_off, int *nul);
-/* Returns 1 when no array/object nesting in the @p len bytes of JSON text
- * goes deeper than @p max_depth (strings and escapes are skipped, so
- * brackets inside strings do not count); iterative, no recursion. */
-int chorus__json_depth_ok(const char *buf, size_t len, int max_depth);
-
 #endif

@@ -46,6 +46,7 @@
  * their handlers keep them current afterwards.
  */
 #include "chorus_int.h"
+#include "json_int.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -335,12 +336,15 @@ static chorus_err_t maybe_snapshot(chorus_tx_t *tx, const chorus_aggregate_type_
     if (every <= 0 || env->version % every != 0 || !type->snapshot || !type->restore)
         return CHORUS_OK;
     char *json = type->snapshot(state, type->opaque);
-    cJSON *check = json ? cJSON_Parse(json) : NULL;
+    cJSON *check = NULL;
+    if (json)
+        chorus__json_parse(json, strlen(json), &(chorus__json_limits_t){.max_depth = 64}, &check,
+                           NULL, NULL);
     cJSON_Delete(check);
     if (!check) { /* a snapshot is an optimisation: skip it, keep the event */
         if (json)
             chorus__log(tx->ch, CHORUS_LOG_WARNING,
-                        "event store: %s snapshot is not JSON; not written", type->name);
+                        "event store: %s snapshot is not I-JSON; not written", type->name);
         free(json);
         return CHORUS_OK;
     }

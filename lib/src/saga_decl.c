@@ -37,6 +37,7 @@
  * and writing DOT to the caller's FILE.
  */
 #include "common_int.h"
+#include "json_int.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -626,17 +627,26 @@ static const role_t *find_role(const chorus_saga_t *s, const char *service) {
  * Loading
  * --------------------------------------------------------------------- */
 static bool parse_json(ctx_t *c, const char *json, chorus_saga_t *s) {
-    const char *end = NULL;
-    s->root = cJSON_ParseWithOpts(json, &end, true);
-    if (s->root)
+    /* The declaration is read with the same I-JSON rules as events: a
+     * step or field given twice is refused, not silently resolved. */
+    chorus__json_limits_t lim = {.max_depth = 64};
+    chorus_error_t *err = NULL;
+    size_t off = 0;
+    chorus_err_t rc = chorus__json_parse_at(json, strlen(json), &lim, &s->root, NULL, &off, &err);
+    if (!rc)
         return true;
-    if (!end || end < json)
+    if (rc == CHORUS_ERR_NOMEM) {
+        chorus_error_destroy(err);
         return oom(c);
+    }
     int line = 1, col = 1;
-    for (const char *p = json; p < end && *p; p++, col++)
+    for (const char *p = json; p < json + off && *p; p++, col++)
         if (*p == '\n')
             line++, col = 0;
-    return refuse(c, "malformed JSON at line %d, column %d", line, col);
+    bool ok = refuse(c, "malformed JSON at line %d, column %d: %s", line, col,
+                     chorus_error_string(err));
+    chorus_error_destroy(err);
+    return ok;
 }
 
 chorus_saga_t *chorus_saga_parse(const char *json, const char *name, char *errstr,

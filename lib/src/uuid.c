@@ -284,17 +284,35 @@ static int parse_offset(const char **pp, int64_t *off) {
     return 1;
 }
 
-/* Instants before 1970 are rejected too: -1 is the error value. */
-int64_t chorus_parse_timestamp(const char *s) {
+bool chorus__timestamp_parse(const char *s, int64_t *out) {
     if (!s)
-        return -1;
+        return false;
     int64_t days, ms, off;
     const char *p = s;
     if (!parse_date(&p, &days) || !expect(&p, 'T', 't') ||
         !parse_time(&p, &ms) || !parse_offset(&p, &off) || *p != '\0')
-        return -1;
+        return false;
+    /* The instant in UTC must have a four-digit year from 0001, so that its
+     * canonical text says the same as its milliseconds. */
     int64_t t = days * MS_PER_DAY + ms - off;
-    return t < 0 ? -1 : t;
+    if (t < CHORUS__TS_MIN_MS || t > CHORUS__TS_MAX_MS)
+        return false;
+    *out = t;
+    return true;
+}
+
+chorus_err_t chorus_timestamp_parse(const char *s, int64_t *ms) {
+    int64_t t;
+    if (!ms || !chorus__timestamp_parse(s, &t))
+        return CHORUS_ERR_INVALID_ARG;
+    *ms = t;
+    return CHORUS_OK;
+}
+
+/* Instants before 1970 are rejected here: -1 is the error value. */
+int64_t chorus_parse_timestamp(const char *s) {
+    int64_t t;
+    return chorus__timestamp_parse(s, &t) && t >= 0 ? t : -1;
 }
 
 int64_t chorus_now_ms(void) {

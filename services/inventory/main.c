@@ -84,8 +84,9 @@ static bool parse_payment(chorus_delivery_t *d, const chorus_envelope_t *env, pa
           svc_need_int(d, data, "amount", 0, &p->amount) && svc_need_items(d, data, &p->items) &&
           svc_need_str(d, data, "address", &p->address)))
         return false;
-    p->items_json = cJSON_PrintUnformatted(p->items);
-    return true;
+    /* the items as validated, printed exactly: never the raw input */
+    p->items_json = chorus_json_print(p->items, NULL);
+    return p->items_json != NULL;
 }
 
 /* Locks the order's SKUs and finds the first one short of stock: 1 (and
@@ -174,7 +175,7 @@ static chorus_outcome_t on_payment_succeeded(chorus_t *ch, chorus_delivery_t *d,
                                                  : "already decided, nothing to do");
     else
         out = reserve_or_refuse(d, env, &p);
-    cJSON_free(p.items_json);
+    free(p.items_json);
     return out;
 }
 

@@ -51,7 +51,7 @@ static char *snapshot(const void *state, void *opaque) {
     cJSON_AddNumberToObject(j, "items", o->items);
     cJSON_AddStringToObject(j, "customer", o->customer);
     cJSON_AddStringToObject(j, "correlation", o->correlation);
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = chorus_json_print(j, NULL);
     cJSON_Delete(j);
     return s;
 }
@@ -59,7 +59,8 @@ static char *snapshot(const void *state, void *opaque) {
 static chorus_err_t restore(void *state, const char *json, void *opaque) {
     (void)opaque;
     order_state_t *o = state;
-    cJSON *j = cJSON_Parse(json);
+    cJSON *j = NULL;
+    chorus_json_parse(json, strlen(json), &j, NULL);
     const char *st = svc_str(j, "status"), *cust = svc_str(j, "customer");
     const char *corr = svc_str(j, "correlation");
     long long total = 0, items = 0;

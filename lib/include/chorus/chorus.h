@@ -74,7 +74,11 @@ CHORUS_API const char *chorus_version(void);
     X(CONFLICT, "concurrent modification (version conflict)")                \
     X(QUEUE_FULL, "too many unconfirmed messages")                           \
     X(NO_HANDLER, "no handler for this event type")                          \
-    X(PROTOCOL, "unexpected AMQP frame")
+    X(PROTOCOL, "unexpected AMQP frame")                                     \
+    X(NOT_IJSON, "message is not I-JSON (RFC 7493)")                         \
+    X(COMMIT_UNKNOWN, "the outcome of the commit is unknown")                \
+    X(DUPLICATE, "already done: the idempotency key was used before")       \
+    X(FORBIDDEN, "the producer may not send this event")
 
 typedef enum chorus_err_e {
 #define CHORUS__ERR_ENUM(name, msg) CHORUS_ERR_##name,
@@ -226,7 +230,15 @@ CHORUS_API void chorus_uuid_v7(char out[37]);
 CHORUS_API int chorus_uuid_valid(const char *s);
 /** Formats @p ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ" into @p out. */
 CHORUS_API void chorus_format_timestamp(int64_t ms, char out[25]);
-/** Parses an RFC 3339 timestamp (any offset) into ms since the epoch; -1 if bad. */
+/**
+ * Parses an RFC 3339 timestamp (any offset) into *ms, milliseconds since
+ * the epoch (negative before 1970).  CHORUS_ERR_INVALID_ARG when malformed
+ * or when the instant, in UTC, falls outside 0001-01-01T00:00:00.000Z ..
+ * 9999-12-31T23:59:59.999Z (the years a canonical timestamp can spell).
+ * Fractions beyond milliseconds are truncated.
+ */
+CHORUS_API chorus_err_t chorus_timestamp_parse(const char *s, int64_t *ms);
+/** As chorus_timestamp_parse(), for instants from 1970 on; -1 if bad. */
 CHORUS_API int64_t chorus_parse_timestamp(const char *s);
 /** Milliseconds since the epoch, wall clock. */
 CHORUS_API int64_t chorus_now_ms(void);

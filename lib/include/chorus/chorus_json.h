@@ -34,6 +34,29 @@ CHORUS_API chorus_envelope_t *chorus_envelope_new_json(const char *event_type,
                                                        cJSON *data,
                                                        chorus_error_t **errp);
 
+/*
+ * JSON as chorus reads and writes it, for handlers that store or forward
+ * parts of an event: store what was validated, never the raw input.
+ *
+ * chorus_json_print() prints @p v compactly and exactly: a number parsed
+ * back gives the same double (cJSON_PrintUnformatted() rounds them, e.g.
+ * 9007199254740991 to 9.00719925474099e+15).  It refuses (NULL, reason in
+ * *errp when errp is not NULL) what is not I-JSON: NaN or infinity, a
+ * duplicate member name, invalid UTF-8, a surrogate or noncharacter, a
+ * cJSON_Raw node.  The text is malloc'd: free() it.
+ */
+CHORUS_API char *chorus_json_print(const cJSON *v, chorus_error_t **errp);
+
+/*
+ * Parses @p len bytes of I-JSON (RFC 7493), the rules envelopes are read
+ * with: no duplicate member names, no "\u0000", no lone surrogates or
+ * noncharacters, integers within +-(2^53 - 1), at most 17 significant
+ * digits, nesting at most 32 deep.  *out is the tree (cJSON_Delete() it);
+ * on failure the code and, in *errp, the place and the reason.
+ */
+CHORUS_API chorus_err_t chorus_json_parse(const char *buf, size_t len, cJSON **out,
+                                          chorus_error_t **errp);
+
 #ifdef __cplusplus
 }
 #endif
