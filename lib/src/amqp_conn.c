@@ -27,6 +27,7 @@
  * closed by the broker, so a small thread sends heartbeat frames whenever
  * the connection lock is free (see chorus_int.h on locking).
  */
+#include "amqp_props_int.h"
 #include "chorus_int.h"
 
 #include <errno.h>
@@ -198,6 +199,7 @@ chorus_err_t chorus__conn_open(chorus_t *ch) {
         chorus__url_describe(&ch->urls[i], where, sizeof(where));
         rc = try_url(ch, &ch->urls[i], err, sizeof(err));
         if (rc == CHORUS_OK) {
+            snprintf(ch->conn_user, sizeof(ch->conn_user), "%s", ch->urls[i].user);
             chorus__log(ch, CHORUS_LOG_INFO, "connected to %s as %s", where,
                         ch->urls[i].user);
             break;
@@ -252,21 +254,100 @@ void chorus__conn_close(chorus_t *ch) {
 
 /* ---- the dispatcher ------------------------------------------------------ */
 
+static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f);
+
+/* The next frame on @p channel within the RPC timeout; method frames of
+ * other channels that arrive meanwhile (confirms, connection.blocked) are
+ * dispatched as they come.  An AMQP status (OK, or why not). */
+static int next_frame_on(chorus_t *ch, amqp_channel_t channel, amqp_frame_t *out) {
+    int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+    for (;;) {
+        int64_t left = deadline - chorus__mono_ms();
+        if (left <= 0)
+            return AMQP_STATUS_TIMEOUT;
+        struct timeval tv = tv_ms((long)left);
+        int s = amqp_simple_wait_frame_noblock(ch->st, out, &tv);
+        if (s != AMQP_STATUS_OK || out->channel == channel)
+            return s;
+        if (out->frame_type == AMQP_FRAME_METHOD && on_method(ch, out) == CHORUS_ERR_CONN_CLOSED)
+            return AMQP_STATUS_CONNECTION_CLOSED;
+    }
+}
+
+/*
+ * A delivery's content, read frame by frame instead of with
+ * amqp_read_message(), for two hostile cases that would otherwise stall
+ * the queue (the message comes back after every reconnect and does the
+ * same again):
+ *
+ *   - a content header rabbitmq-c cannot decode: the connection cannot
+ *     read past it.  The delivery is rejected without requeue (the
+ *     queue's dead-letter exchange takes it, intact, to the DLQ) before
+ *     the connection is dropped.
+ *   - a body larger than "message.max.bytes": it would be dead-lettered
+ *     anyway, but amqp_read_message() allocates whatever size the header
+ *     claims.  Its frames are read and dropped one by one, and it is
+ *     rejected to the DLQ unread.
+ */
 static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
     amqp_basic_deliver_t *m = f->payload.method.decoded;
+    amqp_channel_t channel = f->channel;
+    uint64_t tag = m->delivery_tag;
     chorus_delivery_t *d = calloc(1, sizeof(*d));
     if (!d)
         return CHORUS_ERR_NOMEM;
     d->ch = ch;
-    d->tag = m->delivery_tag;
+    d->tag = tag;
     d->redelivered = m->redelivered;
     d->gen = ch->consume_gen;
     d->routing_key = strndup(m->routing_key.bytes, m->routing_key.len);
-    amqp_rpc_reply_t r = amqp_read_message(ch->st, f->channel, &d->msg, 0);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL || !d->routing_key) {
-        free(d->routing_key);
-        free(d);
+    amqp_frame_t h;
+    int s = next_frame_on(ch, channel, &h);
+    if (s == AMQP_STATUS_BAD_AMQP_DATA) {
+        chorus__log(ch, CHORUS_LOG_ERR,
+                    "delivery %llu on '%s': its content header cannot be decoded; rejecting it "
+                    "to the DLQ and reconnecting", (unsigned long long)tag,
+                    d->routing_key ? d->routing_key : "?");
+        amqp_basic_reject(ch->st, channel, tag, 0);
+        chorus__delivery_free(d);
         return CHORUS_ERR_CONN_CLOSED;
+    }
+    if (s != AMQP_STATUS_OK || h.frame_type != AMQP_FRAME_HEADER || !d->routing_key) {
+        chorus__delivery_free(d);
+        return s == AMQP_STATUS_OK && d->routing_key ? CHORUS_ERR_PROTOCOL : CHORUS_ERR_CONN_CLOSED;
+    }
+    init_amqp_pool(&d->msg.pool, 4096);
+    uint64_t size = h.payload.properties.body_size;
+    bool oversized = size > ch->limits.max_bytes;
+    if (!chorus__props_clone(h.payload.properties.decoded, &d->msg.properties, &d->msg.pool) ||
+        (!oversized && size > 0 && !(d->msg.body = amqp_bytes_malloc((size_t)size)).bytes)) {
+        chorus__delivery_free(d);
+        return CHORUS_ERR_NOMEM;
+    }
+    for (uint64_t got = 0; got < size;) {
+        amqp_maybe_release_buffers_on_channel(ch->st, channel);
+        amqp_frame_t b;
+        s = next_frame_on(ch, channel, &b);
+        if (s != AMQP_STATUS_OK || b.frame_type != AMQP_FRAME_BODY ||
+            b.payload.body_fragment.len > size - got) {
+            chorus__delivery_free(d);
+            return CHORUS_ERR_CONN_CLOSED;
+        }
+        if (!oversized)
+            memcpy((char *)d->msg.body.bytes + got, b.payload.body_fragment.bytes,
+                   b.payload.body_fragment.len);
+        got += b.payload.body_fragment.len;
+    }
+    amqp_maybe_release_buffers_on_channel(ch->st, channel);
+    if (oversized) {
+        chorus__log(ch, CHORUS_LOG_WARNING,
+                    "delivery on '%s': %llu bytes exceed message.max.bytes (%zu); rejected to "
+                    "the DLQ unread", d->routing_key, (unsigned long long)size,
+                    ch->limits.max_bytes);
+        int r = amqp_basic_reject(ch->st, channel, tag, 0);
+        ch->stats.dead_lettered++;
+        chorus__delivery_free(d);
+        return r == AMQP_STATUS_OK ? CHORUS_OK : CHORUS_ERR_CONN_CLOSED;
     }
     if (ch->backlog_tail)
         ch->backlog_tail->next = d;

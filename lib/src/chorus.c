@@ -13,6 +13,7 @@
  * recorded there; the next poll reconnects after the backoff.
  */
 #include "chorus_int.h"
+#include "saga_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +39,9 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     ch->heartbeat_s = (int)chorus__conf_int(ch->conf, "amqp.heartbeat.s");
     ch->limits.max_bytes = (size_t)chorus__conf_int(ch->conf, "message.max.bytes");
     ch->limits.max_depth = (int)chorus__conf_int(ch->conf, "message.max.depth");
+    ch->max_decoded = (size_t)chorus__conf_int(ch->conf, "message.max.decoded.bytes");
+    ch->batch_max_decoded = (size_t)chorus__conf_int(ch->conf, "consume.batch.max.decoded.bytes");
+    ch->delivery_limit = (int)chorus__conf_int(ch->conf, "consume.delivery.limit");
     ch->window = (size_t)chorus__conf_int(ch->conf, "publish.window");
     ch->batch_max = (int)chorus__conf_int(ch->conf, "consume.batch.max");
     chorus__retry_schedule_from_conf(ch->conf, &ch->retry);
@@ -98,9 +102,15 @@ void chorus_destroy(chorus_t *ch) {
     chorus__upcasters_free(ch);
     chorus__topology_free(&ch->topo);
     free_bindings(ch);
-    for (size_t i = 0; i < ch->nhandlers; i++)
-        free(ch->handlers[i].event_type);
+    for (size_t i = 0; i < ch->nhandlers; i++) {
+        chorus__handler_t *h = &ch->handlers[i];
+        free(h->event_type);
+        for (size_t k = 0; k < h->nproducer_users; k++)
+            free(h->producer_users[k]);
+        free(h->producer_users);
+    }
     free(ch->handlers);
+    chorus_saga_destroy(ch->saga);
     pthread_mutex_destroy(&ch->conn_lock);
     chorus_conf_destroy(ch->conf);
     free(ch);
@@ -124,8 +134,27 @@ chorus_err_t chorus_register(chorus_t *ch, const char *event_type,
         return CHORUS_ERR_NOMEM;
     n[ch->nhandlers].fn = fn;
     n[ch->nhandlers].opaque = opaque;
+    n[ch->nhandlers].producer_users = NULL;
+    n[ch->nhandlers].nproducer_users = 0;
+    n[ch->nhandlers].newest_schema = 1;
+    n[ch->nhandlers].registered_schema = 1;
+    n[ch->nhandlers].newer_retry = false;
     ch->nhandlers++;
     return CHORUS_OK;
+}
+
+chorus_err_t chorus_register_schema_version(chorus_t *ch, const char *event_type, int version) {
+    if (!ch || !event_type || version < 1)
+        return CHORUS_ERR_INVALID_ARG;
+    if (ch->started)
+        return CHORUS_ERR_STATE;
+    for (size_t i = 0; i < ch->nhandlers; i++) {
+        if (strcmp(ch->handlers[i].event_type, event_type) == 0) {
+            ch->handlers[i].registered_schema = version;
+            return CHORUS_OK;
+        }
+    }
+    return CHORUS_ERR_NO_HANDLER;
 }
 
 static chorus_err_t add_binding(chorus_t *ch, const char *key, size_t len) {
@@ -197,6 +226,73 @@ static chorus_err_t make_bindings(chorus_t *ch, const chorus_saga_t *saga) {
     return rc;
 }
 
+/* @p tmpl with {namespace} and {service} replaced; malloc'd. */
+static char *expand_user(const char *tmpl, const char *ns, const char *service) {
+    size_t cap = strlen(tmpl) + 1, len = 0;
+    for (const char *p = tmpl; *p; p++)
+        if (*p == '{')
+            cap += strlen(ns) + strlen(service);
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    for (const char *p = tmpl; *p;) {
+        const char *v = NULL;
+        size_t skip = 1;
+        if (strncmp(p, "{namespace}", 11) == 0)
+            v = ns, skip = 11;
+        else if (strncmp(p, "{service}", 9) == 0)
+            v = service, skip = 9;
+        if (v) {
+            memcpy(out + len, v, strlen(v));
+            len += strlen(v);
+        } else {
+            out[len++] = *p;
+        }
+        p += skip;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+/*
+ * What the declaration says about each handled type: the broker users of
+ * its producers (for "security.producer.check"), and the newest schema
+ * version this participant knows (its upcasters' and the declaration's)
+ * with what to do with a newer one.
+ */
+static chorus_err_t derive_handler_rules(chorus_t *ch, const chorus_saga_t *saga) {
+    bool check = saga && strcmp(chorus__conf_str(ch->conf, "security.producer.check"), "declared") == 0;
+    const char *tmpl = chorus__conf_str(ch->conf, "security.user.template");
+    const char *ns = chorus__conf_str(ch->conf, "topology.namespace");
+    bool retry_default = strcmp(chorus__conf_str(ch->conf, "consume.newer.schema"), "retry") == 0;
+    for (size_t i = 0; i < ch->nhandlers; i++) {
+        chorus__handler_t *h = &ch->handlers[i];
+        h->newest_schema = chorus__upcast_newest(ch, h->event_type);
+        if (h->registered_schema > h->newest_schema)
+            h->newest_schema = h->registered_schema;
+        int declared = saga ? chorus__saga_schema_version(saga, h->event_type) : 0;
+        if (declared > h->newest_schema)
+            h->newest_schema = declared;
+        int policy = saga ? chorus__saga_newer_policy(saga, h->event_type) : -1;
+        h->newer_retry = policy < 0 ? retry_default : policy == 1;
+        if (!check)
+            continue;
+        const char *prods[16];
+        size_t n = chorus__saga_producers(saga, h->event_type, prods, 16);
+        if (n > 16)
+            n = 16;
+        h->producer_users = calloc(n ? n : 1, sizeof(*h->producer_users));
+        if (!h->producer_users)
+            return CHORUS_ERR_NOMEM;
+        for (size_t k = 0; k < n; k++) {
+            if (!(h->producer_users[k] = expand_user(tmpl, ns, prods[k])))
+                return CHORUS_ERR_NOMEM;
+            h->nproducer_users++;
+        }
+    }
+    return CHORUS_OK;
+}
+
 static void sleep_ms(int64_t ms);
 
 /* A broker that is down or still starting is waited for, within
@@ -230,9 +326,13 @@ chorus_err_t chorus_start(chorus_t *ch) {
     if (rc)
         return rc;
     rc = make_bindings(ch, saga);
-    chorus_saga_destroy(saga);
-    if (rc)
+    if (!rc)
+        rc = derive_handler_rules(ch, saga);
+    if (rc) {
+        chorus_saga_destroy(saga);
         return rc;
+    }
+    ch->saga = saga;
     chorus__topology_spec_t spec = {
         .service = ch->service,
         .ns = chorus__conf_str(ch->conf, "topology.namespace"),
@@ -243,6 +343,7 @@ chorus_err_t chorus_start(chorus_t *ch) {
         .retry = &ch->retry,
         .retry_at_most_once =
             strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
+        .delivery_limit = ch->delivery_limit,
     };
     if ((rc = chorus__topology_build(&spec, &ch->topo)))
         return rc;
@@ -378,13 +479,14 @@ chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaq
     chorus__lock(ch);
     rc = chorus__pub_send(ch, p);
     chorus__unlock(ch);
-    if (rc == CHORUS_ERR_NOMEM) {
+    if (rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
         ch->outq--;
         p->env = NULL; /* the caller's env is destroyed below, once */
         chorus__pub_destroy(p);
         chorus_envelope_destroy(env);
+        return rc;
     }
-    return rc == CHORUS_ERR_NOMEM ? rc : CHORUS_OK;
+    return CHORUS_OK;
 }
 
 chorus_err_t chorus_flush(chorus_t *ch, int timeout_ms) {

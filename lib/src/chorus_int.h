@@ -44,11 +44,28 @@
 #define CHORUS__H_SERVICE "x-chorus-fault-service"
 #define CHORUS__H_ATTEMPTS "x-chorus-fault-attempts"
 #define CHORUS__H_LAST_ERROR "x-chorus-last-error"
+/* The verified producer (AMQP user_id) of a message this service copied
+ * to its retry queue or DLQ: the copy itself carries our own user_id. */
+#define CHORUS__H_PRODUCER "x-chorus-producer"
+/* Original headers left out of a copy because it would not fit a frame. */
+#define CHORUS__H_DROPPED "x-chorus-dropped-headers"
+/* Redeliveries chorus counted for a classic queue (see consumer.c). */
+#define CHORUS__H_REDELIVERIES "x-chorus-redeliveries"
+/* The broker's count of a quorum queue message's unsettled deliveries. */
+#define CHORUS__H_DELIVERY_COUNT "x-delivery-count"
 
 typedef struct chorus__handler_s {
     char *event_type;
     chorus_handler_fn *fn;
     void *opaque;
+    /* From the declaration at chorus_start(): the broker users allowed to
+     * produce this type (NULL: no check), the newest schema version known
+     * (upcasters and declaration), and what to do with a newer one. */
+    char **producer_users;
+    size_t nproducer_users;
+    int newest_schema;
+    int registered_schema;          /* chorus_register_schema_version(), or 1 */
+    bool newer_retry;
 } chorus__handler_t;
 
 /* Whoever waits for a group of publishes: a delivery, an outbox flush. */
@@ -89,6 +106,8 @@ struct chorus_delivery_s {
     size_t nemitted, capemitted;
     chorus__waiter_t w;             /* its retry / DLQ / emitted publishes */
     bool duplicate;                 /* inbox says: handled before */
+    bool recount;                   /* classic queue: sent back with its redelivery count */
+    const chorus__handler_t *hd;    /* its handler, once decoded */
     chorus_tx_t tx;                 /* store.type=postgres: its transaction */
     uint64_t gen;                   /* consume generation it came with */
     int64_t handled_ms;             /* wall clock when handling started */
@@ -100,6 +119,10 @@ struct chorus_s {
     chorus__url_t urls[CHORUS__MAX_URLS];
     int nurls;
     chorus_envelope_limits_t limits;
+    size_t max_decoded;             /* message.max.decoded.bytes */
+    size_t batch_max_decoded;       /* consume.batch.max.decoded.bytes */
+    int delivery_limit;             /* consume.delivery.limit */
+    chorus_saga_t *saga;            /* saga.file, kept from chorus_start() */
     chorus__retry_schedule_t retry;
     chorus__topology_t topo;
     char **bindings;
@@ -120,6 +143,7 @@ struct chorus_s {
     long backoff_ms;
     int heartbeat_s;
     char conn_name[160];
+    char conn_user[256];            /* the broker user of the connection */
 
     pthread_t hb_thread;
     bool hb_started;
@@ -183,8 +207,10 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
                                        chorus_envelope_t *env, const char *exchange,
                                        const char *routing_key);
 /* Sends it on the publish channel and tracks its confirm; lock held.
- * CHORUS_ERR_STATE / CHORUS_ERR_NOMEM: not taken, the caller still owns @p p.
- * Otherwise the publisher owns it (a loss while sending settles it). */
+ * CHORUS_ERR_STATE / CHORUS_ERR_NOMEM / CHORUS_ERR_TOO_LARGE (its
+ * properties do not fit a frame: nothing was sent): not taken, the caller
+ * still owns @p p.  Otherwise the publisher owns it (a loss while sending
+ * settles it). */
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p);
 void chorus__on_confirm(chorus_t *ch, uint64_t tag, bool multiple, bool nack);
 void chorus__on_return(chorus_t *ch, const amqp_message_t *msg);

@@ -63,8 +63,9 @@ static const prop_t props[] = {
      "Type of the service queue and its retry queues. The DLQ is always "
      "classic: only a classic queue keeps a browsed message in its place."},
     {"topology.retry.strategy", P_ENUM, "at-least-once", 0, 0, "at-least-once|at-most-once",
-     "How quorum retry queues dead-letter an expired message back to the "
-     "service queue: RabbitMQ's at-least-once strategy (never lost; needs "
+     "How quorum queues dead-letter: a retry queue an expired message back to "
+     "the service queue, the service queue a message over its delivery limit "
+     "to the DLQ. RabbitMQ's at-least-once strategy (never lost; needs "
      "reject-publish overflow) or at-most-once. RabbitMQ 3.10's at-least-once "
      "worker can fail for good when such queues are created and deleted in "
      "quick succession (a test suite's churn); production queues are not."},
@@ -84,11 +85,35 @@ static const prop_t props[] = {
      "Publishes that may await their confirm at once."},
     {"consume.batch.max", P_INT, "64", 1, 65535, NULL,
      "Deliveries already waiting that are handled as one batch."},
+    {"consume.batch.max.decoded.bytes", P_INT, "67108864", 65536, 2147483647, NULL,
+     "Memory the decoded envelopes of one batch may take; a batch ends early "
+     "(the rest waits for the next one) rather than go beyond it. A single "
+     "delivery is always taken, so this bound should be at least "
+     "`message.max.decoded.bytes`."},
+    {"consume.delivery.limit", P_INT, "20", 2, 1000, NULL,
+     "Deliveries of one message that may end without being settled (the "
+     "process died, the connection was lost) before it is dead-lettered "
+     "(reason `delivery-limit`) instead of handled again. Quorum queues also "
+     "get it as `x-delivery-limit`, so the broker dead-letters a message chorus "
+     "cannot even read; for classic queues chorus counts redeliveries itself."},
+    {"consume.newer.schema", P_ENUM, "dead-letter", 0, 0, "dead-letter|retry",
+     "What happens to an event whose schema_version is newer than any this "
+     "consumer knows (no upcaster or declaration reaches it): dead-lettered "
+     "at once (reason `unknown-schema-version`) or retried later, while a "
+     "newer consumer is being deployed, and dead-lettered with that reason "
+     "after the last attempt. The saga declaration may say so per event type "
+     "(`events.<Type>.newer_schema`)."},
     {"message.max.bytes", P_INT, "1048576", 256, 134217728, NULL,
      "Largest envelope accepted; larger deliveries are dead-lettered as "
      "malformed."},
     {"message.max.depth", P_INT, "32", 2, 1000, NULL,
      "Deepest JSON nesting accepted in an envelope."},
+    {"message.max.decoded.bytes", P_INT, "16777216", 4096, 2147483647, NULL,
+     "Memory one decoded envelope may take (a cJSON node per value plus the "
+     "bytes of every string, as counted by the parser). JSON of small "
+     "numbers decodes to about 40 times its size, so a message within "
+     "`message.max.bytes` can still be refused here; it is dead-lettered as "
+     "malformed."},
     {"store.type", P_ENUM, "none", 0, 0, "none|postgres",
      "`postgres`: each delivery is handled in a PostgreSQL transaction with "
      "an inbox (duplicates skipped) and a transactional outbox; the event "
@@ -111,6 +136,16 @@ static const prop_t props[] = {
     {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
      "Upper bound of the delay between PostgreSQL reconnect attempts; "
      "consumption pauses meanwhile."},
+    {"security.producer.check", P_ENUM, "declared", 0, 0, "declared|off",
+     "With a saga declaration (`saga.file`): `declared` dead-letters (reason "
+     "`forbidden-producer`) every event whose verified producer is not the "
+     "service the declaration names as its producer, whatever route it came "
+     "by. The producer is the AMQP `user_id` property, which RabbitMQ checks "
+     "against the publishing connection's user (chorus sets it on every "
+     "publish). `off`: no check (e.g. every service shares one broker user)."},
+    {"security.user.template", P_STR, "{namespace}-{service}", 0, 0, NULL,
+     "The broker user name of a saga's service, for the producer check: "
+     "`{namespace}` and `{service}` are replaced (`shop-payment`)."},
     {"saga.file", P_STR, "", 0, 0, NULL,
      "Saga declaration (JSON). When set, chorus_start() refuses to start if "
      "the registered handlers differ from this service's role in it, and "

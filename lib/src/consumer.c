@@ -4,9 +4,22 @@
  *   backlog (filled by the dispatcher, up to "consume.batch.max")
  *      |  without the connection lock, so heartbeats go on:
  *      v
- *   decode + validate envelope --bad--> DLQ "malformed" (no retries)
+ *   take a batch: decode each delivery in order, and end the batch early
+ *   when the decoded envelopes would take more than
+ *   "consume.batch.max.decoded.bytes" (the rest waits, undecoded)
+ *      |
+ *   delivered too often, never settled? --yes--> DLQ "delivery-limit"
+ *   (classic queue, redelivered: sent back with its count instead, below)
+ *      |
+ *   decode + validate envelope (I-JSON, limits) --bad--> DLQ "malformed"
  *      |
  *   handler for event_type? --none--> DLQ "no-handler"
+ *      |
+ *   verified producer the declared one? --no--> DLQ "forbidden-producer"
+ *      |
+ *   schema_version known? --newer--> DLQ "unknown-schema-version" (or
+ *      |                             retried, as the declaration says)
+ *   upcast --refused--> DLQ "malformed"
  *      |
  *   handler(...) -> HANDLED      -> publish its emitted events
  *                   RETRY_LATER  -> publish to retry queue n (attempt + 1),
@@ -21,7 +34,27 @@
  * Invariant: a delivery is acked only after everything it caused is
  * confirmed by the broker.  A lost connection or consumer channel drops the
  * batch without acking; the broker redelivers it.
+ *
+ * Copies.  A retry, a dead letter and a counted redelivery are copies of
+ * the delivery's message published by this service: they carry its own
+ * broker user as user_id (RabbitMQ refuses any other) and the verified
+ * producer of the original in x-chorus-producer, which only this service
+ * can have written (only its own connections may publish with its
+ * user_id).  A copy always fits a frame: when the original headers plus
+ * chorus' fault headers would not, the largest original headers are left
+ * out, largest first, and named in x-chorus-dropped-headers -- an encoding
+ * problem of one message never becomes a lost connection.
+ *
+ * Delivery limit.  A message that comes back without ever being settled
+ * (it kills the process, or the connection drops each time) would be
+ * handled forever.  Quorum queues count returns (x-delivery-count, and
+ * dead-letter by themselves past x-delivery-limit); for a classic queue
+ * chorus counts: a redelivered message is not handled but published again
+ * to the service queue with x-chorus-redeliveries incremented, then acked.
+ * Either way, once the count reaches "consume.delivery.limit" the message
+ * is dead-lettered with reason "delivery-limit".
  */
+#include "amqp_props_int.h"
 #include "chorus_int.h"
 
 #include <stdio.h>
@@ -118,8 +151,74 @@ static void set_outcome(chorus_t *ch, chorus_delivery_t *d, chorus_outcome_t out
                     d->reason ? d->reason : "retry later", d->error);
 }
 
+/* Unsettled deliveries of this message before this one. */
+static long long prior_deliveries(const chorus_t *ch, const chorus_delivery_t *d,
+                                  const amqp_table_t *h) {
+    long long n = ch->topo.quorum ? chorus__table_int(h, CHORUS__H_DELIVERY_COUNT, 0)
+                                  : chorus__table_int(h, CHORUS__H_REDELIVERIES, 0) +
+                                        (d->redelivered ? 1 : 0);
+    return n < 0 ? 0 : n;
+}
+
+/* The verified producer: the AMQP user_id (RabbitMQ checked it against
+ * the publishing connection), or, on a copy this service made itself, the
+ * producer it recorded. */
+static void verified_producer(const chorus_t *ch, const chorus_delivery_t *d,
+                              const amqp_table_t *h, char *out, size_t size) {
+    const amqp_basic_properties_t *p = &d->msg.properties;
+    out[0] = '\0';
+    if (p->_flags & AMQP_BASIC_USER_ID_FLAG)
+        snprintf(out, size, "%.*s", (int)p->user_id.len, (const char *)p->user_id.bytes);
+    const amqp_table_entry_t *e = chorus__table_find(h, CHORUS__H_PRODUCER);
+    if (*out && strcmp(out, ch->conn_user) == 0 && e && e->value.kind == AMQP_FIELD_KIND_UTF8)
+        snprintf(out, size, "%.*s", (int)e->value.value.bytes.len,
+                 (const char *)e->value.value.bytes.bytes);
+}
+
+static bool producer_allowed(const chorus__handler_t *hd, const char *user) {
+    for (size_t i = 0; i < hd->nproducer_users; i++)
+        if (strcmp(hd->producer_users[i], user) == 0)
+            return true;
+    return false;
+}
+
+/* The checks before a handler may see the event; false (and the delivery
+ * marked) when one fails. */
+static bool admissible(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd,
+                       const amqp_table_t *h) {
+    const char *type = chorus_envelope_event_type(d->env);
+    if (hd->producer_users) {
+        char user[256];
+        verified_producer(ch, d, h, user, sizeof(user));
+        if (!producer_allowed(hd, user)) {
+            snprintf(d->error, sizeof(d->error),
+                     "%s may be produced only by broker user%s %s%s; this one came from %s%s%s",
+                     type, hd->nproducer_users == 1 ? "" : "s",
+                     hd->nproducer_users ? hd->producer_users[0] : "(none)",
+                     hd->nproducer_users > 1 ? " and others" : "", *user ? "'" : "",
+                     *user ? user : "a publisher that set no user_id", *user ? "'" : "");
+            chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "forbidden producer: %s", d->error);
+            dead_letter(d, "forbidden-producer");
+            return false;
+        }
+    }
+    int sv = chorus_envelope_schema_version(d->env);
+    if (sv > hd->newest_schema) {
+        snprintf(d->error, sizeof(d->error),
+                 "schema_version %d of %s is newer than %d, the newest this consumer knows", sv,
+                 type, hd->newest_schema);
+        chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "%s", d->error);
+        d->outcome = CHORUS_RETRY_LATER;
+        if (!hd->newer_retry || chorus__retry_decide(&ch->retry, d->attempt).dead_letter)
+            dead_letter(d, "unknown-schema-version");
+        return false;
+    }
+    return true;
+}
+
 /* Decodes, validates and upcasts the envelope and finds its handler; NULL
- * (and the delivery marked for the DLQ) when any of that fails. */
+ * (and the delivery marked for the DLQ, a retry or a count) when any of
+ * that fails. */
 static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
     const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
                                 ? &d->msg.properties.headers : NULL;
@@ -127,11 +226,23 @@ static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
     d->attempt = attempt < 1 ? 1 : attempt > 1000000 ? 1000000 : (int)attempt;
     d->handled_ms = chorus_now_ms();
 
+    long long prior = prior_deliveries(ch, d, h);
+    if (prior >= ch->delivery_limit) {
+        snprintf(d->error, sizeof(d->error),
+                 "delivered %lld times without being settled (the consumer died or lost its "
+                 "connection each time); consume.delivery.limit is %d", prior, ch->delivery_limit);
+        chorus__log(ch, CHORUS_LOG_WARNING, "delivery on '%s': %s", d->routing_key, d->error);
+        dead_letter(d, "delivery-limit");
+        return NULL;
+    }
+    if (!ch->topo.quorum && d->redelivered) {
+        d->recount = true; /* counted, and handled when it comes back */
+        return NULL;
+    }
+
     chorus_error_t *perr = NULL;
-    chorus_err_t rc = chorus_envelope_parse(d->msg.body.bytes, d->msg.body.len,
-                                            &ch->limits, &d->env, &perr);
-    if (!rc)
-        rc = chorus__upcast(ch, d->env, &perr);
+    chorus_err_t rc = chorus__envelope_parse(d->msg.body.bytes, d->msg.body.len, &ch->limits,
+                                             ch->max_decoded, &d->env, &perr);
     if (rc) {
         snprintf(d->error, sizeof(d->error), "%s", chorus_error_string(perr));
         chorus_error_destroy(perr);
@@ -146,8 +257,30 @@ static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
                  chorus_envelope_event_type(d->env));
         chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "%s", d->error);
         dead_letter(d, "no-handler");
+        return NULL;
+    }
+    if (!admissible(ch, d, hd, h))
+        return NULL;
+    if ((rc = chorus__upcast(ch, d->env, &perr)) != CHORUS_OK) {
+        snprintf(d->error, sizeof(d->error), "%s", chorus_error_string(perr));
+        chorus_error_destroy(perr);
+        chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "%s", d->error);
+        dead_letter(d, "malformed");
+        return NULL;
     }
     return hd;
+}
+
+/* Forgets what decode() found, so the delivery can wait for a later
+ * batch without holding its decoded envelope. */
+static void undecode(chorus_delivery_t *d) {
+    chorus_envelope_destroy(d->env);
+    d->env = NULL;
+    d->hd = NULL;
+    d->reason = NULL;
+    d->error[0] = '\0';
+    d->recount = false;
+    d->outcome = CHORUS_HANDLED;
 }
 
 static chorus_outcome_t call_handler(chorus_t *ch, chorus_delivery_t *d,
@@ -162,9 +295,8 @@ static chorus_outcome_t call_handler(chorus_t *ch, chorus_delivery_t *d,
 }
 
 static void handle_plain(chorus_t *ch, chorus_delivery_t *d) {
-    const chorus__handler_t *hd = decode(ch, d);
-    if (hd)
-        set_outcome(ch, d, call_handler(ch, d, hd));
+    if (d->hd)
+        set_outcome(ch, d, call_handler(ch, d, d->hd));
 }
 
 /*
@@ -230,9 +362,8 @@ static batch_rc_t process_durable(chorus_t *ch, chorus_delivery_t *batch) {
     for (chorus_delivery_t *d = batch; d; d = d->next) {
         d->tx = btx;
         d->tx.d = d;
-        const chorus__handler_t *hd = decode(ch, d);
-        if (hd)
-            handle_durable(ch, d, hd);
+        if (d->hd)
+            handle_durable(ch, d, d->hd);
         if (d->tx.lost) {
             chorus__store_lost(ch, "a statement failed");
             return BATCH_STORE_DOWN;
@@ -279,97 +410,162 @@ static void flush_batch_outbox(chorus_t *ch, chorus_delivery_t *batch) {
     free(seqs);
 }
 
-/* ---- copies for retry and DLQ (lock held) ------------------------------- */
+/* ---- copies for retry, DLQ and counting (lock held) ----------------------- */
+
+/* A header chorus puts on a copy. */
+typedef struct {
+    const char *key;
+    bool is_int;
+    const char *s;
+    long long i;
+} addh_t;
+
+static bool key_is(const amqp_bytes_t *k, const char *key) {
+    size_t n = strlen(key);
+    return k->len == n && memcmp(k->bytes, key, n) == 0;
+}
+
+static bool pool_dup(amqp_pool_t *pool, const char *s, size_t n, amqp_bytes_t *out) {
+    *out = amqp_empty_bytes;
+    if (n == 0)
+        return true;
+    amqp_pool_alloc_bytes(pool, n, out);
+    if (!out->bytes)
+        return false;
+    memcpy(out->bytes, s, n);
+    return true;
+}
+
+static bool set_entry(amqp_pool_t *pool, amqp_table_entry_t *e, const addh_t *a) {
+    e->key = amqp_cstring_bytes(a->key); /* static text */
+    if (a->is_int) {
+        e->value.kind = AMQP_FIELD_KIND_I64;
+        e->value.value.i64 = a->i;
+        return true;
+    }
+    e->value.kind = AMQP_FIELD_KIND_UTF8;
+    return pool_dup(pool, a->s, strlen(a->s), &e->value.value.bytes);
+}
+
+/* Original headers a copy never carries: the counters of the queue the
+ * message is leaving, and whatever chorus sets anew. */
+static bool replaced(const amqp_bytes_t *k, const addh_t *add, int nadd) {
+    if (key_is(k, CHORUS__H_DELIVERY_COUNT) || key_is(k, CHORUS__H_REDELIVERIES) ||
+        key_is(k, CHORUS__H_DROPPED))
+        return true;
+    for (int i = 0; i < nadd; i++)
+        if (key_is(k, add[i].key))
+            return true;
+    return false;
+}
 
 typedef struct {
-    amqp_table_entry_t *e;
-    int n, cap;
-    amqp_pool_t *pool;
-} hdrs_t;
+    int index;
+    size_t size;
+} sized_t;
 
-static amqp_table_entry_t *hdr_slot(hdrs_t *h, const char *key) {
-    for (int i = 0; i < h->n; i++)
-        if (h->e[i].key.len == strlen(key) && memcmp(h->e[i].key.bytes, key, h->e[i].key.len) == 0)
-            return &h->e[i];
-    if (h->n == h->cap)
-        return NULL;
-    amqp_table_entry_t *e = &h->e[h->n++];
-    amqp_pool_alloc_bytes(h->pool, strlen(key), &e->key);
-    if (e->key.bytes)
-        memcpy(e->key.bytes, key, strlen(key));
-    return e;
+static int by_size_desc(const void *a, const void *b) {
+    const sized_t *x = a, *y = b;
+    return x->size < y->size ? 1 : x->size > y->size ? -1 : x->index - y->index;
 }
 
-static void hdr_str(hdrs_t *h, const char *key, const char *v) {
-    amqp_table_entry_t *e = hdr_slot(h, key);
-    if (!e)
-        return;
-    size_t n = strlen(v);
-    e->value.kind = AMQP_FIELD_KIND_UTF8;
-    e->value.value.bytes = amqp_empty_bytes;
-    if (n) {
-        amqp_pool_alloc_bytes(h->pool, n, &e->value.value.bytes);
-        if (e->value.value.bytes.bytes)
-            memcpy(e->value.value.bytes.bytes, v, n);
+/* "a, b (and 12 more)": the names of the dropped headers, bounded. */
+static void dropped_names(const amqp_table_t *orig, const bool *drop, char *out, size_t size) {
+    size_t o = 0;
+    int listed = 0, more = 0;
+    out[0] = '\0';
+    for (int i = 0; i < orig->num_entries; i++) {
+        if (!drop[i])
+            continue;
+        const amqp_bytes_t *k = &orig->entries[i].key;
+        if (o + k->len + 40 < size) {
+            o += (size_t)snprintf(out + o, size - o, "%s%.*s", listed++ ? ", " : "", (int)k->len,
+                                  (const char *)k->bytes);
+        } else {
+            more++;
+        }
     }
+    if (more)
+        snprintf(out + o, size - o, " (and %d more)", more);
 }
 
-static void hdr_int(hdrs_t *h, const char *key, long long v) {
-    amqp_table_entry_t *e = hdr_slot(h, key);
-    if (!e)
-        return;
-    e->value.kind = AMQP_FIELD_KIND_I64;
-    e->value.value.i64 = v;
+/*
+ * The headers of a copy: the original ones (cloned into the copy's pool,
+ * less the replaced ones) followed by @p add, and -- when that would not
+ * fit the connection's frame -- without the largest originals, named in
+ * x-chorus-dropped-headers.  False when out of memory.
+ */
+static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int nadd) {
+    amqp_table_t orig = p->props.headers; /* the clone made by chorus__props_clone */
+    int n = orig.num_entries;
+    bool *omit = calloc((size_t)n + 1, sizeof(*omit)), *drop = calloc((size_t)n + 1, sizeof(*drop));
+    sized_t *order = calloc((size_t)n + 1, sizeof(*order));
+    amqp_table_entry_t *e = amqp_pool_alloc(&p->pool, sizeof(*e) * (size_t)(n + nadd + 1));
+    bool ok = omit && drop && order && e;
+    int candidates = 0;
+    for (int i = 0; ok && i < n; i++) {
+        const amqp_table_entry_t *o = &orig.entries[i];
+        if ((omit[i] = replaced(&o->key, add, nadd)))
+            continue;
+        size_t v;
+        /* what cannot be sent at all goes first */
+        bool sendable = o->key.len <= 255 && chorus__field_size(&o->value, 1, &v, NULL, 0);
+        order[candidates++] = (sized_t){i, sendable ? v + o->key.len + 1 : SIZE_MAX};
+    }
+    if (ok)
+        qsort(order, (size_t)candidates, sizeof(*order), by_size_desc);
+    int frame_max = ch->st ? amqp_get_frame_max(ch->st) : 131072;
+    char names[1024] = "";
+    for (int next = 0; ok; next++) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (!omit[i] && !drop[i])
+                e[k++] = orig.entries[i];
+        for (int i = 0; i < nadd && ok; i++)
+            ok = set_entry(&p->pool, &e[k++], &add[i]);
+        if (ok && names[0])
+            ok = set_entry(&p->pool, &e[k++], &(addh_t){CHORUS__H_DROPPED, false, names, 0});
+        p->props.headers = (amqp_table_t){.num_entries = k, .entries = e};
+        if (!ok || chorus__props_fit(&p->props, frame_max, NULL, 0))
+            break;
+        if (next == candidates) {
+            /* Nothing of the original is left to drop; chorus' own headers
+             * are bounded far below any frame, so this cannot happen --
+             * but it must never loop. */
+            ok = false;
+            break;
+        }
+        drop[order[next].index] = true;
+        dropped_names(&orig, drop, names, sizeof(names));
+    }
+    free(omit);
+    free(drop);
+    free(order);
+    return ok;
 }
 
-static bool hdr_has(const hdrs_t *h, const char *key) {
-    amqp_table_t t = {.num_entries = h->n, .entries = h->e};
-    return chorus__table_find(&t, key) != NULL;
-}
-
-/* A copy of the delivery's message; its headers can take 12 more entries. */
-static chorus__pub_t *copy_delivery(chorus_delivery_t *d, hdrs_t *h) {
+/*
+ * A copy of the delivery's message published by this service: original
+ * body and properties, except user_id (ours: RabbitMQ checks it), no
+ * per-message TTL (the target queue decides), persistent; the original's
+ * verified producer in x-chorus-producer.  Its headers: copy_headers().
+ */
+static chorus__pub_t *make_copy(chorus_t *ch, chorus_delivery_t *d, addh_t *add, int nadd) {
     chorus__pub_t *p = chorus__pub_new();
     if (!p)
         return NULL;
-    amqp_basic_properties_t *src = &d->msg.properties;
-    amqp_table_t orig = (src->_flags & AMQP_BASIC_HEADERS_FLAG) ? src->headers
-                                                                : amqp_empty_table;
-    amqp_table_t cloned;
-    if (amqp_table_clone(&orig, &cloned, &p->pool) != AMQP_STATUS_OK)
+    if (!chorus__props_clone(&d->msg.properties, &p->props, &p->pool))
         goto fail;
-    p->props = *src; /* scalars; byte fields re-pointed below */
-#define CLONE(field, flag)                                                    \
-    if ((src->_flags & (flag)) && src->field.len) {                           \
-        amqp_pool_alloc_bytes(&p->pool, src->field.len, &p->props.field);     \
-        if (!p->props.field.bytes)                                            \
-            goto fail;                                                        \
-        memcpy(p->props.field.bytes, src->field.bytes, src->field.len);       \
-    }
-    CLONE(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG)
-    CLONE(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG)
-    CLONE(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG)
-    CLONE(reply_to, AMQP_BASIC_REPLY_TO_FLAG)
-    CLONE(expiration, AMQP_BASIC_EXPIRATION_FLAG)
-    CLONE(message_id, AMQP_BASIC_MESSAGE_ID_FLAG)
-    CLONE(type, AMQP_BASIC_TYPE_FLAG)
-    CLONE(user_id, AMQP_BASIC_USER_ID_FLAG)
-    CLONE(app_id, AMQP_BASIC_APP_ID_FLAG)
-    CLONE(cluster_id, AMQP_BASIC_CLUSTER_ID_FLAG)
-#undef CLONE
-    /* A per-message TTL would make the copy expire in the retry queue or
-     * DLQ; the queues' own arguments decide instead. */
+    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
+                                ? &d->msg.properties.headers : NULL;
+    char producer[256];
+    verified_producer(ch, d, h, producer, sizeof(producer));
+    add[nadd++] = (addh_t){CHORUS__H_PRODUCER, false, producer, 0};
     p->props._flags &= (amqp_flags_t)~AMQP_BASIC_EXPIRATION_FLAG;
     p->props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     p->props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
-    h->pool = &p->pool;
-    h->cap = cloned.num_entries + 12;
-    h->n = cloned.num_entries;
-    h->e = amqp_pool_alloc(&p->pool, sizeof(*h->e) * (size_t)h->cap);
-    if (!h->e)
+    if (!copy_headers(ch, p, add, nadd))
         goto fail;
-    if (cloned.num_entries)
-        memcpy(h->e, cloned.entries, sizeof(*h->e) * (size_t)cloned.num_entries);
     p->body = amqp_bytes_malloc_dup(d->msg.body);
     if (d->msg.body.len && !p->body.bytes)
         goto fail;
@@ -381,40 +577,70 @@ fail:
     return NULL;
 }
 
+/* The routing key the delivery came with, or the one recorded on a copy. */
+static const char *original_rk(const chorus_delivery_t *d, char *buf, size_t size) {
+    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
+                                ? &d->msg.properties.headers : NULL;
+    const amqp_table_entry_t *e = chorus__table_find(h, CHORUS__H_ORIG_RK);
+    if (e && e->value.kind == AMQP_FIELD_KIND_UTF8) {
+        snprintf(buf, size, "%.*s", (int)e->value.value.bytes.len,
+                 (const char *)e->value.value.bytes.bytes);
+        return buf;
+    }
+    return d->routing_key;
+}
+
 static chorus__pub_t *fault_copy(chorus_t *ch, chorus_delivery_t *d) {
-    hdrs_t h;
-    chorus__pub_t *p = copy_delivery(d, &h);
-    if (!p)
-        return NULL;
-    char ts[25];
+    char ts[25], rk[CHORUS__NAME_MAX];
     chorus_format_timestamp(chorus_now_ms(), ts);
-    if (!hdr_has(&h, CHORUS__H_ORIG_RK))
-        hdr_str(&h, CHORUS__H_ORIG_RK, d->routing_key);
-    hdr_str(&h, CHORUS__H_ORIG_Q, ch->topo.names.queue);
-    hdr_str(&h, CHORUS__H_REASON, d->reason);
-    hdr_str(&h, CHORUS__H_ERROR, d->error);
-    hdr_str(&h, CHORUS__H_TIME, ts);
-    hdr_str(&h, CHORUS__H_SERVICE, ch->service);
-    hdr_int(&h, CHORUS__H_ATTEMPTS, d->attempt);
-    p->props.headers = (amqp_table_t){.num_entries = h.n, .entries = h.e};
-    p->exchange = amqp_cstring_bytes(ch->topo.names.dlx);
-    p->routing_key = amqp_cstring_bytes(ch->service);
+    addh_t add[10] = {
+        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
+        {CHORUS__H_ORIG_Q, false, ch->topo.names.queue, 0},
+        {CHORUS__H_REASON, false, d->reason, 0},
+        {CHORUS__H_ERROR, false, d->error, 0},
+        {CHORUS__H_TIME, false, ts, 0},
+        {CHORUS__H_SERVICE, false, ch->service, 0},
+        {CHORUS__H_ATTEMPTS, true, NULL, d->attempt},
+    };
+    chorus__pub_t *p = make_copy(ch, d, add, 7);
+    if (p) {
+        p->exchange = amqp_cstring_bytes(ch->topo.names.dlx);
+        p->routing_key = amqp_cstring_bytes(ch->service);
+    }
     return p;
 }
 
 static chorus__pub_t *retry_copy(chorus_t *ch, chorus_delivery_t *d) {
     chorus__retry_decision_t dec = chorus__retry_decide(&ch->retry, d->attempt);
-    hdrs_t h;
-    chorus__pub_t *p = copy_delivery(d, &h);
-    if (!p)
-        return NULL;
-    if (!hdr_has(&h, CHORUS__H_ORIG_RK))
-        hdr_str(&h, CHORUS__H_ORIG_RK, d->routing_key);
-    hdr_int(&h, CHORUS__H_ATTEMPT, dec.next_attempt);
-    hdr_str(&h, CHORUS__H_LAST_ERROR, d->error);
-    p->props.headers = (amqp_table_t){.num_entries = h.n, .entries = h.e};
-    p->exchange = amqp_empty_bytes;
-    p->routing_key = amqp_cstring_bytes(ch->topo.names.retry[dec.delay_index]);
+    char rk[CHORUS__NAME_MAX];
+    addh_t add[6] = {
+        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
+        {CHORUS__H_ATTEMPT, true, NULL, dec.next_attempt},
+        {CHORUS__H_LAST_ERROR, false, d->error, 0},
+    };
+    chorus__pub_t *p = make_copy(ch, d, add, 3);
+    if (p) {
+        p->exchange = amqp_cstring_bytes(ch->topo.names.retry_exchange);
+        p->routing_key = amqp_cstring_bytes(ch->topo.names.retry[dec.delay_index]);
+    }
+    return p;
+}
+
+/* A classic queue's redelivered message, back to the queue with its count
+ * (x-chorus-redeliveries), through the service's own retry exchange. */
+static chorus__pub_t *recount_copy(chorus_t *ch, chorus_delivery_t *d) {
+    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
+                                ? &d->msg.properties.headers : NULL;
+    char rk[CHORUS__NAME_MAX];
+    addh_t add[6] = {
+        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
+        {CHORUS__H_REDELIVERIES, true, NULL, prior_deliveries(ch, d, h)},
+    };
+    chorus__pub_t *p = make_copy(ch, d, add, 2);
+    if (p) {
+        p->exchange = amqp_cstring_bytes(ch->topo.names.retry_exchange);
+        p->routing_key = amqp_cstring_bytes(ch->topo.names.queue);
+    }
     return p;
 }
 
@@ -425,30 +651,66 @@ static void send_for(chorus_t *ch, chorus_delivery_t *d, chorus__pub_t *p) {
     }
     d->w.pending++;
     chorus_err_t rc = chorus__pub_send(ch, p);
-    if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM) {
+    if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
         d->w.pending--;
         d->w.failed = true;
         chorus__pub_destroy(p);
     }
 }
 
-static void send_outcome(chorus_t *ch, chorus_delivery_t *d) {
-    if (d->outcome == CHORUS_HANDLED) {
-        for (size_t i = 0; i < d->nemitted && ch->st; i++) {
-            chorus__pub_t *p = chorus__pub_new();
-            char rk[CHORUS__NAME_MAX];
-            snprintf(rk, sizeof(rk), "%s.%s", ch->service,
-                     chorus_envelope_event_type(d->emitted[i]));
-            if (p && chorus__pub_from_envelope(ch, p, d->emitted[i],
-                                               ch->topo.names.exchange, rk) == CHORUS_OK) {
-                d->emitted[i] = NULL; /* the publish owns it now */
-                p->waiter = &d->w;
-            } else {
-                chorus__pub_destroy(p);
-                p = NULL;
-            }
-            send_for(ch, d, p);
+/* The publishes of a handled delivery's emitted events, all made before
+ * any is sent: an event too large to publish turns the delivery into a
+ * dead letter (requeued, it would only fail again). */
+static bool make_emits(chorus_t *ch, chorus_delivery_t *d, chorus__pub_t **pubs) {
+    for (size_t i = 0; i < d->nemitted; i++) {
+        char rk[CHORUS__NAME_MAX];
+        snprintf(rk, sizeof(rk), "%s.%s", ch->service, chorus_envelope_event_type(d->emitted[i]));
+        chorus__pub_t *p = chorus__pub_new();
+        chorus_err_t rc = p ? chorus__pub_from_envelope(ch, p, d->emitted[i],
+                                                        ch->topo.names.exchange, rk)
+                            : CHORUS_ERR_NOMEM;
+        if (rc == CHORUS_ERR_TOO_LARGE) {
+            snprintf(d->error, sizeof(d->error), "the handler emitted %s larger than "
+                     "message.max.bytes", chorus_envelope_event_type(d->emitted[i]));
+            dead_letter(d, "rejected");
         }
+        if (rc) {
+            chorus__pub_destroy(p); /* it took no envelope */
+            for (size_t k = 0; k < i; k++) { /* give the envelopes back */
+                d->emitted[k] = pubs[k]->env;
+                pubs[k]->env = NULL;
+                chorus__pub_destroy(pubs[k]);
+            }
+            return false;
+        }
+        p->waiter = &d->w;
+        pubs[i] = p;
+    }
+    for (size_t i = 0; i < d->nemitted; i++)
+        d->emitted[i] = NULL; /* the publishes own them now */
+    return true;
+}
+
+static void send_outcome(chorus_t *ch, chorus_delivery_t *d) {
+    if (d->recount) {
+        send_for(ch, d, recount_copy(ch, d));
+        return;
+    }
+    if (d->outcome == CHORUS_HANDLED && d->nemitted) {
+        chorus__pub_t **pubs = calloc(d->nemitted, sizeof(*pubs));
+        if (!pubs || !make_emits(ch, d, pubs)) {
+            free(pubs);
+            if (!d->reason) /* out of memory: it comes again */
+                send_for(ch, d, NULL);
+            else
+                send_for(ch, d, fault_copy(ch, d));
+            return;
+        }
+        for (size_t i = 0; i < d->nemitted; i++)
+            send_for(ch, d, ch->st ? pubs[i] : (chorus__pub_destroy(pubs[i]), NULL));
+        free(pubs);
+    } else if (d->outcome == CHORUS_HANDLED) {
+        return;
     } else if (d->reason) {
         send_for(ch, d, fault_copy(ch, d));
     } else {
@@ -525,12 +787,40 @@ static void free_batch(chorus_delivery_t *batch) {
     }
 }
 
-void chorus__consumer_process(chorus_t *ch) {
-    chorus_delivery_t *batch = ch->backlog_head;
-    if (!batch)
-        return;
+/*
+ * Takes the backlog as a batch, decoding each delivery in order.  When the
+ * decoded envelopes would take more than "consume.batch.max.decoded.bytes",
+ * the batch ends before the one that would pass the bound (the first is
+ * always taken), which goes back to the head of the backlog undecoded, with
+ * everything after it.
+ */
+static chorus_delivery_t *take_batch(chorus_t *ch) {
+    chorus_delivery_t *batch = ch->backlog_head, *prev = NULL;
     ch->backlog_head = ch->backlog_tail = NULL;
     ch->backlog_len = 0;
+    size_t total = 0;
+    for (chorus_delivery_t *d = batch; d; prev = d, d = d->next) {
+        d->hd = decode(ch, d);
+        size_t size = d->env ? chorus__envelope_decoded(d->env) : 0;
+        if (prev && total + size > ch->batch_max_decoded) {
+            undecode(d);
+            prev->next = NULL;
+            ch->backlog_head = d;
+            for (; d; d = d->next) {
+                ch->backlog_tail = d;
+                ch->backlog_len++;
+            }
+            break;
+        }
+        total += size;
+    }
+    return batch;
+}
+
+void chorus__consumer_process(chorus_t *ch) {
+    if (!ch->backlog_head)
+        return;
+    chorus_delivery_t *batch = take_batch(ch);
 
     batch_rc_t brc = BATCH_OK;
     if (!ch->store.enabled) {

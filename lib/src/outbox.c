@@ -43,6 +43,13 @@ chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
     char *json = NULL;
     size_t len;
     chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
+    if (!rc && len > ch->limits.max_bytes) {
+        /* It could never be published (consumers would refuse it): fail
+         * the transaction now rather than leave a row the relay cannot send. */
+        chorus__log_env(ch, CHORUS_LOG_ERR, env, "envelope of %zu bytes exceeds "
+                        "message.max.bytes (%zu); not emitted", len, ch->limits.max_bytes);
+        rc = CHORUS_ERR_TOO_LARGE;
+    }
     char rk[CHORUS__NAME_MAX];
     snprintf(rk, sizeof(rk), "%s.%s", ch->service, chorus_envelope_event_type(env));
     PGresult *r = NULL;
@@ -115,7 +122,8 @@ static void send_row(chorus_t *ch, PGresult *rows, int i, chorus__waiter_t *wt, 
     if (first)
         wt->failed = false;
     wt->pending++;
-    if (chorus__pub_send(ch, p) == CHORUS_ERR_STATE) {
+    chorus_err_t rc = chorus__pub_send(ch, p);
+    if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
         wt->pending--;
         wt->failed = true;
         chorus__pub_destroy(p);

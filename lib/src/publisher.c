@@ -25,6 +25,7 @@
  * instead, because the unacked delivery itself comes back and is handled
  * again.
  */
+#include "amqp_props_int.h"
 #include "chorus_int.h"
 
 #include <stdlib.h>
@@ -90,6 +91,13 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
     chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
     if (rc)
         return rc;
+    if (len > ch->limits.max_bytes) {
+        /* A consumer with the same limits would only dead-letter it. */
+        chorus__log_env(ch, CHORUS_LOG_ERR, env, "envelope of %zu bytes exceeds "
+                        "message.max.bytes (%zu); not published", len, ch->limits.max_bytes);
+        free(json);
+        return CHORUS_ERR_TOO_LARGE;
+    }
     p->body.bytes = json;
     p->body.len = len;
     p->exchange = pool_str(&p->pool, exchange);
@@ -103,7 +111,10 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
     pr->delivery_mode = AMQP_DELIVERY_PERSISTENT;
     pr->message_id = pool_str(&p->pool, chorus_envelope_event_id(env));
     pr->type = pool_str(&p->pool, chorus_envelope_event_type(env));
-    pr->timestamp = (uint64_t)(chorus_envelope_timestamp_ms(env) / 1000);
+    int64_t ts = chorus_envelope_timestamp_ms(env);
+    pr->timestamp = ts >= 0 ? (uint64_t)(ts / 1000) : 0;
+    if (ts < 0) /* before 1970: AMQP's timestamp cannot say it */
+        pr->_flags &= (amqp_flags_t)~AMQP_BASIC_TIMESTAMP_FLAG;
     pr->app_id = pool_str(&p->pool, ch->service);
     const char *corr = chorus_envelope_correlation_id(env);
     if (corr) {
@@ -162,6 +173,18 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
             return CHORUS_ERR_STATE; /* not taken: the caller still owns it */
         resend_push(ch, p); /* goes out after the reconnect */
         return CHORUS_OK;
+    }
+    /* The producer is named on every publish: RabbitMQ refuses a user_id
+     * other than the connection's user, so consumers can trust it. */
+    p->props._flags |= AMQP_BASIC_USER_ID_FLAG;
+    p->props.user_id = amqp_cstring_bytes(ch->conn_user);
+    /* Measured before anything is sent: a header that does not fit is this
+     * message's problem, not the connection's (see amqp_props_int.h). */
+    char why[256];
+    if (!chorus__props_fit(&p->props, amqp_get_frame_max(ch->st), why, sizeof(why))) {
+        chorus__log_env(ch, CHORUS_LOG_ERR, p->env, "not publishing to '%.*s': %s",
+                        (int)p->routing_key.len, (const char *)p->routing_key.bytes, why);
+        return CHORUS_ERR_TOO_LARGE;
     }
     uint64_t seq = chorus__confirms_add(&ch->confirms, p);
     if (seq == 0)

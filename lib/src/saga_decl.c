@@ -38,6 +38,7 @@
  */
 #include "common_int.h"
 #include "json_int.h"
+#include "saga_int.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -119,6 +120,12 @@ typedef struct { /* one (service, event) production */
     const char *service, *event;
 } prod_t;
 
+typedef struct { /* what "events" says of one event type */
+    const char *event;
+    int schema_version; /* 0: not said */
+    int newer;          /* -1: not said, 0: dead-letter, 1: retry */
+} evinfo_t;
+
 typedef struct { /* one service's derived role */
     const char *service;
     strs_t consumes;
@@ -139,6 +146,8 @@ struct chorus_saga_s {
     size_t nprods;
     strs_t services, events; /* events: everything produced, sorted */
     role_t *roles;           /* parallel to services */
+    evinfo_t *evinfo;        /* the "events" object, in its order */
+    size_t nevinfo;
 };
 
 /* Where a refusal goes: the file (or the caller's name) and the buffer. */
@@ -385,10 +394,52 @@ static bool decode_completion(ctx_t *c, chorus_saga_t *s) {
            get_str(c, d, "emits", "completion", true, K_EVENT, &s->completion_emits);
 }
 
+/* "events": {"<Type>": {"schema_version": N, "newer_schema": "retry"}}:
+ * per event type, the newest schema version the saga's participants know
+ * and what a consumer does with one newer than it knows.  Checked against
+ * the produced events later (check_events). */
+static bool decode_events(ctx_t *c, chorus_saga_t *s) {
+    static const char *const known[] = {"schema_version", "newer_schema", "description", NULL};
+    const cJSON *evs, *e;
+    if (!get_obj(c, s->root, "events", "", false, &evs))
+        return false;
+    if (!evs)
+        return true;
+    s->evinfo = calloc((size_t)cJSON_GetArraySize(evs) + 1, sizeof(*s->evinfo));
+    if (!s->evinfo)
+        return oom(c);
+    cJSON_ArrayForEach(e, evs) {
+        char at[200];
+        snprintf(at, sizeof(at), "events: '%.100s'", e->string);
+        if (!kind_ok(c, "events", e->string, e->string, K_EVENT))
+            return false;
+        if (!cJSON_IsObject(e))
+            return refuse(c, "%s must be an object", at);
+        if (!known_fields(c, e, at, known))
+            return false;
+        evinfo_t *ev = &s->evinfo[s->nevinfo++];
+        ev->event = e->string;
+        ev->newer = -1;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "schema_version");
+        if (v && (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 2147483647.0 ||
+                  v->valuedouble != (double)(int)v->valuedouble))
+            return refuse(c, "%s: field \"schema_version\" must be a whole number >= 1", at);
+        ev->schema_version = v ? (int)v->valuedouble : 0;
+        const char *newer;
+        if (!get_str(c, e, "newer_schema", at, false, K_TEXT, &newer))
+            return false;
+        if (newer && strcmp(newer, "dead-letter") != 0 && strcmp(newer, "retry") != 0)
+            return refuse(c, "%s: field \"newer_schema\" must be \"dead-letter\" or \"retry\"", at);
+        if (newer)
+            ev->newer = strcmp(newer, "retry") == 0;
+    }
+    return true;
+}
+
 static bool decode(ctx_t *c, chorus_saga_t *s) {
     static const char *const known[] = {"saga",  "description", "namespace",
                                         "deadline", "steps", "completion",
-                                        "terminal", "observers", NULL};
+                                        "terminal", "observers", "events", NULL};
     const char *desc;
     if (!cJSON_IsObject(s->root))
         return refuse(c, "the declaration must be a JSON object");
@@ -401,7 +452,8 @@ static bool decode(ctx_t *c, chorus_saga_t *s) {
         s->ns = "chorus";
     return decode_deadline(c, s) && decode_steps(c, s) && decode_completion(c, s) &&
            get_strs(c, s->root, "terminal", "", true, 1, K_EVENT, &s->terminal) &&
-           get_strs(c, s->root, "observers", "", false, 0, K_NAME, &s->observers);
+           get_strs(c, s->root, "observers", "", false, 0, K_NAME, &s->observers) &&
+           decode_events(c, s);
 }
 
 /* ------------------------------------------------------------------------
@@ -547,6 +599,15 @@ static bool check_commands(ctx_t *c, const chorus_saga_t *s) {
     return true;
 }
 
+/* Every event "events" describes is one the saga produces. */
+static bool check_events(ctx_t *c, const chorus_saga_t *s) {
+    for (size_t i = 0; i < s->nevinfo; i++)
+        if (!produced(s, s->evinfo[i].event))
+            return refuse(c, "events: '%s' is not an event of the saga (nobody produces it)",
+                          s->evinfo[i].event);
+    return true;
+}
+
 static bool check_saga_level(ctx_t *c, const chorus_saga_t *s) {
     for (size_t i = 0; i < s->terminal.n; i++)
         if (!produced(s, s->terminal.v[i]))
@@ -664,6 +725,7 @@ chorus_saga_t *chorus_saga_parse(const char *json, const char *name, char *errst
     if (!parse_json(&c, json, s) || !decode(&c, s) || !build_producers(&c, s) ||
         !build_services(&c, s) || !check_steps(&c, s) || !check_commands(&c, s) ||
         !check_consumed(&c, s) || !check_failures(&c, s) || !check_saga_level(&c, s) ||
+        !check_events(&c, s) ||
         !derive_roles(&c, s))
         goto fail;
     return s;
@@ -731,6 +793,7 @@ void chorus_saga_destroy(chorus_saga_t *s) {
     free(s->roles);
     free(s->steps);
     free(s->prods);
+    free(s->evinfo);
     strs_free(&s->completion_on, false);
     strs_free(&s->terminal, false);
     strs_free(&s->observers, false);
@@ -779,6 +842,48 @@ size_t chorus_saga_bindings(const chorus_saga_t *s, const char *service,
 
 size_t chorus_saga_services(const chorus_saga_t *s, const char *const **namesp) {
     return give(s ? &s->services : NULL, namesp);
+}
+
+bool chorus__saga_produces(const chorus_saga_t *s, const char *service, const char *event) {
+    for (size_t i = 0; s && i < s->nprods; i++)
+        if (strcmp(s->prods[i].service, service) == 0 && strcmp(s->prods[i].event, event) == 0)
+            return true;
+    return false;
+}
+
+size_t chorus__saga_producers(const chorus_saga_t *s, const char *event, const char **out,
+                              size_t max) {
+    size_t n = 0;
+    for (size_t i = 0; s && i < s->nprods; i++) {
+        if (strcmp(s->prods[i].event, event) != 0)
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < n && k < max; k++)
+            seen |= strcmp(out[k], s->prods[i].service) == 0;
+        if (!seen) {
+            if (n < max)
+                out[n] = s->prods[i].service;
+            n++;
+        }
+    }
+    return n;
+}
+
+static const evinfo_t *evinfo(const chorus_saga_t *s, const char *event) {
+    for (size_t i = 0; s && i < s->nevinfo; i++)
+        if (strcmp(s->evinfo[i].event, event) == 0)
+            return &s->evinfo[i];
+    return NULL;
+}
+
+int chorus__saga_schema_version(const chorus_saga_t *s, const char *event) {
+    const evinfo_t *e = evinfo(s, event);
+    return e ? e->schema_version : 0;
+}
+
+int chorus__saga_newer_policy(const chorus_saga_t *s, const char *event) {
+    const evinfo_t *e = evinfo(s, event);
+    return e ? e->newer : -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -919,14 +1024,18 @@ chorus_err_t chorus_saga_permissions(const chorus_saga_t *s, const char *service
     char n[160], v[160];
     if (!regex_quote(n, sizeof(n), ns && *ns ? ns : s->ns) || !regex_quote(v, sizeof(v), service))
         return CHORUS_ERR_INVALID_ARG;
+    /* Its own queues and exchanges (<ns>.<svc>, <ns>.<svc>.*: retry and
+     * dead-letter exchanges included), the shared events exchange and its
+     * alternate.  No amq.default: nothing chorus sends goes through the
+     * default exchange, which would reach any queue by name. */
     bool ok =
-        fits(configure, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx|"
-             "%s\\.unrouted)$", n, v, n, n, n, n) &&
+        fits(configure, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|"
+             "%s\\.unrouted)$", n, v, n, n, n) &&
         /* creating an exchange with an alternate exchange needs write on it */
-        fits(write, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx|"
-             "%s\\.unrouted|amq\\.default)$", n, v, n, n, n, n) &&
-        fits(read, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|%s\\.dlx)$", n, v,
-             n, n, n) &&
+        fits(write, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted|"
+             "%s\\.unrouted)$", n, v, n, n, n) &&
+        fits(read, size, "^(%s\\.%s(\\..+)?|%s\\.events|%s\\.events\\.unrouted)$", n, v,
+             n, n) &&
         fits(topic_write, size, "^%s\\.", v);
     return ok ? CHORUS_OK : CHORUS_ERR_INVALID_ARG;
 }

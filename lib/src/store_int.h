@@ -100,5 +100,8 @@ void chorus__relay_poll(chorus_t *ch);
 chorus_err_t chorus__upcast(const chorus_t *ch, chorus_envelope_t *env,
                             chorus_error_t **errp);
 void chorus__upcasters_free(chorus_t *ch);
+/* The newest schema version of @p event_type the registered upcasters
+ * reach (1 when none is registered). */
+int chorus__upcast_newest(const chorus_t *ch, const char *event_type);
 
 #endif

@@ -8,13 +8,18 @@
  *                   |  "<svc>.<Type>" bindings              |
  *                   v                                       v
  *               <ns>.<svc>  (quorum | classic)         <ns>.unrouted
- *                   |   ^
- *   retry later     |   |  TTL expires: dead-letter via "" to <ns>.<svc>
- *                   v   |
+ *                   |   ^  ^
+ *   retry later:    |   |  |  TTL expires: dead-letter back through
+ *   <ns>.<svc>.retry|   |  |  <ns>.<svc>.retry, key "<ns>.<svc>"
+ *   (direct) ------>|   |  +-- key "<ns>.<svc>": also a redelivered message
+ *       key = queue v   |      sent back with its count (classic queues)
  *               <ns>.<svc>.retry.<ms>   (one per configured delay)
  *
- *   malformed / rejected / exhausted
- *               --> <ns>.dlx (direct, key <svc>) --> <ns>.<svc>.dlq (classic)
+ *   malformed / rejected / exhausted / forbidden producer (chorus' publish
+ *   with fault headers), and what the broker itself dead-letters from the
+ *   service queue (a delivery limit reached; a message chorus rejected
+ *   unread):
+ *               --> <ns>.<svc>.dlx (direct, key <svc>) --> <ns>.<svc>.dlq
  *
  * Dead-lettering and retries are explicit publishes with confirms followed
  * by the ack of the original delivery (consumer.c), so fault headers can be
@@ -22,6 +27,18 @@
  * dead-lettering back into the service queue is RabbitMQ's: for quorum
  * queues it uses the at-least-once strategy (which needs reject-publish
  * overflow), so an expiring message is never dropped on the way back.
+ *
+ * Every exchange a service publishes to is its own or the events
+ * exchange, where topic permissions limit it to its own routing-key
+ * prefix: nothing goes through the default exchange, so a service's broker
+ * user needs no write permission on amq.default, and it cannot put a
+ * message straight into another service's queue.
+ *
+ * The service queue's own dead-letter exchange is the backstop against a
+ * message that keeps coming back unsettled (it crashes the process, or
+ * cannot be read): a quorum queue dead-letters it after "x-delivery-limit"
+ * returns; a classic queue has no such limit, so chorus counts
+ * redeliveries itself (consumer.c).
  *
  * chorus__topology_build() makes the plan as data; unit tests check it
  * without a broker.  chorus__topology_declare() sends it, after every
@@ -47,7 +64,8 @@ chorus_err_t chorus__names_build(const char *ns, const char *service,
     if (!fmt(n->exchange, "%s.events%s", ns, "") ||
         !fmt(n->unrouted_exchange, "%s.events.unrouted%s", ns, "") ||
         !fmt(n->unrouted_queue, "%s.unrouted%s", ns, "") ||
-        !fmt(n->dlx, "%s.dlx%s", ns, "") ||
+        !fmt(n->dlx, "%s.%s.dlx", ns, service) ||
+        !fmt(n->retry_exchange, "%s.%s.retry", ns, service) ||
         !fmt(n->queue, "%s.%s", ns, service) ||
         !fmt(n->dlq, "%s.%s.dlq", ns, service))
         return CHORUS_ERR_INVALID_ARG;
@@ -116,7 +134,7 @@ chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
             return CHORUS_ERR_INVALID_ARG;
     t->quorum = spec->quorum;
     t->prefetch = spec->prefetch;
-    t->ops = calloc((size_t)(12 + spec->nbindings + t->names.nretry),
+    t->ops = calloc((size_t)(14 + spec->nbindings + 2 * t->names.nretry),
                     sizeof(*t->ops));
     if (!t->ops)
         return CHORUS_ERR_NOMEM;
@@ -138,19 +156,35 @@ chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
     arg_str(dlq, "x-queue-type", "classic");
     bind(t, n->dlq, n->dlx, spec->service);
 
-    queue(t, n->queue);
+    chorus__topo_op_t *q = queue(t, n->queue);
+    arg_str(q, "x-dead-letter-exchange", n->dlx);
+    arg_str(q, "x-dead-letter-routing-key", spec->service);
+    if (t->quorum) {
+        arg_int(q, "x-delivery-limit", spec->delivery_limit > 0 ? spec->delivery_limit : 20);
+        if (!spec->retry_at_most_once) {
+            arg_str(q, "x-dead-letter-strategy", "at-least-once");
+            arg_str(q, "x-overflow", "reject-publish");
+        }
+    }
     for (int i = 0; i < spec->nbindings; i++)
         bind(t, n->queue, n->exchange, spec->bindings[i]);
 
+    /* Retries and counted redeliveries go through the service's own
+     * exchange, never the default one. */
+    exchange(t, n->retry_exchange, "direct");
+    bind(t, n->queue, n->retry_exchange, n->queue);
     for (int i = 0; i < n->nretry; i++) {
         chorus__topo_op_t *op = queue(t, n->retry[i]);
         arg_int(op, "x-message-ttl", spec->retry->delays_ms[i]);
-        arg_str(op, "x-dead-letter-exchange", "");
+        /* Back through the retry exchange too: dead-lettering to "" would
+         * need write permission on amq.default to declare the queue. */
+        arg_str(op, "x-dead-letter-exchange", n->retry_exchange);
         arg_str(op, "x-dead-letter-routing-key", n->queue);
         if (t->quorum && !spec->retry_at_most_once) {
             arg_str(op, "x-dead-letter-strategy", "at-least-once");
             arg_str(op, "x-overflow", "reject-publish");
         }
+        bind(t, n->retry[i], n->retry_exchange, n->retry[i]);
     }
     return CHORUS_OK;
 }
@@ -234,7 +268,7 @@ static amqp_table_t args_table(const chorus__topo_op_t *op,
 static chorus_err_t declare_one(amqp_connection_state_t st, amqp_channel_t ch,
                                 const chorus__topo_op_t *op, char *errstr,
                                 size_t size) {
-    amqp_table_entry_t entries[6];
+    amqp_table_entry_t entries[8];
     amqp_table_t args = args_table(op, entries);
     char what[CHORUS__NAME_MAX * 3 + 64];
     switch (op->kind) {

@@ -31,7 +31,7 @@ typedef struct {
     char type[16];                 /* exchange type */
     char source[CHORUS__NAME_MAX]; /* bind: the exchange */
     char key[CHORUS__NAME_MAX];    /* bind: the routing key */
-    chorus__arg_t args[6];
+    chorus__arg_t args[8];
     int nargs;
 } chorus__topo_op_t;
 
@@ -39,7 +39,8 @@ typedef struct {
     char exchange[CHORUS__NAME_MAX];          /* <ns>.events (topic) */
     char unrouted_exchange[CHORUS__NAME_MAX]; /* <ns>.events.unrouted (fanout) */
     char unrouted_queue[CHORUS__NAME_MAX];    /* <ns>.unrouted */
-    char dlx[CHORUS__NAME_MAX];               /* <ns>.dlx (direct) */
+    char dlx[CHORUS__NAME_MAX];               /* <ns>.<service>.dlx (direct) */
+    char retry_exchange[CHORUS__NAME_MAX];    /* <ns>.<service>.retry (direct) */
     char queue[CHORUS__NAME_MAX];             /* <ns>.<service> */
     char dlq[CHORUS__NAME_MAX];               /* <ns>.<service>.dlq */
     char retry[CHORUS__MAX_DELAYS][CHORUS__NAME_MAX]; /* <ns>.<service>.retry.<ms> */
@@ -62,7 +63,8 @@ typedef struct {
     const char *const *bindings; /* routing keys for the service queue */
     int nbindings;
     const chorus__retry_schedule_t *retry;
-    bool retry_at_most_once; /* quorum retry queues without at-least-once */
+    bool retry_at_most_once; /* quorum queues dead-letter without at-least-once */
+    int delivery_limit;      /* quorum service queue: x-delivery-limit */
 } chorus__topology_spec_t;
 
 /* Fills names only (no allocation). */

@@ -70,3 +70,12 @@ void chorus__upcasters_free(chorus_t *ch) {
     ch->upcasters = NULL;
     ch->nupcasters = 0;
 }
+
+int chorus__upcast_newest(const chorus_t *ch, const char *event_type) {
+    int newest = 1;
+    for (size_t i = 0; i < ch->nupcasters; i++)
+        if (strcmp(ch->upcasters[i].event_type, event_type) == 0 &&
+            ch->upcasters[i].from + 1 > newest)
+            newest = ch->upcasters[i].from + 1;
+    return newest;
+}

@@ -52,14 +52,20 @@ sr_reset() {
 sr_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
 
 # Least privilege, derived from the saga declaration: each service gets a RabbitMQ user
-# that may configure and read only its own queues and write to the events exchange only
-# under its own routing-key prefix, and a PostgreSQL role owning only its own schema.
+# ("<namespace>-<service>", the default of security.user.template, so consumers can check
+# that every event comes from its declared producer) that may configure and read only its
+# own queues and exchanges and write to the events exchange only under its own
+# routing-key prefix, and a PostgreSQL role owning only its own schema.
 # Credentials go to the services through CHORUS_AMQP_URL_<SERVICE> / CHORUS_PG_<SERVICE>
 # and to $SR_OUT/credentials (mode 600); they are never printed.
 sr_provision() {
     local s up pass perms conf write read topic amqp_host
     if [[ -z ${CHORUS_CTL:-} ]]; then
-        echo "note: the broker is not ours to administer; services use CHORUS_AMQP_URL" >&2
+        # One broker user for every service: the producer check (each event from the
+        # user of its declared producer) cannot hold, so it is switched off.
+        echo "note: the broker is not ours to administer; services share CHORUS_AMQP_URL," \
+            "without the producer check" >&2
+        export CHORUS_CONF="${CHORUS_CONF:+$CHORUS_CONF;}security.producer.check=off"
         return 0
     fi
     amqp_host=${CHORUS_AMQP_URL##*@}

@@ -1,15 +1,20 @@
 /*
- * e2e-inject-raw NAMESPACE ROUTING_KEY [--interval-ms N] [BODY...]
+ * e2e-inject-raw NAMESPACE ROUTING_KEY [--exchange NAME] [--user-id USER]
+ *                [--header KEY=VALUE]... [--interval-ms N] [BODY...]
  *
- * Publishes raw bytes to "<NAMESPACE>.events" with ROUTING_KEY, one
- * persistent message per BODY argument (or, with none, one message holding
- * all of stdin), in order, waiting for each publisher confirm before the
- * next; --interval-ms sleeps between two messages.  It bypasses chorus on
+ * Publishes raw bytes to "<NAMESPACE>.events" (or the exchange NAME; ""
+ * is the default exchange) with ROUTING_KEY, one persistent message per
+ * BODY argument (or, with none, one message holding all of stdin), in
+ * order, waiting for each publisher confirm before the next; --user-id
+ * sets the AMQP user_id property, --header adds a string header,
+ * --interval-ms sleeps between two messages.  It bypasses chorus on
  * purpose: for end-to-end tests that need bytes no chorus producer would
- * send (not JSON, an envelope under another event's routing key).
+ * send (not JSON, an envelope under another event's routing key, a route
+ * around the events exchange).
  *
- * The broker is CHORUS_AMQP_URL (an administrator: any routing key).  Exit
- * 0 when every message was confirmed, 1 on a failure, 2 on bad usage.
+ * The broker is CHORUS_AMQP_URL.  Exit 0 when every message was confirmed,
+ * 1 on a failure (the broker's refusal, with its reply text, on stderr),
+ * 2 on bad usage.
  */
 #include <amqp.h>
 #include <amqp_framing.h>
@@ -21,9 +26,24 @@
 #include <time.h>
 
 static int usage(void) {
-    fprintf(stderr, "usage: e2e-inject-raw NAMESPACE ROUTING_KEY [--interval-ms N] [BODY...]\n"
+    fprintf(stderr, "usage: e2e-inject-raw NAMESPACE ROUTING_KEY [--exchange NAME] [--user-id USER]\n"
+                    "                      [--header KEY=VALUE]... [--interval-ms N] [BODY...]\n"
                     "       (no BODY: one message holding stdin)\n");
     return 2;
+}
+
+/* The reply text of a broker close, so a test can tell ACCESS_REFUSED
+ * from PRECONDITION_FAILED. */
+static void print_close(const amqp_frame_t *f) {
+    if (f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_channel_close_t *m = f->payload.method.decoded;
+        fprintf(stderr, "e2e-inject-raw: the broker closed the channel: %u %.*s\n",
+                m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+    } else {
+        const amqp_connection_close_t *m = f->payload.method.decoded;
+        fprintf(stderr, "e2e-inject-raw: the broker closed the connection: %u %.*s\n",
+                m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+    }
 }
 
 static int rpc_failed(amqp_rpc_reply_t r, const char *what) {
@@ -57,7 +77,7 @@ static int wait_confirm(amqp_connection_state_t c) {
         }
         if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
             f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            fprintf(stderr, "e2e-inject-raw: the broker closed the channel\n");
+            print_close(&f);
             return 1;
         }
     }
@@ -88,15 +108,31 @@ static char *read_stdin(size_t *len) {
 int main(int argc, char **argv) {
     if (argc < 3)
         return usage();
-    const char *ns = argv[1], *rk = argv[2];
+    const char *ns = argv[1], *rk = argv[2], *exchange_opt = NULL, *user_id = NULL;
     long interval_ms = 0;
-    int first = 3;
-    if (argc > 4 && strcmp(argv[3], "--interval-ms") == 0) {
-        char *end;
-        interval_ms = strtol(argv[4], &end, 10);
-        if (*end || interval_ms < 0)
+    amqp_table_entry_t hdrs[16];
+    int nhdrs = 0, first = 3;
+    while (first + 1 < argc && strncmp(argv[first], "--", 2) == 0) {
+        const char *opt = argv[first], *val = argv[first + 1];
+        if (strcmp(opt, "--interval-ms") == 0) {
+            char *end;
+            interval_ms = strtol(val, &end, 10);
+            if (*end || interval_ms < 0)
+                return usage();
+        } else if (strcmp(opt, "--exchange") == 0) {
+            exchange_opt = val;
+        } else if (strcmp(opt, "--user-id") == 0) {
+            user_id = val;
+        } else if (strcmp(opt, "--header") == 0 && strchr(val, '=') && nhdrs < 16) {
+            const char *eq = strchr(val, '=');
+            hdrs[nhdrs].key = (amqp_bytes_t){.len = (size_t)(eq - val), .bytes = (void *)val};
+            hdrs[nhdrs].value.kind = AMQP_FIELD_KIND_UTF8;
+            hdrs[nhdrs].value.value.bytes = amqp_cstring_bytes(eq + 1);
+            nhdrs++;
+        } else {
             return usage();
-        first = 5;
+        }
+        first += 2;
     }
     const char *env_url = getenv("CHORUS_AMQP_URL");
     if (!env_url || !*env_url) {
@@ -116,6 +152,8 @@ int main(int argc, char **argv) {
     char exchange[256];
     if (snprintf(exchange, sizeof(exchange), "%s.events", ns) >= (int)sizeof(exchange))
         return usage();
+    if (exchange_opt)
+        snprintf(exchange, sizeof(exchange), "%s", exchange_opt);
 
     amqp_connection_state_t c = amqp_new_connection();
     amqp_socket_t *sock = c ? amqp_tcp_socket_new(c) : NULL;
@@ -138,6 +176,14 @@ int main(int argc, char **argv) {
         ._flags = AMQP_BASIC_DELIVERY_MODE_FLAG,
         .delivery_mode = 2,
     };
+    if (user_id) {
+        props._flags |= AMQP_BASIC_USER_ID_FLAG;
+        props.user_id = amqp_cstring_bytes(user_id);
+    }
+    if (nhdrs) {
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers = (amqp_table_t){.num_entries = nhdrs, .entries = hdrs};
+    }
     int n = first < argc ? argc - first : 1;
     for (int i = 0; !rc && i < n; i++) {
         amqp_bytes_t body;

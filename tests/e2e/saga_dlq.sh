@@ -83,10 +83,10 @@ sr_stop order
 # payment, malformed: bytes that are not JSON, and JSON that is no envelope
 "$RAW" "$ns" order.OrderPlaced 'this is not JSON'
 "$RAW" "$ns" order.OrderPlaced '{"event_id":42,"event_type":"OrderPlaced"}'
-# payment, rejected: OrderPlaced without a card, published as the order service would
+# payment, rejected: OrderPlaced without a card, published as (and by) the order service
 bad1=0190f7d2-0000-7000-8000-0000000000b1 bad2=0190f7d2-0000-7000-8000-0000000000b2
 for id in "$bad1" "$bad2"; do
-    "$INJECT" "$ns" order OrderPlaced "$id" \
+    CHORUS_AMQP_URL=$CHORUS_AMQP_URL_ORDER "$INJECT" "$ns" order OrderPlaced "$id" \
         "{\"order_id\":\"$id\",\"customer_id\":\"$cust\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1,\"price\":100}],\"total\":100,\"address\":\"1 Harbour Street\"}"
 done
 # payment, no-handler: an OrderShipped envelope under the routing key of OrderPlaced
@@ -94,7 +94,7 @@ nh_id=0190f7d2-0000-7000-8000-0000000000c1 nh_agg=0190f7d2-0000-7000-8000-000000
 "$RAW" "$ns" order.OrderPlaced "{\"event_id\":\"$nh_id\",\"event_type\":\"OrderShipped\",\"aggregate_id\":\"$nh_agg\",\"version\":1,\"schema_version\":1,\"timestamp\":\"2024-07-01T10:00:00.000Z\",\"data\":{\"order_id\":\"$nh_agg\"},\"metadata\":{\"correlation_id\":\"$nh_agg\"}}"
 # inventory, rejected: PaymentSucceeded without items; and malformed
 inv_id=0190f7d2-0000-7000-8000-0000000000d1
-"$INJECT" "$ns" payment PaymentSucceeded "$inv_id" \
+CHORUS_AMQP_URL=$CHORUS_AMQP_URL_PAYMENT "$INJECT" "$ns" payment PaymentSucceeded "$inv_id" \
     "{\"order_id\":\"$inv_id\",\"payment_id\":\"0190f7d2-0000-7000-8000-0000000000d2\",\"amount\":100,\"address\":\"1 Harbour Street\"}"
 "$RAW" "$ns" payment.PaymentSucceeded '<xml>not for us</xml>'
 

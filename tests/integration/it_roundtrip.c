@@ -63,6 +63,8 @@ static void roundtrip(void **state) {
     chorus_t *cons = chorus_new(cc, err, sizeof(err));
     assert_non_null(cons);
     assert_int_equal(chorus_register(cons, "OrderPlaced", on_placed, &ctx), CHORUS_OK);
+    /* the event below is of schema version 2: this handler reads it */
+    assert_int_equal(chorus_register_schema_version(cons, "OrderPlaced", 2), CHORUS_OK);
     assert_int_equal(chorus_start(cons), CHORUS_OK);
 
     it_raw_t *raw = it_raw_open();

@@ -198,10 +198,17 @@ void it_cleanup(const char *const *services, int n) {
     }
     snprintf(name, sizeof(name), "%s.unrouted", ns);
     amqp_queue_delete(r->st, 1, amqp_cstring_bytes(name), 0, 0);
-    static const char *const exs[] = {"%s.events", "%s.events.unrouted", "%s.dlx"};
-    for (size_t k = 0; k < 3; k++) {
+    static const char *const exs[] = {"%s.events", "%s.events.unrouted"};
+    for (size_t k = 0; k < 2; k++) {
         snprintf(name, sizeof(name), exs[k], ns);
         amqp_exchange_delete(r->st, 1, amqp_cstring_bytes(name), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        static const char *const own[] = {"%s.%s.dlx", "%s.%s.retry"};
+        for (size_t k = 0; k < 2; k++) {
+            snprintf(name, sizeof(name), own[k], ns, services[i]);
+            amqp_exchange_delete(r->st, 1, amqp_cstring_bytes(name), 0);
+        }
     }
     it_raw_close(r);
 }

@@ -31,7 +31,8 @@ static void names(void **state) {
     assert_string_equal(t.names.exchange, "chorus.events");
     assert_string_equal(t.names.unrouted_exchange, "chorus.events.unrouted");
     assert_string_equal(t.names.unrouted_queue, "chorus.unrouted");
-    assert_string_equal(t.names.dlx, "chorus.dlx");
+    assert_string_equal(t.names.dlx, "chorus.payment.dlx");
+    assert_string_equal(t.names.retry_exchange, "chorus.payment.retry");
     assert_string_equal(t.names.queue, "chorus.payment");
     assert_string_equal(t.names.dlq, "chorus.payment.dlq");
     assert_int_equal(t.names.nretry, 3);
@@ -53,9 +54,15 @@ static void exchanges(void **state) {
     ex = find(&t, CHORUS__OP_EXCHANGE, "chorus.events.unrouted", NULL);
     assert_non_null(ex);
     assert_string_equal(ex->type, "fanout");
-    ex = find(&t, CHORUS__OP_EXCHANGE, "chorus.dlx", NULL);
+    /* the service's own exchanges: nothing goes through amq.default */
+    ex = find(&t, CHORUS__OP_EXCHANGE, "chorus.payment.dlx", NULL);
     assert_non_null(ex);
     assert_string_equal(ex->type, "direct");
+    ex = find(&t, CHORUS__OP_EXCHANGE, "chorus.payment.retry", NULL);
+    assert_non_null(ex);
+    assert_string_equal(ex->type, "direct");
+    for (int i = 0; i < t.nops; i++)
+        assert_true(t.ops[i].kind != CHORUS__OP_EXCHANGE || strcmp(t.ops[i].name, "") != 0);
     /* the alternate exchange is declared before the exchange naming it */
     int ae_at = -1, ev_at = -1;
     for (int i = 0; i < t.nops; i++) {
@@ -73,6 +80,13 @@ static void queues_and_bindings(void **state) {
     const chorus__topo_op_t *q = find(&t, CHORUS__OP_QUEUE, "chorus.payment", NULL);
     assert_non_null(q);
     assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "quorum");
+    /* the backstop: the broker dead-letters what keeps coming back */
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-exchange")->s, "chorus.payment.dlx");
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-routing-key")->s, "payment");
+    const chorus__arg_t *lim = chorus__op_arg(q, "x-delivery-limit");
+    assert_true(lim && lim->is_int && lim->i == 20);
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-strategy")->s, "at-least-once");
+    assert_string_equal(chorus__op_arg(q, "x-overflow")->s, "reject-publish");
     assert_non_null(find(&t, CHORUS__OP_BIND, "chorus.payment", "*.OrderPlaced"));
     assert_non_null(find(&t, CHORUS__OP_BIND, "chorus.payment", "order.OrderCancelled"));
     /* the DLQ stays classic even when the service queue is quorum */
@@ -81,7 +95,14 @@ static void queues_and_bindings(void **state) {
     assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "classic");
     const chorus__topo_op_t *b = find(&t, CHORUS__OP_BIND, "chorus.payment.dlq", "payment");
     assert_non_null(b);
-    assert_string_equal(b->source, "chorus.dlx");
+    assert_string_equal(b->source, "chorus.payment.dlx");
+    /* retry queues and the counted redelivery go through the retry exchange */
+    b = find(&t, CHORUS__OP_BIND, "chorus.payment.retry.5000", "chorus.payment.retry.5000");
+    assert_non_null(b);
+    assert_string_equal(b->source, "chorus.payment.retry");
+    b = find(&t, CHORUS__OP_BIND, "chorus.payment", "chorus.payment");
+    assert_non_null(b);
+    assert_string_equal(b->source, "chorus.payment.retry");
     b = find(&t, CHORUS__OP_BIND, "chorus.unrouted", "");
     assert_non_null(b);
     assert_string_equal(b->source, "chorus.events.unrouted");
@@ -96,7 +117,7 @@ static void retry_queue_arguments(void **state) {
     assert_non_null(q);
     const chorus__arg_t *a = chorus__op_arg(q, "x-message-ttl");
     assert_true(a && a->is_int && a->i == 5000);
-    assert_string_equal(chorus__op_arg(q, "x-dead-letter-exchange")->s, "");
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-exchange")->s, "chorus.payment.retry");
     assert_string_equal(chorus__op_arg(q, "x-dead-letter-routing-key")->s, "chorus.payment");
     assert_string_equal(chorus__op_arg(q, "x-dead-letter-strategy")->s, "at-least-once");
     assert_string_equal(chorus__op_arg(q, "x-overflow")->s, "reject-publish");
@@ -123,6 +144,9 @@ static void classic(void **state) {
     build(&t, false);
     const chorus__topo_op_t *q = find(&t, CHORUS__OP_QUEUE, "chorus.payment", NULL);
     assert_string_equal(chorus__op_arg(q, "x-queue-type")->s, "classic");
+    /* a classic queue has no delivery limit: chorus counts (consumer.c) */
+    assert_null(chorus__op_arg(q, "x-delivery-limit"));
+    assert_string_equal(chorus__op_arg(q, "x-dead-letter-exchange")->s, "chorus.payment.dlx");
     q = find(&t, CHORUS__OP_QUEUE, "chorus.payment.retry.1000", NULL);
     assert_null(chorus__op_arg(q, "x-dead-letter-strategy"));
     chorus__topology_free(&t);
@@ -137,9 +161,8 @@ static void shared_objects_agree(void **state) {
                                     .prefetch = 10, .bindings = NULL, .nbindings = 0,
                                     .retry = &sched};
     assert_int_equal(chorus__topology_build(&spec, &b), CHORUS_OK);
-    const char *shared[] = {"chorus.events", "chorus.events.unrouted", "chorus.dlx",
-                            "chorus.unrouted"};
-    for (int i = 0; i < 4; i++) {
+    const char *shared[] = {"chorus.events", "chorus.events.unrouted", "chorus.unrouted"};
+    for (int i = 0; i < 3; i++) {
         const chorus__topo_op_t *x = NULL, *y = NULL;
         for (int k = 0; k < a.nops; k++)
             if (a.ops[k].kind != CHORUS__OP_BIND && strcmp(a.ops[k].name, shared[i]) == 0) x = &a.ops[k];

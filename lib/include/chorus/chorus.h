@@ -299,6 +299,18 @@ CHORUS_API void chorus_destroy(chorus_t *ch);
 CHORUS_API chorus_err_t chorus_register(chorus_t *ch, const char *event_type,
                                         chorus_handler_fn *fn, void *opaque);
 
+/*
+ * Says that the handler of @p event_type reads data of schema version
+ * @p version (the default is 1).  An event whose schema_version is newer
+ * than every version this participant knows -- this one, the saga
+ * declaration's ("events"), and what its registered upcasters reach -- is
+ * never handed to the handler: it is dead-lettered ("unknown-schema-version")
+ * or retried, as "consume.newer.schema" or the declaration says.  Only
+ * before chorus_start().
+ */
+CHORUS_API chorus_err_t chorus_register_schema_version(chorus_t *ch, const char *event_type,
+                                                       int version);
+
 /* Connects (trying each configured broker in turn), declares the topology
  * and starts consuming when handlers are registered. */
 CHORUS_API chorus_err_t chorus_start(chorus_t *ch);
@@ -462,15 +474,26 @@ CHORUS_API size_t chorus_dlq_count(const chorus_dlq_t *q);
 CHORUS_API const chorus_dead_letter_t *chorus_dlq_at(const chorus_dlq_t *q, size_t i);
 /* Publishes message @p i to its original queue (headers kept, requeue
  * count incremented, attempt reset to 1) and waits for the confirm; then it
- * is acked by chorus_dlq_finish(). */
+ * is acked by chorus_dlq_finish().  Refused, and nothing sent, when the
+ * requeue count cannot be incremented (already INT64_MAX, or not an
+ * integer) or the copy's properties do not fit a frame; the reason is then
+ * in chorus_dlq_last_error(). */
 CHORUS_API chorus_err_t chorus_dlq_requeue(chorus_dlq_t *q, size_t i);
+/* Why the last chorus_dlq_requeue() on @p q failed, for people; "" when it
+ * did not.  Valid until the next call on @p q. */
+CHORUS_API const char *chorus_dlq_last_error(const chorus_dlq_t *q);
 CHORUS_API chorus_err_t chorus_dlq_remove(chorus_dlq_t *q, size_t i);
 CHORUS_API chorus_err_t chorus_dlq_finish(chorus_dlq_t *q);
-/* Publishes one line of chorus_dead_letter_export() into the DLQ. */
+/* Publishes one line of chorus_dead_letter_export() into the DLQ (format 2,
+ * or format 1 of earlier versions).  The line is read strictly: anything it
+ * cannot rebuild exactly, or that would not fit a frame, is refused with
+ * the reason in @p errstr (CHORUS_ERR_PARSE, CHORUS_ERR_TOO_LARGE), and
+ * nothing is sent. */
 CHORUS_API chorus_err_t chorus_dlq_import(chorus_dlq_t *q, const char *line, char *errstr,
                                           size_t errstr_size);
 
-/* A string fault header ("x-chorus-fault-reason"...), NULL when absent. */
+/* A string header ("x-chorus-fault-reason"...), NULL when absent, not a
+ * string, or holding a NUL byte (a C string cannot carry one). */
 CHORUS_API const char *chorus_dead_letter_header(const chorus_dead_letter_t *dl,
                                                  const char *key);
 CHORUS_API long long chorus_dead_letter_header_int(const chorus_dead_letter_t *dl,
@@ -478,11 +501,32 @@ CHORUS_API long long chorus_dead_letter_header_int(const chorus_dead_letter_t *d
 /* From the envelope when it decodes, else from the AMQP properties; "" if unknown. */
 CHORUS_API const char *chorus_dead_letter_event_id(const chorus_dead_letter_t *dl);
 CHORUS_API const char *chorus_dead_letter_event_type(const chorus_dead_letter_t *dl);
-/* Everything about it as a JSON object (malloc'd): fault headers, decoded
- * envelope (or the raw body), x-death history, all headers. */
+/*
+ * A fault field as `dlq show` reports it: "reason", "error",
+ * "original_queue", "original_routing_key", "time", "fault_service",
+ * "dropped_headers" (x-chorus-dropped-headers: headers left out of a copy
+ * because they did not fit).  From chorus' fault headers; where the broker
+ * itself dead-lettered the message (no x-chorus-fault-reason), reason,
+ * error, original queue, routing key and time come from x-death: reason
+ * "delivery-limit" (x-death reason delivery_limit), "unreadable"
+ * (rejected: chorus rejects, unrequeued, only what it cannot read), else
+ * "broker-<reason>".  Bytes that are not UTF-8 text come as "base64:...".
+ * NULL when unknown.  Borrowed until chorus_dlq_finish().
+ */
+CHORUS_API const char *chorus_dead_letter_fault(const chorus_dead_letter_t *dl,
+                                                const char *field);
+/* Everything about it as a JSON object (malloc'd; NULL when out of
+ * memory): event id and type, the fault fields, attempts and requeues, the
+ * decoded envelope (or the raw body: "body", or "body_base64" when it is not
+ * text), x-death history, all headers, and "notes": what is shown other
+ * than as itself, and why (big integers as strings, binary as base64,
+ * nesting beyond 32 levels as base64 of its AMQP encoding, ...).
+ * chorus_dead_letter_object() (chorus_json.h) gives the same as a tree. */
 CHORUS_API char *chorus_dead_letter_json(const chorus_dead_letter_t *dl);
-/* One JSON line with the body (base64), properties and typed headers,
- * from which chorus_dlq_import() rebuilds the message exactly. */
+/* One JSON line ("format": 2) with the properties, headers (typed, in
+ * order, or their exact AMQP encoding when they nest too deep for JSON) and
+ * the body in base64, from which chorus_dlq_import() rebuilds the message
+ * exactly.  NULL when out of memory. */
 CHORUS_API char *chorus_dead_letter_export(const chorus_dead_letter_t *dl);
 
 #ifdef __cplusplus
