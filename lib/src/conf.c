@@ -153,6 +153,13 @@ static const prop_t props[] = {
     {"debug.crash.point", P_ENUM, "none", 0, 0, "none|before-commit|after-commit",
      "Fault injection for tests: the process kills itself (SIGKILL) at that "
      "point of a delivery's transaction. Never set it in production."},
+    {"debug.commit.answer", P_ENUM, "read", 0, 0, "read|lost",
+     "Fault injection for tests: `lost` drops the connection to PostgreSQL "
+     "after the server has answered the COMMIT of a command that recorded an "
+     "idempotency key (chorus_tx_idempotent, chorus_tx_commit) but "
+     "before chorus reads the answer, as if the network failed at that "
+     "moment: the transaction is committed, and the caller is told "
+     "CHORUS_ERR_COMMIT_UNKNOWN. Never set it in production."},
     {"debug.publish.copies", P_INT, "1", 1, 3, NULL,
      "Fault injection for tests: every outbox row is published this many "
      "times, so every event reaches its consumers more than once. Never set "

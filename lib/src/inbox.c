@@ -46,9 +46,16 @@ void chorus__inbox_prune(chorus_t *ch) {
         chorus__store_lost(ch, "inbox prune failed");
         return;
     }
-    /* Published outbox rows are kept as long as inbox rows, then go too. */
+    /* Published outbox rows and commands' idempotency keys are kept as
+     * long as inbox rows, then go too. */
     if (chorus__pg_exec(ch, ch->store.pg,
                         "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
-                        1, p, NULL, &lost) != CHORUS_OK && lost)
+                        1, p, NULL, &lost) != CHORUS_OK && lost) {
         chorus__store_lost(ch, "outbox prune failed");
+        return;
+    }
+    if (chorus__pg_exec(ch, ch->store.pg,
+                        "DELETE FROM idempotency WHERE created_at < now() - make_interval(hours => $1::int)",
+                        1, p, NULL, &lost) != CHORUS_OK && lost)
+        chorus__store_lost(ch, "idempotency prune failed");
 }

@@ -66,6 +66,12 @@ const char *const chorus__migrations[] = {
     " RETURN NULL; END $$;"
     "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox"
     "  FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();",
+    /* 2: idempotency keys of commands (chorus_tx_idempotent) */
+    "CREATE TABLE idempotency ("
+    "  key text PRIMARY KEY,"
+    "  result text NOT NULL,"
+    "  created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX idempotency_created_at ON idempotency (created_at);",
 };
 const int chorus__nmigrations = (int)(sizeof(chorus__migrations) / sizeof(chorus__migrations[0]));
 

@@ -38,6 +38,7 @@ struct chorus_tx_s {
     bool failed;                 /* an SQL error aborted the (sub)transaction */
     bool lost;                   /* the connection died */
     bool own;                    /* begun by chorus_tx_begin() */
+    bool keyed;                  /* recorded an idempotency key */
     int64_t *seqs;               /* outbox rows this transaction inserted */
     size_t nseqs, capseqs;
 };

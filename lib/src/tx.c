@@ -14,6 +14,8 @@
  */
 #include "chorus_int.h"
 
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,17 +111,45 @@ chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp) {
     return CHORUS_OK;
 }
 
+/* debug.commit.answer=lost: COMMIT is sent and the server's answer
+ * arrives, but is dropped with the connection, unread. */
+static chorus_err_t commit_answer_lost(chorus_tx_t *tx) {
+    PGconn *pg = tx->pg;
+    if (!PQsendQuery(pg, "COMMIT"))
+        return CHORUS_ERR_CONN_CLOSED;
+    struct pollfd fd = {.fd = PQsocket(pg), .events = POLLIN};
+    while (PQflush(pg) == 1)
+        ;
+    /* Wait until the answer is in: the transaction is then committed. */
+    while (PQisBusy(pg) && poll(&fd, 1, 5000) > 0 && PQconsumeInput(pg))
+        ;
+    chorus__log(tx->ch, CHORUS_LOG_WARNING,
+                "debug.commit.answer: dropping the connection before reading COMMIT's answer");
+    tx->lost = true;
+    return CHORUS_ERR_COMMIT_UNKNOWN;
+}
+
 chorus_err_t chorus_tx_commit(chorus_tx_t *tx) {
     if (!tx)
         return CHORUS_ERR_INVALID_ARG;
     chorus_t *ch = tx->ch;
     chorus_err_t rc = tx->conflict ? CHORUS_ERR_CONFLICT : CHORUS_OK;
+    /* Whether COMMIT can have reached the server: once it may have, a lost
+     * connection leaves the outcome unknown, not failed. */
+    bool was_up = tx->pg && PQstatus(tx->pg) == CONNECTION_OK;
     if (rc)
         chorus__tx_abort(tx);
+    else if (!tx->failed && was_up && tx->keyed &&
+             strcmp(chorus__conf_str(ch->conf, "debug.commit.answer"), "lost") == 0)
+        rc = commit_answer_lost(tx);
     else
         rc = chorus__tx_finish(tx);
+    if (rc == CHORUS_ERR_CONN_CLOSED && was_up && !tx->failed)
+        rc = CHORUS_ERR_COMMIT_UNKNOWN;
     if (tx->lost)
-        chorus__store_lost(ch, "commit failed");
+        chorus__store_lost(ch, rc == CHORUS_ERR_COMMIT_UNKNOWN
+                                   ? "the connection was lost during COMMIT; its outcome is unknown"
+                                   : "commit failed");
     /* Publish now when we can; otherwise a relay does (NOTIFY woke it). */
     if (rc == CHORUS_OK && tx->nseqs && ch->started && ch->st)
         chorus__outbox_flush(ch, tx->seqs, tx->nseqs);
@@ -134,6 +164,36 @@ void chorus_tx_rollback(chorus_tx_t *tx) {
     chorus__tx_abort(tx);
     chorus__tx_clear(tx);
     free(tx);
+}
+
+chorus_err_t chorus_tx_idempotent(chorus_tx_t *tx, const char *key, const char *result,
+                                  char *prev, size_t prev_size) {
+    if (!tx || !key || !*key || strlen(key) > 200 || !result)
+        return CHORUS_ERR_INVALID_ARG;
+    if (prev && prev_size)
+        prev[0] = '\0';
+    /* A concurrent holder of the same key makes this wait for its commit
+     * (the primary key), then see its row. */
+    const char *p[] = {key, result};
+    PGresult *r = NULL;
+    chorus_err_t rc = chorus_tx_exec(tx, "INSERT INTO idempotency (key, result) VALUES ($1, $2) "
+                                         "ON CONFLICT (key) DO NOTHING RETURNING key",
+                                     2, p, &r);
+    if (rc)
+        return rc;
+    bool fresh = PQntuples(r) == 1;
+    PQclear(r);
+    if (fresh) {
+        tx->keyed = true;
+        return CHORUS_OK;
+    }
+    rc = chorus_tx_exec(tx, "SELECT result FROM idempotency WHERE key = $1", 1, p, &r);
+    if (rc)
+        return rc;
+    if (PQntuples(r) == 1 && prev && prev_size)
+        snprintf(prev, prev_size, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return CHORUS_ERR_DUPLICATE;
 }
 
 PGconn *chorus_tx_pg(chorus_tx_t *tx) { return tx ? tx->pg : NULL; }

@@ -2,7 +2,9 @@
  * cli.c - the order service's commands.
  *
  *   order place --customer UUID --item SKU:QTY[:PRICE]... --address TEXT [--card NO]
- *   order simulate N        N orders covering every outcome (for the demo)
+ *               [--key KEY]
+ *   order simulate N [--key-prefix P]
+ *                           N orders covering every outcome (for the demo)
  *   order list              the order_summaries read model
  *   order rebuild-projections
  *   order saga-status ID
@@ -11,6 +13,13 @@
  * becomes an OrderPlaced event, appended to the event store with the
  * outbox row in one transaction.  A running order service's relay,
  * woken by NOTIFY, publishes it.
+ *
+ * Each command carries an idempotency key (--key, or one made up and
+ * printed), recorded in the same transaction (chorus_tx_idempotent).  When
+ * PostgreSQL goes away during COMMIT the outcome is unknown -- the order
+ * may exist -- and the command says so: repeating it with the same key
+ * either finds the order ("already placed") or places it, never twice.
+ * simulate repeats such orders itself, with their keys, until it knows.
  */
 #include "order.h"
 
@@ -18,6 +27,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_ITEMS 50
 
@@ -33,20 +43,30 @@ typedef struct {
     int nitems;
     char address[256];
     char card[32];
+    char key[201];
 } place_t;
+
+/* What became of one PlaceOrder. */
+typedef enum { PLACED, ALREADY_PLACED, NOT_PLACED, UNKNOWN } placed_t;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: order [run]                 run the order service\n"
             "       order monitor               run the saga monitor\n"
             "       order place --customer UUID --item SKU:QTY[:PRICE] [--item ...]\n"
-            "                   --address TEXT [--card NUMBER]\n"
-            "       order simulate N            place N orders covering every outcome\n"
+            "                   --address TEXT [--card NUMBER] [--key KEY]\n"
+            "       order simulate N [--key-prefix P]\n"
+            "                                   place N orders covering every outcome\n"
             "       order list                  print the order_summaries read model\n"
             "       order rebuild-projections   rebuild order_summaries from the event store\n"
             "       order saga-status ID        one saga's timeline (order or correlation id)\n"
-            "PRICE is in cents (default 1000). The environment names the servers\n"
-            "(CHORUS_AMQP_URL, PG* or CHORUS_PG_ORDER, CHORUS_SAGA_FILE).\n");
+            "PRICE is in cents (default 1000). KEY (1-200 characters, default: a new\n"
+            "UUID) makes place idempotent: repeated with the same KEY, it prints the\n"
+            "order it placed before instead of placing another. Exit status of place:\n"
+            "0 placed (or placed before), 1 not placed, 2 usage, 3 outcome unknown\n"
+            "(PostgreSQL went away during the commit: repeat with the same KEY).\n"
+            "simulate uses the keys P-1 .. P-N (P default: a new UUID). The environment\n"
+            "names the servers (CHORUS_AMQP_URL, PG* or CHORUS_PG_ORDER, CHORUS_SAGA_FILE).\n");
 }
 
 static int bad(const char *fmt, const char *what) {
@@ -92,6 +112,7 @@ static int parse_place(int argc, char **argv, place_t *p) {
                                           {"item", required_argument, NULL, 'i'},
                                           {"address", required_argument, NULL, 'a'},
                                           {"card", required_argument, NULL, 'k'},
+                                          {"key", required_argument, NULL, 'K'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     memset(p, 0, sizeof(*p));
@@ -121,6 +142,11 @@ static int parse_place(int argc, char **argv, place_t *p) {
             if (strlen(optarg) < 12 || strlen(optarg) > 19 || strspn(optarg, "0123456789") != strlen(optarg))
                 return bad("--card '%s' must be 12 to 19 digits", optarg);
             snprintf(p->card, sizeof(p->card), "%s", optarg);
+            break;
+        case 'K':
+            if (!*optarg || strlen(optarg) >= sizeof(p->key))
+                return bad("--key must be 1 to 200 characters%s", "");
+            snprintf(p->key, sizeof(p->key), "%s", optarg);
             break;
         case 'h':
             usage(stdout);
@@ -171,18 +197,32 @@ static chorus_t *order_handle(void) {
     return ch;
 }
 
-/* One order, one transaction: event store + outbox + read model. */
-static int place(chorus_t *ch, const place_t *p, char id[37]) {
+/* One order, one transaction: idempotency key + event store + outbox +
+ * read model.  @p id: the order placed now, or the one placed before with
+ * the same key. */
+static placed_t place(chorus_t *ch, const place_t *p, char id[37]) {
     chorus_tx_t *tx;
     if (chorus_tx_begin(ch, &tx))
-        return 1;
+        return NOT_PLACED;
     order_state_t st = {0};
     chorus_envelope_t *ev = order_placed(p, id);
-    if (!ev || order_append(tx, &st, 0, ev)) {
+    char before[37];
+    chorus_err_t rc = ev ? chorus_tx_idempotent(tx, p->key, id, before, sizeof(before))
+                         : CHORUS_ERR_NOMEM;
+    if (rc == CHORUS_ERR_DUPLICATE) {
+        chorus_envelope_destroy(ev);
         chorus_tx_rollback(tx);
-        return 1;
+        memcpy(id, before, sizeof(before));
+        return ALREADY_PLACED;
     }
-    return chorus_tx_commit(tx) == CHORUS_OK ? 0 : 1;
+    if (rc || order_append(tx, &st, 0, ev)) {
+        if (rc)
+            chorus_envelope_destroy(ev);
+        chorus_tx_rollback(tx);
+        return NOT_PLACED;
+    }
+    rc = chorus_tx_commit(tx);
+    return rc == CHORUS_OK ? PLACED : rc == CHORUS_ERR_COMMIT_UNKNOWN ? UNKNOWN : NOT_PLACED;
 }
 
 static int cmd_place(int argc, char **argv) {
@@ -190,17 +230,36 @@ static int cmd_place(int argc, char **argv) {
     int rc = parse_place(argc, argv, &p);
     if (rc)
         return rc == 1 ? 0 : rc;
+    bool made_up = !p.key[0];
+    if (made_up)
+        chorus_uuid_v7(p.key);
     chorus_t *ch = order_handle();
     if (!ch)
         return 1;
     char id[37];
-    rc = place(ch, &p, id);
-    if (rc == 0)
-        printf("%s\n", id);
-    else
-        fprintf(stderr, "order: the order could not be stored\n");
+    placed_t r = place(ch, &p, id);
     chorus_destroy(ch);
-    return rc;
+    switch (r) {
+    case PLACED:
+        printf("%s\n", id);
+        if (made_up)
+            fprintf(stderr, "order: placed %s (idempotency key %s)\n", id, p.key);
+        return 0;
+    case ALREADY_PLACED:
+        printf("%s\n", id);
+        fprintf(stderr, "order: already placed as %s with key %s; nothing new was placed\n", id,
+                p.key);
+        return 0;
+    case UNKNOWN:
+        fprintf(stderr, "order: outcome unknown: PostgreSQL went away during the commit, so "
+                        "order %s may or may not exist. It is safe to repeat this command with "
+                        "the same key: --key %s\n", id, p.key);
+        return 3;
+    case NOT_PLACED:
+        break;
+    }
+    fprintf(stderr, "order: the order could not be stored (nothing was placed; key %s)\n", p.key);
+    return 1;
 }
 
 /* Every tenth order of each kind; the rest complete. */
@@ -235,26 +294,68 @@ static const char *scenario(int i, place_t *p) {
     }
 }
 
+/* Places one order of simulate, repeating it with its key until its
+ * outcome is known or @p deadline (monotonic seconds) passes. */
+static placed_t place_known(chorus_t *ch, const place_t *p, char id[37], time_t deadline,
+                            int *unknowns) {
+    for (long wait_ms = 100;; wait_ms = wait_ms < 2000 ? wait_ms * 2 : 2000) {
+        placed_t r = place(ch, p, id);
+        if (r == PLACED || r == ALREADY_PLACED)
+            return r;
+        if (r == UNKNOWN)
+            ++*unknowns;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec >= deadline)
+            return r;
+        struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int cmd_simulate(int argc, char **argv) {
     long n;
-    if (argc != 2 || !parse_long(argv[1], 1, 100000, &n))
+    char prefix[160] = "";
+    if (argc == 4 && strcmp(argv[2], "--key-prefix") == 0 && *argv[3] && strlen(argv[3]) < 150)
+        snprintf(prefix, sizeof(prefix), "%s", argv[3]);
+    else if (argc != 2)
+        return bad("simulate takes a number from 1 to 100000, then optionally --key-prefix P%s",
+                   "");
+    if (!parse_long(argv[1], 1, 100000, &n))
         return bad("simulate takes one number from 1 to 100000%s", "");
+    if (!prefix[0])
+        chorus_uuid_v7(prefix);
     chorus_t *ch = order_handle();
     if (!ch)
         return 1;
-    int failed = 0;
+    int failed = 0, unknowns = 0, again = 0;
     for (long i = 0; i < n; i++) {
         place_t p;
         const char *kind = scenario((int)i, &p);
+        snprintf(p.key, sizeof(p.key), "%s-%ld", prefix, i + 1);
         char id[37];
-        if (place(ch, &p, id)) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int before = unknowns;
+        placed_t r = place_known(ch, &p, id, now.tv_sec + 60, &unknowns);
+        if (r != PLACED && r != ALREADY_PLACED) {
             failed++;
+            fprintf(stderr, "order: order %ld (key %s): %s\n", i + 1, p.key,
+                    r == UNKNOWN ? "outcome still unknown after 60 s; repeat with this key"
+                                 : "could not be stored for 60 s");
             continue;
         }
+        if (unknowns > before)
+            again++, fprintf(stderr, "order: order %ld (key %s): the commit's outcome was "
+                                     "unknown; repeated with its key: %s\n", i + 1, p.key,
+                             r == ALREADY_PLACED ? "it had been placed" : "placed now");
         printf("%s %s\n", id, kind);
     }
     fflush(stdout);
     chorus_destroy(ch);
+    if (again)
+        fprintf(stderr, "order: %d orders had an unknown commit outcome; each was repeated with "
+                        "its idempotency key and placed exactly once\n", again);
     if (failed)
         fprintf(stderr, "order: %d orders could not be stored\n", failed);
     return failed ? 1 : 0;

@@ -54,8 +54,31 @@ CHORUS_API chorus_tx_t *chorus_delivery_tx(chorus_delivery_t *d);
  * publishes them (it is woken by NOTIFY).
  */
 CHORUS_API chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp);
+/*
+ * Commits and frees @p tx.  CHORUS_OK: committed.  CHORUS_ERR_COMMIT_UNKNOWN:
+ * the connection was lost after COMMIT may have reached the server, so the
+ * transaction may or may not have committed -- never report it as failed;
+ * a command that recorded an idempotency key (chorus_tx_idempotent) can be
+ * repeated with the same key to find out, safely.  CHORUS_ERR_CONFLICT,
+ * CHORUS_ERR_DB, CHORUS_ERR_CONN_CLOSED: not committed.
+ */
 CHORUS_API chorus_err_t chorus_tx_commit(chorus_tx_t *tx);
 CHORUS_API void chorus_tx_rollback(chorus_tx_t *tx);
+
+/*
+ * Makes a command idempotent: records in @p tx that the command with
+ * idempotency key @p key (1 to 200 bytes, chosen by whoever issues the
+ * command, e.g. a UUID it keeps) was done, with @p result (what the caller
+ * would report: the id of what it created).  CHORUS_OK when the key is new:
+ * do the work in @p tx and commit.  CHORUS_ERR_DUPLICATE when a committed
+ * transaction recorded the key before: its result is copied into @p prev
+ * (truncated to @p prev_size); roll back and report that result -- the
+ * work is done already.  So repeating a command after
+ * CHORUS_ERR_COMMIT_UNKNOWN never does it twice.  Keys are kept for
+ * "store.inbox.retention.hours".
+ */
+CHORUS_API chorus_err_t chorus_tx_idempotent(chorus_tx_t *tx, const char *key, const char *result,
+                                             char *prev, size_t prev_size);
 
 /* The connection, inside the open transaction: run parameterized SQL on it
  * (PQexecParams); never COMMIT, ROLLBACK or close it. */
