@@ -12,6 +12,11 @@
  * The messages are published into the input queue before the clock starts;
  * the clock stops when every output message is confirmed and every input
  * acked.  Usage: chorus-bench [-n COUNT] [--durable]   (CHORUS_AMQP_URL, PG*)
+ *
+ *   --memory  the peak resident memory of a participant (a child process,
+ *             default limits) fed worst-case messages: JSON of small
+ *             numbers that decodes to ~40x its size, the same just under
+ *             message.max.decoded.bytes, 1 MiB strings, ~130 KB headers.
  */
 #include "chorus/chorus.h"
 #include "chorus/chorus_pg.h"
@@ -23,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void) {
     struct timespec t;
@@ -221,10 +229,148 @@ static double chorus_hop(long n, bool durable) {
     return secs;
 }
 
+/* ---- memory under hostile input -------------------------------------- */
+
+static long mem_total;
+
+static chorus_outcome_t swallow(chorus_t *ch, chorus_delivery_t *d, const chorus_envelope_t *env,
+                                void *opaque) {
+    (void)ch, (void)d, (void)env, (void)opaque;
+    return CHORUS_HANDLED;
+}
+
+/* An envelope whose data is {"a":[1,1,...]} of about @p text bytes, or
+ * {"s":"xxx..."} when @p string. */
+static char *worst_envelope(size_t text, bool string, size_t *len) {
+    char *data = malloc(text + 32);
+    size_t o = (size_t)sprintf(data, string ? "{\"s\":\"" : "{\"a\":[1");
+    while (o < text)
+        if (string)
+            data[o++] = 'x';
+        else
+            data[o++] = ',', data[o++] = '1';
+    strcpy(data + o, string ? "\"}" : "]}");
+    chorus_envelope_t *e = chorus_envelope_new("BenchPing", "0190f7d2-1c2a-7b3c-8d4e-5f6a7b8c9d0e",
+                                               1, data, NULL);
+    free(data);
+    char *out = NULL;
+    if (!e || chorus_envelope_serialize(e, &out, len)) {
+        fprintf(stderr, "bench: cannot build a worst-case envelope\n");
+        exit(1);
+    }
+    chorus_envelope_destroy(e);
+    return out;
+}
+
+static void publish_n(amqp_connection_state_t st, const char *q, const char *b, size_t len, int n,
+                      const amqp_table_t *headers) {
+    amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
+    if (headers) {
+        p._flags |= AMQP_BASIC_HEADERS_FLAG;
+        p.headers = *headers;
+    }
+    for (int i = 0; i < n; i++) {
+        amqp_basic_publish(st, 1, amqp_empty_bytes, amqp_cstring_bytes(q), 0, 0, &p,
+                           (amqp_bytes_t){len, (void *)b});
+        amqp_frame_t f;
+        amqp_simple_wait_frame(st, &f); /* the confirm: one at a time, these are big */
+        amqp_maybe_release_buffers(st);
+    }
+    mem_total += n;
+}
+
+/* Runs the participant in a child until every message is settled; its
+ * peak resident set in MB. */
+static long child_peak_mb(long expect) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[256];
+        chorus_conf_t *c = chorus_conf_new();
+        chorus_conf_set(c, "service.name", "benchmem", err, sizeof(err));
+        chorus_conf_set(c, "topology.namespace", "bench", err, sizeof(err));
+        chorus_conf_set(c, "log.level", "err", err, sizeof(err));
+        chorus_t *ch = chorus_new(c, err, sizeof(err));
+        if (!ch || chorus_register(ch, "BenchPing", swallow, NULL) || chorus_start(ch))
+            _exit(1);
+        chorus_stats_t s;
+        double until = now_s() + 300;
+        do {
+            chorus_poll(ch, 50);
+            chorus_stats(ch, &s);
+        } while ((long)(s.handled + s.dead_lettered) < expect && now_s() < until);
+        chorus_flush(ch, 10000);
+        chorus_destroy(ch);
+        _exit((long)(s.handled + s.dead_lettered) >= expect ? 0 : 3);
+    }
+    int status;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench: the participant did not settle every message\n");
+        exit(1);
+    }
+    return ru.ru_maxrss / 1024;
+}
+
+static int memory_bench(int n) {
+    chorus_t *declarer = NULL;
+    {
+        char err[256];
+        chorus_conf_t *c = chorus_conf_new();
+        chorus_conf_set(c, "service.name", "benchmem", err, sizeof(err));
+        chorus_conf_set(c, "topology.namespace", "bench", err, sizeof(err));
+        declarer = chorus_new(c, err, sizeof(err));
+        if (!declarer || chorus_start(declarer)) {
+            fprintf(stderr, "bench: cannot declare the participant's queue\n");
+            return 1;
+        }
+    }
+    char q[256];
+    snprintf(q, sizeof(q), "%s", chorus_queue_name(declarer));
+    amqp_connection_state_t st = raw_connect();
+    amqp_queue_purge(st, 1, amqp_cstring_bytes(q));
+    chorus_destroy(declarer);
+
+    printf("peak resident memory of a participant (default limits: message.max.bytes 1 MiB,\n"
+           "message.max.decoded.bytes 16 MiB, consume.batch.max.decoded.bytes 64 MiB,\n"
+           "prefetch 100, batch 64), %d messages of each kind:\n", n);
+    char tiny[] = "x";
+    publish_n(st, q, tiny, 1, 1, NULL);
+    long idle = child_peak_mb(1);
+    printf("  one small malformed message      %5ld MB\n", idle);
+    size_t len;
+    char *numbers = worst_envelope((1u << 20) - 200, false, &len); /* decodes to ~42 MB */
+    publish_n(st, q, numbers, len, n, NULL);
+    printf("  1 MiB of small numbers (~42 MB decoded: refused)   %5ld MB\n",
+           child_peak_mb(n));
+    free(numbers);
+    char *near = worst_envelope(390000, false, &len); /* ~15.6 MB decoded: accepted */
+    publish_n(st, q, near, len, n, NULL);
+    printf("  390 KB of small numbers (~15.6 MB decoded)         %5ld MB\n", child_peak_mb(n));
+    free(near);
+    char *str = worst_envelope((1u << 20) - 200, true, &len);
+    publish_n(st, q, str, len, n, NULL);
+    printf("  1 MiB strings                                     %5ld MB\n", child_peak_mb(n));
+    free(str);
+    static char big[130900];
+    memset(big, 'h', sizeof(big));
+    amqp_table_entry_t e = {.key = amqp_cstring_bytes("x-huge"),
+                            .value = {.kind = AMQP_FIELD_KIND_UTF8,
+                                      .value.bytes = {sizeof(big), big}}};
+    amqp_table_t h = {1, &e};
+    publish_n(st, q, tiny, 1, n, &h);
+    printf("  130 KB of headers, garbage body                   %5ld MB\n", child_peak_mb(n));
+    amqp_queue_purge(st, 1, amqp_cstring_bytes("bench.benchmem.dlq"));
+    amqp_connection_close(st, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(st);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     long n = 20000;
-    bool durable = false;
+    bool durable = false, memory = false;
     static const struct option lo[] = {{"durable", no_argument, NULL, 'd'},
+                                       {"memory", no_argument, NULL, 'm'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     int c;
@@ -236,14 +382,21 @@ int main(int argc, char **argv) {
             durable = true;
             continue;
         }
+        if (c == 'm') {
+            memory = true;
+            continue;
+        }
         fprintf(c == 'h' ? stdout : stderr,
-                "usage: chorus-bench [-n COUNT (100..1000000, default 20000)] [--durable]\n");
+                "usage: chorus-bench [-n COUNT (100..1000000, default 20000)] [--durable]\n"
+                "       chorus-bench --memory [-n COUNT (default 100 of each kind)]\n");
         return c == 'h' ? 0 : 2;
     }
     if (!getenv("CHORUS_AMQP_URL")) {
         fprintf(stderr, "bench: CHORUS_AMQP_URL is not set\n");
         return 2;
     }
+    if (memory)
+        return memory_bench(n == 20000 ? 100 : (int)n);
     make_body();
     double raw = raw_hop(n);
     double ch = chorus_hop(n, false);

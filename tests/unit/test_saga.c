@@ -264,6 +264,41 @@ static void refuses_missing_or_ill_typed_fields(void **state) {
             LIST("deadline: field \"ms\" must be a whole number"));
 }
 
+/* A field given twice is refused, not silently resolved (I-JSON): a
+ * reader taking the first "service" and one taking the last would run
+ * different sagas. */
+static void refuses_duplicate_fields(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','service':'c',"
+                 "'trigger':'Started','emits':'Done','failures':['Failed']}" TAIL,
+            LIST("malformed JSON at line 1", "duplicate member name \"service\""));
+    refused("{'saga':'mini','saga':'maxi'}", LIST("duplicate member name \"saga\""));
+}
+
+#define MINI_OK HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started'," \
+                "'emits':'Done','failures':['Failed']}],'terminal':['Done','Cancelled']"
+
+static void events_section(void **state) {
+    (void)state;
+    char err[512] = "";
+    chorus_saga_t *s = parse_q(MINI_OK ",'events':{'Started':{'schema_version':3,"
+                               "'newer_schema':'retry'},'Done':{'newer_schema':'dead-letter'}}}",
+                               err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    chorus_saga_destroy(s);
+    refused(MINI_OK ",'events':{'Begun':{}}}",
+            LIST("events: 'Begun' is not an event of the saga (nobody produces it)"));
+    refused(MINI_OK ",'events':{'Started':{'schema_version':0}}}",
+            LIST("events: 'Started': field \"schema_version\" must be a whole number >= 1"));
+    refused(MINI_OK ",'events':{'Started':{'newer_schema':'ignore'}}}",
+            LIST("events: 'Started': field \"newer_schema\" must be \"dead-letter\" or \"retry\""));
+    refused(MINI_OK ",'events':{'Started':{'newer':'retry'}}}",
+            LIST("events: 'Started': unknown field \"newer\""));
+    refused(MINI_OK ",'events':{'started':{}}}", LIST("'started' is not an event name"));
+    refused(MINI_OK ",'events':[]}", LIST("field \"events\" must be an object"));
+}
+
 static void refuses_duplicate_step_names(void **state) {
     (void)state;
     refused(HEAD "'steps':[" STEP1 ",{'name':'one','service':'b','trigger':'Started',"
@@ -382,6 +417,8 @@ int main(void) {
         cmocka_unit_test(refuses_malformed_json),
         cmocka_unit_test(refuses_missing_or_ill_typed_fields),
         cmocka_unit_test(refuses_duplicate_step_names),
+        cmocka_unit_test(refuses_duplicate_fields),
+        cmocka_unit_test(events_section),
         cmocka_unit_test(refuses_names_and_roles),
         cmocka_unit_test(load_names_the_file),
         cmocka_unit_test(handlers_match),
