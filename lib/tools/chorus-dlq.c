@@ -36,7 +36,9 @@ static void usage(FILE *f) {
         "  requeue SERVICE FILTER         back to the original queue (confirmed, then removed)\n"
         "  purge SERVICE FILTER --yes     delete the matching dead letters\n"
         "  export SERVICE                 JSON lines on stdout (nothing is removed)\n"
-        "  import SERVICE                 JSON lines from stdin into SERVICE's DLQ\n"
+        "  import SERVICE                 JSON lines from stdin into SERVICE's DLQ; a line\n"
+        "                                 that cannot be rebuilt exactly is refused, the\n"
+        "                                 others go on\n"
         "FILTER is one of --id EVENT_ID, --reason REASON, --event-type TYPE, --all.\n"
         "The broker is CHORUS_AMQP_URL; the namespace CHORUS_NAMESPACE (default chorus);\n"
         "list without SERVICE covers every service of the saga (CHORUS_SAGA_FILE, default\n"
@@ -69,7 +71,7 @@ static bool matches(const opts_t *o, const chorus_dead_letter_t *dl) {
     if (o->id)
         return strcmp(chorus_dead_letter_event_id(dl), o->id) == 0;
     if (o->reason) {
-        const char *r = chorus_dead_letter_header(dl, "x-chorus-fault-reason");
+        const char *r = chorus_dead_letter_fault(dl, "reason");
         return r && strcmp(r, o->reason) == 0;
     }
     if (o->type)
@@ -77,12 +79,29 @@ static bool matches(const opts_t *o, const chorus_dead_letter_t *dl) {
     return true; /* show without a filter */
 }
 
+/* Prints @p v as exact JSON (chorus_json_print) and a newline; false when
+ * it cannot be printed (then nothing is). */
+static bool print_json(const cJSON *v) {
+    chorus_error_t *err = NULL;
+    char *t = chorus_json_print(v, &err);
+    if (!t) {
+        fprintf(stderr, "dlq: cannot print the result: %s\n", chorus_error_string(err));
+        chorus_error_destroy(err);
+        return false;
+    }
+    printf("%s\n", t);
+    free(t);
+    return true;
+}
+
 /* ---- list --------------------------------------------------------------- */
 
 typedef struct {
-    char reason[64], type[129], oldest[40], newest[40];
+    char *reason, *type, *oldest, *newest;
     long count;
 } group_t;
+
+static char *dup(const char *s) { return strdup(s ? s : ""); }
 
 static cJSON *list_one(const opts_t *o, const char *service, bool quiet_missing, int *rc) {
     chorus_dlq_t *q = open_dlq(o, service, quiet_missing);
@@ -91,8 +110,8 @@ static cJSON *list_one(const opts_t *o, const char *service, bool quiet_missing,
             *rc = 1;
         return NULL;
     }
-    group_t g[256];
-    int ng = 0;
+    group_t *g = NULL;
+    size_t ng = 0;
     if (chorus_dlq_fetch(q, 0) != CHORUS_OK) {
         fprintf(stderr, "dlq: reading %s failed\n", chorus_dlq_queue(q));
         *rc = 1;
@@ -100,27 +119,33 @@ static cJSON *list_one(const opts_t *o, const char *service, bool quiet_missing,
     size_t n = chorus_dlq_count(q);
     for (size_t i = 0; i < n; i++) {
         const chorus_dead_letter_t *dl = chorus_dlq_at(q, i);
-        const char *r = chorus_dead_letter_header(dl, "x-chorus-fault-reason");
+        const char *r = chorus_dead_letter_fault(dl, "reason");
         const char *t = chorus_dead_letter_event_type(dl);
-        const char *when = chorus_dead_letter_header(dl, "x-chorus-fault-time");
+        const char *when = chorus_dead_letter_fault(dl, "time");
         r = r ? r : "(none)";
         when = when ? when : "";
-        int k = 0;
+        size_t k = 0;
         while (k < ng && (strcmp(g[k].reason, r) || strcmp(g[k].type, t)))
             k++;
-        if (k == ng && ng < 256) {
-            memset(&g[ng], 0, sizeof(g[ng]));
-            snprintf(g[ng].reason, sizeof(g[ng].reason), "%s", r);
-            snprintf(g[ng].type, sizeof(g[ng].type), "%s", t);
-            snprintf(g[ng].oldest, sizeof(g[ng].oldest), "%s", when);
-            ng++;
+        if (k == ng) {
+            group_t *ngs = realloc(g, sizeof(*g) * (ng + 1));
+            if (!ngs) {
+                fprintf(stderr, "dlq: out of memory\n");
+                *rc = 1;
+                break;
+            }
+            g = ngs;
+            g[ng++] = (group_t){.reason = dup(r), .type = dup(t), .oldest = dup(when),
+                                .newest = dup(when)};
         }
-        if (k < ng) {
-            g[k].count++;
-            if (*when && (!*g[k].oldest || strcmp(when, g[k].oldest) < 0))
-                snprintf(g[k].oldest, sizeof(g[k].oldest), "%s", when);
-            if (strcmp(when, g[k].newest) > 0)
-                snprintf(g[k].newest, sizeof(g[k].newest), "%s", when);
+        g[k].count++;
+        if (*when && (!*g[k].oldest || strcmp(when, g[k].oldest) < 0)) {
+            free(g[k].oldest);
+            g[k].oldest = dup(when);
+        }
+        if (strcmp(when, g[k].newest) > 0) {
+            free(g[k].newest);
+            g[k].newest = dup(when);
         }
     }
     cJSON *s = cJSON_CreateObject();
@@ -128,15 +153,20 @@ static cJSON *list_one(const opts_t *o, const char *service, bool quiet_missing,
     cJSON_AddStringToObject(s, "queue", chorus_dlq_queue(q));
     cJSON_AddNumberToObject(s, "total", (double)n);
     cJSON *groups = cJSON_AddArrayToObject(s, "groups");
-    for (int k = 0; k < ng; k++) {
+    for (size_t k = 0; k < ng; k++) {
         cJSON *x = cJSON_CreateObject();
-        cJSON_AddStringToObject(x, "reason", g[k].reason);
-        cJSON_AddStringToObject(x, "event_type", g[k].type);
+        cJSON_AddStringToObject(x, "reason", g[k].reason ? g[k].reason : "");
+        cJSON_AddStringToObject(x, "event_type", g[k].type ? g[k].type : "");
         cJSON_AddNumberToObject(x, "count", (double)g[k].count);
-        cJSON_AddStringToObject(x, "oldest", g[k].oldest);
-        cJSON_AddStringToObject(x, "newest", g[k].newest);
+        cJSON_AddStringToObject(x, "oldest", g[k].oldest ? g[k].oldest : "");
+        cJSON_AddStringToObject(x, "newest", g[k].newest ? g[k].newest : "");
         cJSON_AddItemToArray(groups, x);
+        free(g[k].reason);
+        free(g[k].type);
+        free(g[k].oldest);
+        free(g[k].newest);
     }
+    free(g);
     chorus_dlq_close(q); /* everything goes back, in order */
     return s;
 }
@@ -181,11 +211,8 @@ static int cmd_list(const opts_t *o, const char *service) {
             print_list(s);
         cJSON_AddItemToArray(arr, s);
     }
-    if (o->json) {
-        char *t = cJSON_PrintUnformatted(out);
-        printf("%s\n", t);
-        free(t);
-    }
+    if (o->json && !print_json(out))
+        rc = 1;
     cJSON_Delete(out);
     chorus_saga_destroy(saga);
     return rc;
@@ -193,41 +220,144 @@ static int cmd_list(const opts_t *o, const char *service) {
 
 /* ---- show, requeue, purge, export ----------------------------------------- */
 
+/* A string as itself when it is plain printable text, else JSON-quoted (so
+ * that control characters in a header cannot drive the terminal). */
+static void put_text(const char *s) {
+    bool plain = *s != '\0';
+    for (const unsigned char *p = (const unsigned char *)s; *p && plain; p++)
+        plain = *p >= 0x20 && *p != 0x7f;
+    if (plain) {
+        fputs(s, stdout);
+        return;
+    }
+    cJSON *j = cJSON_CreateString(s);
+    char *t = j ? chorus_json_print(j, NULL) : NULL;
+    fputs(t ? t : "?", stdout);
+    free(t);
+    cJSON_Delete(j);
+}
+
+/* A value for a one-line field: strings as text, the rest as JSON, "-"
+ * for null or absent. */
+static void put_field(const cJSON *v) {
+    if (!v || cJSON_IsNull(v)) {
+        fputs("-", stdout);
+    } else if (cJSON_IsString(v)) {
+        put_text(v->valuestring);
+    } else {
+        char *t = chorus_json_print(v, NULL);
+        fputs(t ? t : "?", stdout);
+        free(t);
+    }
+}
+
+/* @p v as indented JSON, two spaces a level, every scalar and name
+ * printed by chorus_json_print (exact numbers, escaped strings). */
+static void put_pretty(const cJSON *v, int indent) {
+    bool obj = cJSON_IsObject(v);
+    if (!obj && !cJSON_IsArray(v)) {
+        char *t = chorus_json_print(v, NULL);
+        fputs(t ? t : "?", stdout);
+        free(t);
+        return;
+    }
+    if (!v->child) {
+        fputs(obj ? "{}" : "[]", stdout);
+        return;
+    }
+    putchar(obj ? '{' : '[');
+    for (const cJSON *c = v->child; c; c = c->next) {
+        printf("\n%*s", 2 * (indent + 1), "");
+        if (obj) {
+            cJSON *name = cJSON_CreateString(c->string);
+            char *t = name ? chorus_json_print(name, NULL) : NULL;
+            printf("%s: ", t ? t : "?");
+            free(t);
+            cJSON_Delete(name);
+        }
+        put_pretty(c, indent + 1);
+        if (c->next)
+            putchar(',');
+    }
+    printf("\n%*s%c", 2 * indent, "", obj ? '}' : ']');
+}
+
+static void put_block(const char *title, const cJSON *v) {
+    printf("  %s:\n    ", title);
+    put_pretty(v, 2);
+    putchar('\n');
+}
+
+/* Headers already shown as fields above them. */
+static bool shown_as_field(const char *name) {
+    static const char *const names[] = {
+        "x-chorus-fault-reason", "x-chorus-fault-error", "x-chorus-original-queue",
+        "x-chorus-original-routing-key", "x-chorus-fault-time", "x-chorus-fault-service",
+        "x-chorus-fault-attempts", "x-chorus-requeue-count", "x-chorus-dropped-headers",
+        "x-death", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
 static void print_message(const cJSON *m) {
     const char *keys[] = {"event_type", "reason", "error", "original_queue",
-                          "original_routing_key", "time", "fault_service"};
-    printf("--- #%d  event %s\n", (int)cJSON_GetObjectItem(m, "position")->valuedouble,
-           cJSON_GetStringValue(cJSON_GetObjectItem(m, "event_id")));
+                          "original_routing_key", "time", "fault_service", "attempts",
+                          "requeues", "dropped_headers"};
+    printf("--- #");
+    put_field(cJSON_GetObjectItem(m, "position"));
+    printf("  event ");
+    put_field(cJSON_GetObjectItem(m, "event_id"));
+    putchar('\n');
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(m, keys[i]));
-        printf("  %-21s %s\n", keys[i], v ? v : "-");
+        const cJSON *v = cJSON_GetObjectItem(m, keys[i]);
+        if (!v && strcmp(keys[i], "dropped_headers") == 0)
+            continue; /* only there when headers were left out */
+        printf("  %-21s ", keys[i]);
+        put_field(v);
+        putchar('\n');
     }
-    printf("  %-21s %d\n  %-21s %d\n", "attempts",
-           (int)cJSON_GetObjectItem(m, "attempts")->valuedouble, "requeues",
-           (int)cJSON_GetObjectItem(m, "requeues")->valuedouble);
     const cJSON *d;
     cJSON_ArrayForEach(d, cJSON_GetObjectItem(m, "x_death")) {
-        printf("  x-death               %s x%d from %s at %s\n",
-               cJSON_GetStringValue(cJSON_GetObjectItem(d, "reason")),
-               (int)cJSON_GetNumberValue(cJSON_GetObjectItem(d, "count")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(d, "queue")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(d, "time")));
+        printf("  x-death               ");
+        put_field(cJSON_GetObjectItem(d, "reason"));
+        printf(" x");
+        put_field(cJSON_GetObjectItem(d, "count"));
+        printf(" from ");
+        put_field(cJSON_GetObjectItem(d, "queue"));
+        printf(" at ");
+        put_field(cJSON_GetObjectItem(d, "time"));
+        putchar('\n');
     }
     const cJSON *env = cJSON_GetObjectItem(m, "envelope");
+    const cJSON *body = cJSON_GetObjectItem(m, "body");
+    const cJSON *body64 = cJSON_GetObjectItem(m, "body_base64");
     if (cJSON_IsObject(env)) {
-        char *t = cJSON_Print(env);
-        printf("  envelope:\n");
-        /* cJSON indents with tabs (strings escape theirs): print spaces */
-        for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
-            printf("    ");
-            for (; *line; line++)
-                fputs(*line == '\t' ? "  " : (char[]){*line, 0}, stdout);
-            putchar('\n');
-        }
-        free(t);
+        put_block("envelope", env);
+    } else if (cJSON_IsString(body)) {
+        printf("  body (not an envelope): ");
+        put_text(body->valuestring);
+        putchar('\n');
     } else {
-        printf("  body (not an envelope): %s\n",
-               cJSON_GetStringValue(cJSON_GetObjectItem(m, "body")));
+        printf("  body (not an envelope, not text), base64: ");
+        put_field(body64);
+        putchar('\n');
+    }
+    cJSON *other = cJSON_CreateObject();
+    const cJSON *h;
+    cJSON_ArrayForEach(h, cJSON_GetObjectItem(m, "headers")) {
+        if (other && !shown_as_field(h->string))
+            cJSON_AddItemReferenceToObject(other, h->string, (cJSON *)h);
+    }
+    if (other && other->child)
+        put_block("headers", other);
+    cJSON_Delete(other);
+    const cJSON *n;
+    cJSON_ArrayForEach(n, cJSON_GetObjectItem(m, "notes")) {
+        printf("  note: ");
+        put_field(n);
+        putchar('\n');
     }
 }
 
@@ -256,28 +386,44 @@ static int cmd_each(const opts_t *o, const char *service, action_t act) {
             continue;
         matched++;
         if (act == SHOW) {
-            char *j = chorus_dead_letter_json(dl);
-            cJSON *m = cJSON_Parse(j);
-            free(j);
-            cJSON_AddNumberToObject(m, "position", (double)(i + 1));
-            if (!o->json)
+            cJSON *m = chorus_dead_letter_object(dl);
+            if (!m || !cJSON_AddNumberToObject(m, "position", (double)(i + 1))) {
+                fprintf(stderr, "dlq: message #%zu: out of memory\n", i + 1);
+                cJSON_Delete(m);
+                rc = 1;
+                continue;
+            }
+            if (!o->json) {
                 print_message(m);
-            cJSON_AddItemToArray(msgs, m);
+                cJSON_Delete(m);
+            } else {
+                cJSON_AddItemToArray(msgs, m);
+            }
         } else if (act == EXPORT) {
             char *line = chorus_dead_letter_export(dl);
-            printf("%s\n", line);
+            if (line) {
+                printf("%s\n", line);
+                done++;
+            } else {
+                /* said, never skipped silently: the rest still goes out */
+                fprintf(stderr, "dlq: message #%zu (%s) cannot be exported (out of memory)\n",
+                        i + 1, chorus_dead_letter_event_id(dl));
+            }
             free(line);
         } else {
             chorus_err_t e = act == REQUEUE ? chorus_dlq_requeue(q, i) : chorus_dlq_remove(q, i);
             if (e) {
                 fprintf(stderr, "dlq: message #%zu (%s): %s; it stays in the DLQ\n", i + 1,
-                        chorus_dead_letter_event_id(dl), chorus_strerror(e));
+                        chorus_dead_letter_event_id(dl),
+                        act == REQUEUE ? chorus_dlq_last_error(q) : chorus_strerror(e));
                 rc = 1;
             } else {
                 done++;
             }
         }
     }
+    if (act == EXPORT && done < matched)
+        rc = 1;
     if (chorus_dlq_finish(q) != CHORUS_OK)
         rc = 1;
     chorus_dlq_close(q);
@@ -291,9 +437,8 @@ static int cmd_each(const opts_t *o, const char *service, action_t act) {
                    act == REQUEUE ? " to their original queue" : "", n - done);
     }
     if (o->json && act != EXPORT) {
-        char *t = cJSON_PrintUnformatted(out);
-        printf("%s\n", t);
-        free(t);
+        if (!print_json(out))
+            rc = 1;
     } else if (act == SHOW && !o->json && matched == 0) {
         printf("no matching dead letters in %s (%zu in all)\n", service, n);
     }
@@ -306,29 +451,39 @@ static int cmd_import(const opts_t *o, const char *service) {
     if (!q)
         return 1;
     char *line = NULL;
-    size_t cap = 0, imported = 0, lineno = 0;
+    size_t cap = 0, imported = 0, refused = 0, lineno = 0;
     ssize_t len;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, stdin)) > 0) {
+    bool broken = false;
+    while (!broken && (len = getline(&line, &cap, stdin)) > 0) {
         lineno++;
         if (len <= 1)
             continue;
-        char err[512];
-        if (chorus_dlq_import(q, line, err, sizeof(err)) != CHORUS_OK) {
-            fprintf(stderr, "dlq: line %zu: %s\n", lineno, err);
-            rc = 1;
-        } else {
+        char err[1024];
+        chorus_err_t e = CHORUS_ERR_PARSE;
+        if (strlen(line) != (size_t)len)
+            snprintf(err, sizeof(err), "the line holds a NUL byte (not JSON)");
+        else
+            e = chorus_dlq_import(q, line, err, sizeof(err));
+        if (e == CHORUS_OK) {
             imported++;
+            continue;
         }
+        fprintf(stderr, "dlq: line %zu: %s\n", lineno, err);
+        /* a line that is refused is that line's problem: go on with the
+         * rest; a broken connection ends the import */
+        if (e == CHORUS_ERR_PARSE || e == CHORUS_ERR_TOO_LARGE)
+            refused++;
+        else
+            broken = true;
     }
     free(line);
     chorus_dlq_close(q);
     if (o->json)
-        printf("{\"imported\":%zu}\n", imported);
+        printf("{\"imported\":%zu,\"refused\":%zu}\n", imported, refused);
     else
-        printf("imported %zu dead letter%s into %s's DLQ\n", imported, imported == 1 ? "" : "s",
-               service);
-    return rc;
+        printf("imported %zu dead letter%s into %s's DLQ%s\n", imported, imported == 1 ? "" : "s",
+               service, refused ? "; some lines were refused (see above)" : "");
+    return refused || broken ? 1 : 0;
 }
 
 static bool parse_long(const char *s, long *out) {

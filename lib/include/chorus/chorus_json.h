@@ -57,6 +57,13 @@ CHORUS_API char *chorus_json_print(const cJSON *v, chorus_error_t **errp);
 CHORUS_API chorus_err_t chorus_json_parse(const char *buf, size_t len, cJSON **out,
                                           chorus_error_t **errp);
 
+/*
+ * What chorus_dead_letter_json() prints, as a tree the caller owns
+ * (cJSON_Delete() it), for tools that add to it or print it their own way
+ * without parsing JSON again.  NULL when out of memory.
+ */
+CHORUS_API cJSON *chorus_dead_letter_object(const chorus_dead_letter_t *dl);
+
 #ifdef __cplusplus
 }
 #endif
