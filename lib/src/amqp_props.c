@@ -19,11 +19,17 @@ static bool refuse(char *why, size_t n, const char *what, size_t len) {
     return false;
 }
 
+static bool too_deep(char *why, size_t n) {
+    if (why && n)
+        snprintf(why, n, "headers nest deeper than %d levels", CHORUS__HEADERS_MAX_DEPTH);
+    return false;
+}
+
 bool chorus__field_size(const amqp_field_value_t *v, int depth, size_t *out, char *why,
                         size_t n) {
     size_t sz = 1; /* the kind byte */
     if (depth > CHORUS__HEADERS_MAX_DEPTH)
-        return refuse(why, n, "headers nest deeper than 64 levels", (size_t)depth);
+        return too_deep(why, n);
     switch (v->kind) {
     case AMQP_FIELD_KIND_BOOLEAN:
     case AMQP_FIELD_KIND_I8:
@@ -74,7 +80,7 @@ bool chorus__field_size(const amqp_field_value_t *v, int depth, size_t *out, cha
 bool chorus__table_size(const amqp_table_t *t, int depth, size_t *out, char *why, size_t n) {
     size_t sz = 4;
     if (depth > CHORUS__HEADERS_MAX_DEPTH)
-        return refuse(why, n, "headers nest deeper than 64 levels", (size_t)depth);
+        return too_deep(why, n);
     for (int i = 0; t && i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
         size_t v;

@@ -110,7 +110,7 @@ static void stall_headers(void **state) {
     snprintf(dlq, sizeof(dlq), "%s.inventory.dlq", it_ns());
     snprintf(q, sizeof(q), "%s.inventory", it_ns());
 
-    static char big[130000];
+    static char big[131072];
     amqp_table_entry_t e[3];
     amqp_table_t h = big_headers(e, big, 130950); /* just fits the frame of 131072 */
     const char *garbage = "\x01\x02 not json at all";
@@ -164,7 +164,7 @@ static void retry_copy_fits(void **state) {
     char ex[200], dlq[200];
     snprintf(ex, sizeof(ex), "%s.events", it_ns());
     snprintf(dlq, sizeof(dlq), "%s.shipping.dlq", it_ns());
-    static char big[130000];
+    static char big[131072];
     amqp_table_entry_t e[3];
     amqp_table_t h = big_headers(e, big, 130950);
     char *ev = envelope("PaymentSucceeded", "{\"n\":2}");
@@ -389,8 +389,11 @@ static void batch_memory(void **state) {
     assert_true(it_poll_until(&cons, 1, 60000, settled, &w));
     long grew_mb = (rss_peak_kb() - before) / 1024;
     fprintf(stderr, "peak RSS grew by %ld MB for 40 envelopes of ~14 MB decoded each\n", grew_mb);
-    /* one batch of 40 would hold ~560 MB at once; bounded, a few at most */
-    assert_true(grew_mb < 150);
+    /* one batch of 40 would hold ~560 MB at once; bounded, a few at most.
+     * (Under a memory checker, freed memory is quarantined, not reused:
+     * resident size says nothing there.) */
+    if (!getenv("CHORUS_MEMCHECK"))
+        assert_true(grew_mb < 150);
     assert_int_equal(it_raw_count(raw, dlq), 0);
     chorus_destroy(cons);
     it_raw_close(raw);
