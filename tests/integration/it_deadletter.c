@@ -30,14 +30,7 @@ static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d,
 static bool two_good(void *arg) { return ((ctx_t *)arg)->good == 2; }
 
 static char *envelope(const char *type, const char *data) {
-    chorus_envelope_t *e = chorus_envelope_new(type, "0190f7d2-1c2a-7b3c-8d4e-5f6a7b8c9d0e", 1,
-                                               data, NULL);
-    assert_non_null(e);
-    char *out;
-    size_t len;
-    assert_int_equal(chorus_envelope_serialize(e, &out, &len), CHORUS_OK);
-    chorus_envelope_destroy(e);
-    return out;
+    return it_envelope_text(type, "0190f7d2-1c2a-7b3c-8d4e-5f6a7b8c9d0e", data);
 }
 
 typedef struct {

@@ -52,13 +52,7 @@ static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d, const choru
 }
 
 static char *envelope(const char *type, const char *data) {
-    chorus_envelope_t *e = chorus_envelope_new(type, AGG, 1, data, NULL);
-    assert_non_null(e);
-    char *out;
-    size_t len;
-    assert_int_equal(chorus_envelope_serialize(e, &out, &len), CHORUS_OK);
-    chorus_envelope_destroy(e);
-    return out;
+    return it_envelope_text(type, AGG, data);
 }
 
 static chorus_t *consumer(const char *service, ctx_t *ctx, const char *const *extra) {

@@ -213,6 +213,19 @@ void it_cleanup(const char *const *services, int n) {
     it_raw_close(r);
 }
 
+char *it_envelope_text(const char *type, const char *aggregate, const char *data) {
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *e = chorus_envelope_new(type, aggregate, 1, data, &err);
+    if (!e)
+        fail_msg("envelope %s: %s", type, chorus_error_string(err));
+    char *out = NULL;
+    size_t len;
+    if (chorus_envelope_serialize(e, &out, &len) != CHORUS_OK)
+        fail_msg("envelope %s: cannot serialize", type);
+    chorus_envelope_destroy(e);
+    return out;
+}
+
 char *it_header_str(const amqp_message_t *m, const char *key) {
     if (!(m->properties._flags & AMQP_BASIC_HEADERS_FLAG))
         return NULL;

@@ -47,6 +47,10 @@ int it_raw_count(it_raw_t *r, const char *queue);
 /* Deletes what chorus declared in it_ns() for these services. */
 void it_cleanup(const char *const *services, int n);
 
+/* A valid envelope of @p type for @p aggregate with @p data (a JSON
+ * object), serialized (malloc'd); fails the test on error. */
+char *it_envelope_text(const char *type, const char *aggregate, const char *data);
+
 /* Header lookups on a message; NULL / dflt when absent. */
 char *it_header_str(const amqp_message_t *m, const char *key); /* malloc'd */
 long long it_header_int(const amqp_message_t *m, const char *key, long long dflt);
