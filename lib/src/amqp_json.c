@@ -462,9 +462,12 @@ static cJSON *plain_deep(plain_t *c, const amqp_field_value_t *v) {
 }
 
 /* Open addressing over the names an object already has, so that a table
- * of many repeated names costs O(n), not O(n^2). */
+ * of many repeated names costs O(n), not O(n^2).  next[i] is where the
+ * search for a free "name (k)" resumes for the name in slot i: every k
+ * below it is taken, and names are never removed. */
 typedef struct {
     const char **slot;
+    int *next;
     size_t mask;
 } nameset_t;
 
@@ -480,16 +483,26 @@ static bool nameset_init(nameset_t *s, int n) {
     while (cap < 2 * (size_t)n + 2)
         cap *= 2;
     s->slot = calloc(cap, sizeof(*s->slot));
+    s->next = calloc(cap, sizeof(*s->next));
     s->mask = cap - 1;
-    return s->slot != NULL;
+    if (!s->slot || !s->next) {
+        free(s->slot);
+        free(s->next);
+        return false;
+    }
+    return true;
 }
 
-/* True when @p k was there already; else adds it (borrowed). */
-static bool nameset_put(nameset_t *s, const char *k, bool add) {
+/* True when @p k was there already (*at: its slot); else adds it
+ * (borrowed) when @p add. */
+static bool nameset_put(nameset_t *s, const char *k, bool add, size_t *at) {
     size_t i = name_hash(k) & s->mask;
     for (; s->slot[i]; i = (i + 1) & s->mask)
-        if (strcmp(s->slot[i], k) == 0)
+        if (strcmp(s->slot[i], k) == 0) {
+            if (at)
+                *at = i;
             return true;
+        }
     if (add)
         s->slot[i] = k;
     return false;
@@ -511,12 +524,15 @@ static cJSON *plain_table(plain_t *c, const amqp_table_t *t, int depth) {
         if (key && b64)
             note(c, "the name is not UTF-8 text: shown as \"%.60s%s\"", key,
                  strlen(key) > 60 ? "..." : "");
-        if (key && nameset_put(&names, key, false)) {
+        size_t at;
+        if (key && nameset_put(&names, key, false, &at)) {
             uniq = malloc(strlen(key) + 16);
-            for (int k = 2; uniq; k++) {
+            for (int k = names.next[at] > 2 ? names.next[at] : 2; uniq; k++) {
                 sprintf(uniq, "%s (%d)", key, k);
-                if (!nameset_put(&names, uniq, false))
+                if (!nameset_put(&names, uniq, false, NULL)) {
+                    names.next[at] = k + 1;
                     break;
+                }
             }
             if (uniq)
                 note(c, "a repeated name (AMQP tables may repeat one): this entry is shown "
@@ -534,9 +550,10 @@ static cJSON *plain_table(plain_t *c, const amqp_table_t *t, int depth) {
             o = NULL;
             break;
         }
-        nameset_put(&names, v->string, true);
+        nameset_put(&names, v->string, true, NULL);
     }
     free(names.slot);
+    free(names.next);
     return o;
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- building tables --------------------------------------------------- */
 
@@ -625,6 +626,43 @@ static void plain_deep_nesting(void **state) {
     empty_amqp_pool(&pool);
 }
 
+/* A frame's worth of one repeated name (a 128 KiB header holds 65536
+ * entries "" -> void): each repeat gets the next free "(n)" without trying
+ * every number below it again, so `dlq show` of such a message is not
+ * quadratic (found by tests/fuzz/fuzz_amqp_json: it took minutes).  Literal
+ * names in the way are still skipped. */
+static void plain_many_repeated_names(void **state) {
+    (void)state;
+    int n = 65536;
+    amqp_table_entry_t *e = calloc((size_t)n + 2, sizeof(*e));
+    assert_non_null(e);
+    for (int i = 0; i < n; i++)
+        e[i] = ENTRY("", FV(VOID, u8, 0));
+    e[1] = ENTRY(" (3)", STR("literal")); /* takes the name the third "" would get */
+    e[n] = ENTRY(" (3)", STR("repeat of a literal"));
+    amqp_table_t t = {n + 1, e};
+    clock_t t0 = clock();
+    cJSON *j = chorus__table_to_plain(&t, "headers", NULL);
+    double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetArraySize(j), n + 1);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, " (2)")));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, " (3)")->valuestring, "literal");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, " (4)")));
+    /* 65535 entries named "": "", " (2)", " (4)" .. " (65536)" */
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, " (65536)")));
+    assert_null(cJSON_GetObjectItemCaseSensitive(j, " (65537)"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, " (3) (2)")->valuestring,
+                        "repeat of a literal");
+    char *text = chorus__json_print(j, 0, NULL, NULL);
+    assert_non_null(text); /* and every name is unique */
+    free(text);
+    assert_true(secs < 5); /* 2 * 10^9 tries of "(k)" took minutes */
+    cJSON_Delete(j);
+    free(e);
+}
+
 static void base64(void **state) {
     (void)state;
     const char *cases[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
@@ -663,6 +701,7 @@ int main(void) {
         cmocka_unit_test(properties_exact),
         cmocka_unit_test(plain_form),
         cmocka_unit_test(plain_deep_nesting),
+        cmocka_unit_test(plain_many_repeated_names),
         cmocka_unit_test(base64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
