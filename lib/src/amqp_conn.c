@@ -269,6 +269,10 @@ static int next_frame_on(chorus_t *ch, amqp_channel_t channel, amqp_frame_t *out
         int s = amqp_simple_wait_frame_noblock(ch->st, out, &tv);
         if (s != AMQP_STATUS_OK || out->channel == channel)
             return s;
+        /* Another channel's content (a basic.return's) is read with its
+         * method by on_return(); only methods can come here.  (A
+         * BAD_AMQP_DATA above may be another channel's frame: the delivery
+         * is then rejected by mistake, and the broker keeps it, in the DLQ.) */
         if (out->frame_type == AMQP_FRAME_METHOD && on_method(ch, out) == CHORUS_ERR_CONN_CLOSED)
             return AMQP_STATUS_CONNECTION_CLOSED;
     }
@@ -313,17 +317,19 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
         return CHORUS_ERR_CONN_CLOSED;
     }
     if (s != AMQP_STATUS_OK || h.frame_type != AMQP_FRAME_HEADER || !d->routing_key) {
+        /* a channel.close here would go unanswered: the connection goes */
         chorus__delivery_free(d);
-        return s == AMQP_STATUS_OK && d->routing_key ? CHORUS_ERR_PROTOCOL : CHORUS_ERR_CONN_CLOSED;
+        return CHORUS_ERR_CONN_CLOSED;
     }
     init_amqp_pool(&d->msg.pool, 4096);
     uint64_t size = h.payload.properties.body_size;
     bool oversized = size > ch->limits.max_bytes;
-    if (!chorus__props_clone(h.payload.properties.decoded, &d->msg.properties, &d->msg.pool) ||
-        (!oversized && size > 0 && !(d->msg.body = amqp_bytes_malloc((size_t)size)).bytes)) {
-        chorus__delivery_free(d);
-        return CHORUS_ERR_NOMEM;
-    }
+    /* What cannot be held is this message's problem: read past it and
+     * reject it to the DLQ, as the oversized one. */
+    bool unheld = !chorus__props_clone(h.payload.properties.decoded, &d->msg.properties,
+                                       &d->msg.pool) ||
+                  (!oversized && size > 0 && !(d->msg.body = amqp_bytes_malloc((size_t)size)).bytes);
+    oversized = oversized || unheld;
     for (uint64_t got = 0; got < size;) {
         amqp_maybe_release_buffers_on_channel(ch->st, channel);
         amqp_frame_t b;
@@ -340,10 +346,14 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
     }
     amqp_maybe_release_buffers_on_channel(ch->st, channel);
     if (oversized) {
-        chorus__log(ch, CHORUS_LOG_WARNING,
-                    "delivery on '%s': %llu bytes exceed message.max.bytes (%zu); rejected to "
-                    "the DLQ unread", d->routing_key, (unsigned long long)size,
-                    ch->limits.max_bytes);
+        if (unheld)
+            chorus__log(ch, CHORUS_LOG_ERR, "delivery on '%s': out of memory holding it; "
+                        "rejected to the DLQ unread", d->routing_key);
+        else
+            chorus__log(ch, CHORUS_LOG_WARNING,
+                        "delivery on '%s': %llu bytes exceed message.max.bytes (%zu); rejected "
+                        "to the DLQ unread", d->routing_key, (unsigned long long)size,
+                        ch->limits.max_bytes);
         int r = amqp_basic_reject(ch->st, channel, tag, 0);
         ch->stats.dead_lettered++;
         chorus__delivery_free(d);
@@ -360,8 +370,8 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
 
 static chorus_err_t on_return(chorus_t *ch, amqp_frame_t *f) {
     amqp_message_t msg;
-    amqp_rpc_reply_t r = amqp_read_message(ch->st, f->channel, &msg, 0);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL)
+    int ms = (int)chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+    if (chorus__read_message(ch->st, f->channel, &msg, ms) != AMQP_STATUS_OK)
         return CHORUS_ERR_CONN_CLOSED;
     chorus__on_return(ch, &msg);
     amqp_destroy_message(&msg);

@@ -47,4 +47,11 @@ bool chorus__props_fit(const amqp_basic_properties_t *p, int frame_max, char *wh
 bool chorus__props_clone(const amqp_basic_properties_t *src, amqp_basic_properties_t *dst,
                          amqp_pool_t *pool);
 
+/* amqp_read_message() with chorus__props_clone(): the content (header
+ * and body frames) that follows a basic.deliver, basic.get-ok or
+ * basic.return on @p channel, each frame within @p timeout_ms; an AMQP
+ * status.  For readers that expect no other channel's frames meanwhile. */
+int chorus__read_message(amqp_connection_state_t st, amqp_channel_t channel,
+                         amqp_message_t *out, int timeout_ms);
+
 #endif

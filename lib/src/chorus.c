@@ -27,6 +27,12 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
         chorus__errstr(errstr, size, "service.name is required");
         return false;
     }
+    /* Its queue would be the shared "<ns>.events" or "<ns>.unrouted" one. */
+    if (strcmp(svc, "events") == 0 || strcmp(svc, "unrouted") == 0) {
+        chorus__errstr(errstr, size, "service.name \"%s\" is reserved (a shared exchange or "
+                                     "queue has that name)", svc);
+        return false;
+    }
     snprintf(ch->service, sizeof(ch->service), "%s", svc);
     const char *urls = chorus__conf_str(ch->conf, "amqp.url");
     if (!*urls)
@@ -277,18 +283,22 @@ static chorus_err_t derive_handler_rules(chorus_t *ch, const chorus_saga_t *saga
         h->newer_retry = policy < 0 ? retry_default : policy == 1;
         if (!check)
             continue;
-        const char *prods[16];
-        size_t n = chorus__saga_producers(saga, h->event_type, prods, 16);
-        if (n > 16)
-            n = 16;
+        size_t n = chorus__saga_producers(saga, h->event_type, NULL, 0);
+        const char **prods = calloc(n ? n : 1, sizeof(*prods));
         h->producer_users = calloc(n ? n : 1, sizeof(*h->producer_users));
-        if (!h->producer_users)
+        if (!prods || !h->producer_users) {
+            free(prods);
             return CHORUS_ERR_NOMEM;
+        }
+        chorus__saga_producers(saga, h->event_type, prods, n);
         for (size_t k = 0; k < n; k++) {
-            if (!(h->producer_users[k] = expand_user(tmpl, ns, prods[k])))
+            if (!(h->producer_users[k] = expand_user(tmpl, ns, prods[k]))) {
+                free(prods);
                 return CHORUS_ERR_NOMEM;
+            }
             h->nproducer_users++;
         }
+        free(prods);
     }
     return CHORUS_OK;
 }

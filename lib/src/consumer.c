@@ -151,12 +151,34 @@ static void set_outcome(chorus_t *ch, chorus_delivery_t *d, chorus_outcome_t out
                     d->reason ? d->reason : "retry later", d->error);
 }
 
-/* Unsettled deliveries of this message before this one. */
-static long long prior_deliveries(const chorus_t *ch, const chorus_delivery_t *d,
-                                  const amqp_table_t *h) {
-    long long n = ch->topo.quorum ? chorus__table_int(h, CHORUS__H_DELIVERY_COUNT, 0)
-                                  : chorus__table_int(h, CHORUS__H_REDELIVERIES, 0) +
-                                        (d->redelivered ? 1 : 0);
+/* Whether the message is a copy this service made itself (a retry, a
+ * counted redelivery, a requeued dead letter): its user_id is ours, which
+ * RabbitMQ lets only our own connections set.  Only then are the
+ * x-chorus-* headers on it believed; any other producer could write them. */
+static bool own_copy(const chorus_t *ch, const chorus_delivery_t *d) {
+    const amqp_basic_properties_t *p = &d->msg.properties;
+    size_t n = strlen(ch->conn_user);
+    return (p->_flags & AMQP_BASIC_USER_ID_FLAG) && n && p->user_id.len == n &&
+           memcmp(p->user_id.bytes, ch->conn_user, n) == 0;
+}
+
+/* The headers chorus reads from a delivery: all of them on its own
+ * copies, none of its x-chorus-* ones from anyone else. */
+static const amqp_table_t *chorus_headers(const chorus_t *ch, const chorus_delivery_t *d) {
+    return (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG) && own_copy(ch, d)
+               ? &d->msg.properties.headers : NULL;
+}
+
+/* Unsettled deliveries of this message before this one.  A quorum queue
+ * sets x-delivery-count only on a redelivery (a first delivery carrying
+ * one was written by its producer). */
+static long long prior_deliveries(const chorus_t *ch, const chorus_delivery_t *d) {
+    const amqp_table_t *all = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
+                                  ? &d->msg.properties.headers : NULL;
+    long long n = ch->topo.quorum
+                      ? (d->redelivered ? chorus__table_int(all, CHORUS__H_DELIVERY_COUNT, 0) : 0)
+                      : chorus__table_int(chorus_headers(ch, d), CHORUS__H_REDELIVERIES, 0) +
+                            (d->redelivered ? 1 : 0);
     return n < 0 ? 0 : n;
 }
 
@@ -170,7 +192,7 @@ static void verified_producer(const chorus_t *ch, const chorus_delivery_t *d,
     if (p->_flags & AMQP_BASIC_USER_ID_FLAG)
         snprintf(out, size, "%.*s", (int)p->user_id.len, (const char *)p->user_id.bytes);
     const amqp_table_entry_t *e = chorus__table_find(h, CHORUS__H_PRODUCER);
-    if (*out && strcmp(out, ch->conn_user) == 0 && e && e->value.kind == AMQP_FIELD_KIND_UTF8)
+    if (own_copy(ch, d) && e && e->value.kind == AMQP_FIELD_KIND_UTF8)
         snprintf(out, size, "%.*s", (int)e->value.value.bytes.len,
                  (const char *)e->value.value.bytes.bytes);
 }
@@ -220,13 +242,12 @@ static bool admissible(chorus_t *ch, chorus_delivery_t *d, const chorus__handler
  * (and the delivery marked for the DLQ, a retry or a count) when any of
  * that fails. */
 static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
-    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
-                                ? &d->msg.properties.headers : NULL;
+    const amqp_table_t *h = chorus_headers(ch, d);
     long long attempt = chorus__table_int(h, CHORUS__H_ATTEMPT, 1);
     d->attempt = attempt < 1 ? 1 : attempt > 1000000 ? 1000000 : (int)attempt;
     d->handled_ms = chorus_now_ms();
 
-    long long prior = prior_deliveries(ch, d, h);
+    long long prior = prior_deliveries(ch, d);
     if (prior >= ch->delivery_limit) {
         snprintf(d->error, sizeof(d->error),
                  "delivered %lld times without being settled (the consumer died or lost its "
@@ -334,7 +355,12 @@ static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__han
             d->error[0] = '\0';
             continue;
         }
-        if (tx->conflict) {
+        if (tx->too_large) {
+            /* it would be too large on every attempt: no retry helps */
+            snprintf(d->error, sizeof(d->error), "the handler emitted an event larger than "
+                     "message.max.bytes");
+            out = CHORUS_REJECT;
+        } else if (tx->conflict) {
             snprintf(d->error, sizeof(d->error), "still conflicting after %ld runs", run);
             out = CHORUS_RETRY_LATER;
         } else if (out == CHORUS_HANDLED && tx->failed) {
@@ -386,6 +412,36 @@ static batch_rc_t process_durable(chorus_t *ch, chorus_delivery_t *batch) {
     }
     chorus__crash_point(ch, "after-commit");
     return BATCH_OK;
+}
+
+/* What handling a delivery in a batch transaction left on it, undone so
+ * the batch can run again (its decoding stays). */
+static void unhandle(chorus_delivery_t *d) {
+    if (!d->hd)
+        return;
+    chorus__tx_clear(&d->tx);
+    d->duplicate = false;
+    d->outcome = CHORUS_HANDLED;
+    d->reason = NULL;
+    d->error[0] = '\0';
+}
+
+/*
+ * A batch whose transaction failed as a whole (a serialization failure at
+ * COMMIT, a savepoint that could not be undone) runs again here, with the
+ * deliveries still held, a bounded number of times: handing it back to the
+ * broker would count against every delivery's delivery limit, though
+ * nothing was wrong with them.
+ */
+static batch_rc_t process_durable_again(chorus_t *ch, chorus_delivery_t *batch) {
+    long runs = 1 + chorus__conf_int(ch->conf, "store.conflict.retries");
+    batch_rc_t brc = process_durable(ch, batch);
+    for (long run = 1; brc == BATCH_AGAIN && run < runs; run++) {
+        for (chorus_delivery_t *d = batch; d; d = d->next)
+            unhandle(d);
+        brc = process_durable(ch, batch);
+    }
+    return brc;
 }
 
 /* After the commit: publish what the batch wrote to the outbox. */
@@ -449,9 +505,12 @@ static bool set_entry(amqp_pool_t *pool, amqp_table_entry_t *e, const addh_t *a)
 
 /* Original headers a copy never carries: the counters of the queue the
  * message is leaving, and whatever chorus sets anew. */
-static bool replaced(const amqp_bytes_t *k, const addh_t *add, int nadd) {
+static bool replaced(const amqp_bytes_t *k, const addh_t *add, int nadd, bool own) {
     if (key_is(k, CHORUS__H_DELIVERY_COUNT) || key_is(k, CHORUS__H_REDELIVERIES) ||
         key_is(k, CHORUS__H_DROPPED))
+        return true;
+    /* chorus' own headers from another producer: forged, not carried */
+    if (!own && k->len >= 9 && memcmp(k->bytes, "x-chorus-", 9) == 0)
         return true;
     for (int i = 0; i < nadd; i++)
         if (key_is(k, add[i].key))
@@ -469,11 +528,16 @@ static int by_size_desc(const void *a, const void *b) {
     return x->size < y->size ? 1 : x->size > y->size ? -1 : x->index - y->index;
 }
 
-/* "a, b (and 12 more)": the names of the dropped headers, bounded. */
-static void dropped_names(const amqp_table_t *orig, const bool *drop, char *out, size_t size) {
+/* "a, b (and 12 more)": the names of the dropped headers, bounded; an
+ * earlier copy's list (@p before) comes first, so no drop goes unrecorded. */
+static void dropped_names(const amqp_table_t *orig, const bool *drop, const amqp_bytes_t *before,
+                          char *out, size_t size) {
     size_t o = 0;
     int listed = 0, more = 0;
     out[0] = '\0';
+    if (before && before->len)
+        o += (size_t)snprintf(out, size, "%.*s", (int)(before->len < 600 ? before->len : 600),
+                              (const char *)before->bytes), listed++;
     for (int i = 0; i < orig->num_entries; i++) {
         if (!drop[i])
             continue;
@@ -489,13 +553,33 @@ static void dropped_names(const amqp_table_t *orig, const bool *drop, char *out,
         snprintf(out + o, size - o, " (and %d more)", more);
 }
 
+/* Builds the copy's table: the originals not omitted or dropped, then
+ * @p add, then the dropped-names header when there is one. */
+static bool build_table(chorus__pub_t *p, const amqp_table_t *orig, const bool *omit,
+                        const bool *drop, const addh_t *add, int nadd, const char *names,
+                        amqp_table_entry_t *e) {
+    int k = 0;
+    bool ok = true;
+    for (int i = 0; i < orig->num_entries; i++)
+        if (!omit[i] && !drop[i])
+            e[k++] = orig->entries[i];
+    for (int i = 0; i < nadd && ok; i++)
+        ok = set_entry(&p->pool, &e[k++], &add[i]);
+    if (ok && names[0])
+        ok = set_entry(&p->pool, &e[k++], &(addh_t){CHORUS__H_DROPPED, false, names, 0});
+    p->props.headers = (amqp_table_t){.num_entries = k, .entries = e};
+    return ok;
+}
+
 /*
  * The headers of a copy: the original ones (cloned into the copy's pool,
  * less the replaced ones) followed by @p add, and -- when that would not
  * fit the connection's frame -- without the largest originals, named in
- * x-chorus-dropped-headers.  False when out of memory.
+ * x-chorus-dropped-headers.  The excess is measured once and the largest
+ * originals dropped in one pass (many small headers must not make this
+ * quadratic under the connection lock).  False when out of memory.
  */
-static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int nadd) {
+static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int nadd, bool own) {
     amqp_table_t orig = p->props.headers; /* the clone made by chorus__props_clone */
     int n = orig.num_entries;
     bool *omit = calloc((size_t)n + 1, sizeof(*omit)), *drop = calloc((size_t)n + 1, sizeof(*drop));
@@ -503,9 +587,12 @@ static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int 
     amqp_table_entry_t *e = amqp_pool_alloc(&p->pool, sizeof(*e) * (size_t)(n + nadd + 1));
     bool ok = omit && drop && order && e;
     int candidates = 0;
+    const amqp_bytes_t *before = NULL;
     for (int i = 0; ok && i < n; i++) {
         const amqp_table_entry_t *o = &orig.entries[i];
-        if ((omit[i] = replaced(&o->key, add, nadd)))
+        if (own && key_is(&o->key, CHORUS__H_DROPPED) && o->value.kind == AMQP_FIELD_KIND_UTF8)
+            before = &o->value.value.bytes;
+        if ((omit[i] = replaced(&o->key, add, nadd, own)))
             continue;
         size_t v;
         /* what cannot be sent at all goes first */
@@ -515,29 +602,39 @@ static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int 
     if (ok)
         qsort(order, (size_t)candidates, sizeof(*order), by_size_desc);
     int frame_max = ch->st ? amqp_get_frame_max(ch->st) : 131072;
+    size_t room = (size_t)frame_max - CHORUS__HEADER_FRAME_OVERHEAD, size = 0;
     char names[1024] = "";
-    for (int next = 0; ok; next++) {
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (!omit[i] && !drop[i])
-                e[k++] = orig.entries[i];
-        for (int i = 0; i < nadd && ok; i++)
-            ok = set_entry(&p->pool, &e[k++], &add[i]);
-        if (ok && names[0])
-            ok = set_entry(&p->pool, &e[k++], &(addh_t){CHORUS__H_DROPPED, false, names, 0});
-        p->props.headers = (amqp_table_t){.num_entries = k, .entries = e};
-        if (!ok || chorus__props_fit(&p->props, frame_max, NULL, 0))
-            break;
-        if (next == candidates) {
-            /* Nothing of the original is left to drop; chorus' own headers
-             * are bounded far below any frame, so this cannot happen --
-             * but it must never loop. */
-            ok = false;
-            break;
+    if (before)
+        dropped_names(&orig, drop, before, names, sizeof(names));
+    ok = ok && build_table(p, &orig, omit, drop, add, nadd, names, e);
+    if (ok && !chorus__props_size(&p->props, &size, NULL, 0))
+        size = SIZE_MAX;
+    int next = 0;
+    if (ok && size > room) {
+        /* What cannot be sent at all (sorted first) goes in any case;
+         * then the largest, until the excess and the room of the
+         * dropped-names header itself (at its longest) are freed. */
+        for (; next < candidates && order[next].size == SIZE_MAX; next++)
+            drop[order[next].index] = true;
+        ok = build_table(p, &orig, omit, drop, add, nadd, "", e) &&
+             chorus__props_size(&p->props, &size, NULL, 0);
+        size_t need = ok && size > room ? size - room + sizeof(names) + 40 : 0, freed = 0;
+        for (; ok && next < candidates && freed < need; next++) {
+            drop[order[next].index] = true;
+            freed += order[next].size;
         }
-        drop[order[next].index] = true;
-        dropped_names(&orig, drop, names, sizeof(names));
+        dropped_names(&orig, drop, before, names, sizeof(names));
+        ok = ok && build_table(p, &orig, omit, drop, add, nadd, names, e);
     }
+    /* The estimate leaves room to spare; should it not, one more at a time. */
+    while (ok && !chorus__props_fit(&p->props, frame_max, NULL, 0) && next < candidates) {
+        drop[order[next++].index] = true;
+        dropped_names(&orig, drop, before, names, sizeof(names));
+        ok = build_table(p, &orig, omit, drop, add, nadd, names, e);
+    }
+    /* Chorus' own headers are bounded far below any frame, so this holds;
+     * if it ever did not, the copy is refused here, never sent broken. */
+    ok = ok && chorus__props_fit(&p->props, frame_max, NULL, 0);
     free(omit);
     free(drop);
     free(order);
@@ -556,15 +653,13 @@ static chorus__pub_t *make_copy(chorus_t *ch, chorus_delivery_t *d, addh_t *add,
         return NULL;
     if (!chorus__props_clone(&d->msg.properties, &p->props, &p->pool))
         goto fail;
-    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
-                                ? &d->msg.properties.headers : NULL;
     char producer[256];
-    verified_producer(ch, d, h, producer, sizeof(producer));
+    verified_producer(ch, d, chorus_headers(ch, d), producer, sizeof(producer));
     add[nadd++] = (addh_t){CHORUS__H_PRODUCER, false, producer, 0};
     p->props._flags &= (amqp_flags_t)~AMQP_BASIC_EXPIRATION_FLAG;
     p->props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     p->props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
-    if (!copy_headers(ch, p, add, nadd))
+    if (!copy_headers(ch, p, add, nadd, own_copy(ch, d)))
         goto fail;
     p->body = amqp_bytes_malloc_dup(d->msg.body);
     if (d->msg.body.len && !p->body.bytes)
@@ -578,10 +673,9 @@ fail:
 }
 
 /* The routing key the delivery came with, or the one recorded on a copy. */
-static const char *original_rk(const chorus_delivery_t *d, char *buf, size_t size) {
-    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
-                                ? &d->msg.properties.headers : NULL;
-    const amqp_table_entry_t *e = chorus__table_find(h, CHORUS__H_ORIG_RK);
+static const char *original_rk(const chorus_t *ch, const chorus_delivery_t *d, char *buf,
+                               size_t size) {
+    const amqp_table_entry_t *e = chorus__table_find(chorus_headers(ch, d), CHORUS__H_ORIG_RK);
     if (e && e->value.kind == AMQP_FIELD_KIND_UTF8) {
         snprintf(buf, size, "%.*s", (int)e->value.value.bytes.len,
                  (const char *)e->value.value.bytes.bytes);
@@ -594,7 +688,7 @@ static chorus__pub_t *fault_copy(chorus_t *ch, chorus_delivery_t *d) {
     char ts[25], rk[CHORUS__NAME_MAX];
     chorus_format_timestamp(chorus_now_ms(), ts);
     addh_t add[10] = {
-        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
+        {CHORUS__H_ORIG_RK, false, original_rk(ch, d, rk, sizeof(rk)), 0},
         {CHORUS__H_ORIG_Q, false, ch->topo.names.queue, 0},
         {CHORUS__H_REASON, false, d->reason, 0},
         {CHORUS__H_ERROR, false, d->error, 0},
@@ -614,7 +708,7 @@ static chorus__pub_t *retry_copy(chorus_t *ch, chorus_delivery_t *d) {
     chorus__retry_decision_t dec = chorus__retry_decide(&ch->retry, d->attempt);
     char rk[CHORUS__NAME_MAX];
     addh_t add[6] = {
-        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
+        {CHORUS__H_ORIG_RK, false, original_rk(ch, d, rk, sizeof(rk)), 0},
         {CHORUS__H_ATTEMPT, true, NULL, dec.next_attempt},
         {CHORUS__H_LAST_ERROR, false, d->error, 0},
     };
@@ -629,12 +723,10 @@ static chorus__pub_t *retry_copy(chorus_t *ch, chorus_delivery_t *d) {
 /* A classic queue's redelivered message, back to the queue with its count
  * (x-chorus-redeliveries), through the service's own retry exchange. */
 static chorus__pub_t *recount_copy(chorus_t *ch, chorus_delivery_t *d) {
-    const amqp_table_t *h = (d->msg.properties._flags & AMQP_BASIC_HEADERS_FLAG)
-                                ? &d->msg.properties.headers : NULL;
     char rk[CHORUS__NAME_MAX];
     addh_t add[6] = {
-        {CHORUS__H_ORIG_RK, false, original_rk(d, rk, sizeof(rk)), 0},
-        {CHORUS__H_REDELIVERIES, true, NULL, prior_deliveries(ch, d, h)},
+        {CHORUS__H_ORIG_RK, false, original_rk(ch, d, rk, sizeof(rk)), 0},
+        {CHORUS__H_REDELIVERIES, true, NULL, prior_deliveries(ch, d)},
     };
     chorus__pub_t *p = make_copy(ch, d, add, 2);
     if (p) {
@@ -729,6 +821,8 @@ static bool batch_settled(chorus_t *ch, void *arg) {
 }
 
 static void count(chorus_t *ch, const chorus_delivery_t *d) {
+    if (d->recount)
+        return; /* sent back to be handled later: counted then */
     if (d->duplicate)
         ch->stats.duplicates++;
     else if (d->outcome == CHORUS_HANDLED)
@@ -828,7 +922,7 @@ void chorus__consumer_process(chorus_t *ch) {
             handle_plain(ch, d);
     } else if (ch->store.paused || !ch->store.up) {
         brc = BATCH_STORE_DOWN;
-    } else if ((brc = process_durable(ch, batch)) == BATCH_OK) {
+    } else if ((brc = process_durable_again(ch, batch)) == BATCH_OK) {
         flush_batch_outbox(ch, batch);
     }
 

@@ -165,7 +165,8 @@ chorus_err_t chorus_dlq_fetch(chorus_dlq_t *q, size_t max) {
         chorus_dead_letter_t *dl = &q->items[q->n];
         memset(dl, 0, sizeof(*dl));
         dl->tag = tag;
-        if (amqp_read_message(q->st, CH_GET, &dl->msg, 0).reply_type != AMQP_RESPONSE_NORMAL)
+        /* not amqp_read_message(): its clone refuses an empty header name */
+        if (chorus__read_message(q->st, CH_GET, &dl->msg, 10000) != AMQP_STATUS_OK)
             return CHORUS_ERR_CONN_CLOSED;
         q->n++;
         chorus_error_t *perr = NULL;
@@ -615,7 +616,7 @@ static chorus_err_t publish_confirmed(chorus_dlq_t *q, amqp_bytes_t exchange, am
             continue;
         if (f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
             amqp_message_t m;
-            if (amqp_read_message(q->st, CH_PUB, &m, 0).reply_type == AMQP_RESPONSE_NORMAL)
+            if (chorus__read_message(q->st, CH_PUB, &m, 10000) == AMQP_STATUS_OK)
                 amqp_destroy_message(&m);
             returned = true;
         } else if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
@@ -683,12 +684,10 @@ chorus_err_t chorus_dlq_requeue(chorus_dlq_t *q, size_t i) {
     int64_t count;
     if (!next_requeue_count(h, &count, q->err, sizeof(q->err)))
         return CHORUS_ERR_INVALID_ARG;
+    /* Always the DLQ's own service queue: a service's DLQ holds only that
+     * service's dead letters (its own dead-letter exchange), and a header
+     * naming another queue may have come from the producer. */
     amqp_bytes_t dest = amqp_cstring_bytes(q->service_queue);
-    if (str_of(header(dl, CHORUS__H_ORIG_Q), &dest) && dest.len > 255) {
-        chorus__errstr(q->err, sizeof(q->err), "%s is %zu bytes, longer than any queue name",
-                       CHORUS__H_ORIG_Q, dest.len);
-        return CHORUS_ERR_INVALID_ARG;
-    }
     amqp_pool_t pool;
     init_amqp_pool(&pool, 4096);
     amqp_basic_properties_t p = dl->msg.properties;

@@ -153,6 +153,18 @@ typedef struct {
     chorus_error_t **errp;
 } parser_t;
 
+/* How many bytes of @p s, at most @p max, end on a character boundary:
+ * error messages quote names, and must stay valid UTF-8. */
+static int cut(const char *s, int max) {
+    int n = 0;
+    while (n < max && s[n])
+        n++;
+    if (s[n])
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    return n;
+}
+
 /* "data.items[3]" for the place the parser is at; "" at the top. */
 static void where(const parser_t *p, char *out, size_t size) {
     size_t o = 0;
@@ -171,7 +183,8 @@ static void where(const parser_t *p, char *out, size_t size) {
             break;
         }
         int n = cJSON_IsObject(f->node)
-                    ? snprintf(out + o, size - o, "%s%.40s", o ? "." : "", name ? name : "?")
+                    ? snprintf(out + o, size - o, "%s%.*s", o ? "." : "", name ? cut(name, 40) : 1,
+                               name ? name : "?")
                     : snprintf(out + o, size - o, "[%zu]", index);
         if (n < 0)
             break;
@@ -474,7 +487,8 @@ static chorus_err_t attach(parser_t *p, cJSON **root, cJSON *node, char *name, s
                     p->reading = false;
                     p->depth--;
                     chorus_err_t rc = fail(p, CHORUS_ERR_NOT_IJSON, name_off,
-                                           "duplicate member name \"%.60s\"", name);
+                                           "duplicate member name \"%.*s\"", cut(name, 60),
+                                           name);
                     p->depth++;
                     cJSON_Delete(node);
                     return rc;
@@ -503,7 +517,7 @@ static chorus_err_t pop(parser_t *p) {
         if (dup) {
             p->depth--; /* name the object, not its last member */
             chorus_err_t rc = fail(p, CHORUS_ERR_NOT_IJSON, f->start,
-                                   "duplicate member name \"%.60s\"", dup);
+                                   "duplicate member name \"%.*s\"", cut(dup, 60), dup);
             p->depth++;
             return rc;
         }
@@ -811,7 +825,10 @@ static bool has_duplicate_name(sb_t *b, const cJSON *obj) {
         if (oom)
             return !bad(b, CHORUS_ERR_NOMEM, "out of memory%s", "");
     }
-    return dup && !bad(b, CHORUS_ERR_NOT_IJSON, "duplicate member name \"%.60s\"", dup);
+    if (dup && !b->rc)
+        b->rc = chorus__error_set(b->errp, CHORUS_ERR_NOT_IJSON, "duplicate member name \"%.*s\"",
+                                  cut(dup, 60), dup);
+    return dup != NULL;
 }
 
 static bool print_value(sb_t *b, const cJSON *v, int depth) {

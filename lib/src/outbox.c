@@ -49,6 +49,7 @@ chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
         chorus__log_env(ch, CHORUS_LOG_ERR, env, "envelope of %zu bytes exceeds "
                         "message.max.bytes (%zu); not emitted", len, ch->limits.max_bytes);
         rc = CHORUS_ERR_TOO_LARGE;
+        tx->too_large = true;
     }
     char rk[CHORUS__NAME_MAX];
     snprintf(rk, sizeof(rk), "%s.%s", ch->service, chorus_envelope_event_type(env));

@@ -189,12 +189,14 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
     uint64_t seq = chorus__confirms_add(&ch->confirms, p);
     if (seq == 0)
         return CHORUS_ERR_NOMEM;
+    bool waited = p->waiter != NULL;
     int s = amqp_basic_publish(ch->st, CHORUS__CH_PUBLISH, p->exchange,
                                p->routing_key, p->mandatory, 0, &p->props, p->body);
     if (s != AMQP_STATUS_OK) {
-        /* The tracker holds it: the loss handling below settles it. */
+        /* The tracker holds it: the loss handling below settles it (and
+         * may free it: @p p is not touched again). */
         chorus__conn_lost(ch, amqp_error_string2(s));
-        return p->waiter ? CHORUS_ERR_CONN_CLOSED : CHORUS_OK;
+        return waited ? CHORUS_ERR_CONN_CLOSED : CHORUS_OK;
     }
     return CHORUS_OK;
 }
@@ -286,7 +288,9 @@ void chorus__publisher_resend(chorus_t *ch) {
     while (p && ch->st) {
         chorus__pub_t *next = p->next;
         p->next = NULL;
-        chorus__pub_send(ch, p);
+        chorus_err_t rc = chorus__pub_send(ch, p);
+        if (rc == CHORUS_ERR_TOO_LARGE || rc == CHORUS_ERR_NOMEM)
+            report(ch, p, rc); /* not taken: its report says why */
         p = next;
     }
     while (p) { /* lost again meanwhile: keep the rest */

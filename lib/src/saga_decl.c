@@ -487,6 +487,7 @@ static bool build_producers(ctx_t *c, chorus_saga_t *s) {
 }
 
 static bool add_service(strs_t *l, const char *name) {
+    /* "events" and "unrouted" are refused by check_saga_level() */
     return !name || strs_has(l, name) || strs_push(l, name);
 }
 
@@ -609,6 +610,11 @@ static bool check_events(ctx_t *c, const chorus_saga_t *s) {
 }
 
 static bool check_saga_level(ctx_t *c, const chorus_saga_t *s) {
+    for (size_t i = 0; i < s->services.n; i++)
+        if (strcmp(s->services.v[i], "events") == 0 || strcmp(s->services.v[i], "unrouted") == 0)
+            return refuse(c, "service '%s': the name is reserved (the shared exchange and queue "
+                          "<namespace>.events and <namespace>.unrouted would collide)",
+                          s->services.v[i]);
     for (size_t i = 0; i < s->terminal.n; i++)
         if (!produced(s, s->terminal.v[i]))
             return refuse(c, "terminal event '%s' is produced by nobody", s->terminal.v[i]);
@@ -857,9 +863,10 @@ size_t chorus__saga_producers(const chorus_saga_t *s, const char *event, const c
     for (size_t i = 0; s && i < s->nprods; i++) {
         if (strcmp(s->prods[i].event, event) != 0)
             continue;
-        bool seen = false;
-        for (size_t k = 0; k < n && k < max; k++)
-            seen |= strcmp(out[k], s->prods[i].service) == 0;
+        bool seen = false; /* a service may produce one event in two places */
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(s->prods[j].event, event) == 0 &&
+                   strcmp(s->prods[j].service, s->prods[i].service) == 0;
         if (!seen) {
             if (n < max)
                 out[n] = s->prods[i].service;

@@ -39,6 +39,7 @@ struct chorus_tx_s {
     bool lost;                   /* the connection died */
     bool own;                    /* begun by chorus_tx_begin() */
     bool keyed;                  /* recorded an idempotency key */
+    bool too_large;              /* an emitted event exceeds message.max.bytes */
     int64_t *seqs;               /* outbox rows this transaction inserted */
     size_t nseqs, capseqs;
 };

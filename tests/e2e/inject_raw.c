@@ -1,12 +1,16 @@
 /*
- * e2e-inject-raw NAMESPACE ROUTING_KEY [--exchange NAME] [--user-id USER]
- *                [--header KEY=VALUE]... [--interval-ms N] [BODY...]
+ * e2e-inject-raw NAMESPACE ROUTING_KEY [--exchange NAME] [--via-exchange NAME]
+ *                [--user-id USER] [--header KEY=VALUE]... [--interval-ms N] [BODY...]
  *
  * Publishes raw bytes to "<NAMESPACE>.events" (or the exchange NAME; ""
  * is the default exchange) with ROUTING_KEY, one persistent message per
  * BODY argument (or, with none, one message holding all of stdin), in
  * order, waiting for each publisher confirm before the next; --user-id
  * sets the AMQP user_id property, --header adds a string header,
+ * --via-exchange declares a fanout exchange NAME of the publisher's own,
+ * binds it into "<NAMESPACE>.events" (exchange-to-exchange) and publishes
+ * to it instead, a route around the topic permissions of the events
+ * exchange,
  * --interval-ms sleeps between two messages.  It bypasses chorus on
  * purpose: for end-to-end tests that need bytes no chorus producer would
  * send (not JSON, an envelope under another event's routing key, a route
@@ -108,7 +112,7 @@ static char *read_stdin(size_t *len) {
 int main(int argc, char **argv) {
     if (argc < 3)
         return usage();
-    const char *ns = argv[1], *rk = argv[2], *exchange_opt = NULL, *user_id = NULL;
+    const char *ns = argv[1], *rk = argv[2], *exchange_opt = NULL, *user_id = NULL, *via = NULL;
     long interval_ms = 0;
     amqp_table_entry_t hdrs[16];
     int nhdrs = 0, first = 3;
@@ -121,6 +125,8 @@ int main(int argc, char **argv) {
                 return usage();
         } else if (strcmp(opt, "--exchange") == 0) {
             exchange_opt = val;
+        } else if (strcmp(opt, "--via-exchange") == 0) {
+            via = val;
         } else if (strcmp(opt, "--user-id") == 0) {
             user_id = val;
         } else if (strcmp(opt, "--header") == 0 && strchr(val, '=') && nhdrs < 16) {
@@ -171,6 +177,17 @@ int main(int argc, char **argv) {
     if (!rc) {
         amqp_confirm_select(c, 1);
         rc = rpc_failed(amqp_get_rpc_reply(c), "confirm.select");
+    }
+    if (!rc && via) {
+        amqp_exchange_declare(c, 1, amqp_cstring_bytes(via), amqp_cstring_bytes("fanout"), 0, 0,
+                              1, 0, amqp_empty_table);
+        rc = rpc_failed(amqp_get_rpc_reply(c), "exchange.declare");
+        if (!rc) {
+            amqp_exchange_bind(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(via),
+                               amqp_cstring_bytes(""), amqp_empty_table);
+            rc = rpc_failed(amqp_get_rpc_reply(c), "exchange.bind");
+        }
+        snprintf(exchange, sizeof(exchange), "%s", via);
     }
     amqp_basic_properties_t props = {
         ._flags = AMQP_BASIC_DELIVERY_MODE_FLAG,

@@ -5,7 +5,9 @@
 # exchange and nothing else: not order.OrderPlaced there, not through the default exchange
 # straight into payment's queue (the route of issue 8: payment charged, inventory reserved,
 # shipping shipped), not into payment's retry exchange or dead-letter exchange, and not
-# with another service's user_id.  Consumer side: payment handles an OrderPlaced only when
+# with another service's user_id.  One route the broker cannot close: an exchange of
+# shipping's own bound into the events exchange (topic permissions are checked only where a
+# publish enters), which is why the consumer checks the producer.  Consumer side: payment handles an OrderPlaced only when
 # its verified producer (user_id, checked by RabbitMQ) is the order service's user, whatever
 # route it came by; anything else is dead-lettered as forbidden-producer, also a copy that
 # claims, in a header, a producer it cannot have had.  Each refusal has a positive control,
@@ -70,6 +72,14 @@ CHORUS_AMQP_URL=$CHORUS_AMQP_URL_SHIPPING "$RAW" "$ns" shipping.OrderPlaced "$bo
     fail "shipping could not publish under its own prefix"
 refused_orders+=("$last_order")
 echo "ok: shipping.OrderPlaced is accepted by the broker but bound to nobody"
+# Around the topic permissions: an exchange of shipping's own, bound into the events
+# exchange.  RabbitMQ checks topic permissions only at the exchange a publish names, so
+# the broker takes it, and it reaches payment's queue: the consumer's check must refuse it.
+order_placed
+CHORUS_AMQP_URL=$CHORUS_AMQP_URL_SHIPPING "$RAW" "$ns" order.OrderPlaced \
+    --via-exchange "$ns.shipping.side" "$body" || fail "shipping could not use an exchange of its own"
+via_order=$last_order
+echo "ok: shipping can route order.OrderPlaced through an exchange bound into the events exchange"
 
 # ---- the consumer's check, whatever the route ------------------------------------------
 # The administrator (impersonator tag) publishes straight into payment's queue; only the
@@ -84,6 +94,7 @@ admin --user-id "$ns-shipping"
 forbidden+=("$last_order")
 admin --user-id "$ns-payment" --header "x-chorus-producer=$ns-shipping"
 forbidden+=("$last_order")
+forbidden+=("$via_order")
 admin --user-id "$ns-order"
 allowed=("$last_order")
 admin --user-id "$ns-payment" --header "x-chorus-producer=$ns-order"
@@ -97,12 +108,12 @@ for o in "${allowed[@]}"; do
     expect_eq "payments for $o (from order's user)" "$(payments_of "$o")" 1
 done
 for _ in $(seq 100); do
-    [[ $("$ROOT/scripts/dlq" --json list payment | jq -r '.services[0].total') == 3 ]] && break
+    [[ $("$ROOT/scripts/dlq" --json list payment | jq -r '.services[0].total') == 4 ]] && break
     sleep 0.2
 done
 expect_eq "payment's dead letters" \
     "$("$ROOT/scripts/dlq" --json list payment | jq -r '.services[0].groups | map("\(.reason) \(.event_type)=\(.count)") | join(",")')" \
-    "forbidden-producer OrderPlaced=3"
+    "forbidden-producer OrderPlaced=4"
 for o in "${forbidden[@]}" "${refused_orders[@]}"; do
     expect_eq "payments for $o (not from order)" "$(payments_of "$o")" 0
 done

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_props_int.h"
 #include "url_int.h"
 
 const char *it_amqp_url(void) {
@@ -166,8 +167,7 @@ bool it_raw_get(it_raw_t *r, const char *queue, amqp_message_t *out, int timeout
         if (rep.reply_type != AMQP_RESPONSE_NORMAL)
             fail_msg("raw basic.get on %s failed", queue);
         if (rep.reply.id == AMQP_BASIC_GET_OK_METHOD) {
-            rep = amqp_read_message(r->st, 1, out, 0);
-            if (rep.reply_type != AMQP_RESPONSE_NORMAL)
+            if (chorus__read_message(r->st, 1, out, 10000) != AMQP_STATUS_OK)
                 fail_msg("raw read_message failed");
             return true;
         }

@@ -262,6 +262,16 @@ static void test_grammar(void **state) {
 
 static void test_error_places(void **state) {
     (void)state;
+    /* names are quoted cut on a character boundary: the message stays UTF-8 */
+    char doc[256];
+    snprintf(doc, sizeof(doc), "{\"%s\xc3\xa9\":01}", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    expect(doc, CHORUS_ERR_PARSE, "leading zero");
+    assert_true(chorus__json_text_ok(msg, strlen(msg), NULL));
+    snprintf(doc, sizeof(doc), "{\"%s\xe2\x82\xac\":1,\"%s\xe2\x82\xac\":2}",
+             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    expect(doc, CHORUS_ERR_NOT_IJSON, "duplicate member name");
+    assert_true(chorus__json_text_ok(msg, strlen(msg), NULL));
     expect("{\"a\":[1,{\"b\":01}]}", CHORUS_ERR_PARSE, "a[1].b: number with a leading zero (offset 13)");
     expect("[1,2,\"\\ud800\"]", CHORUS_ERR_NOT_IJSON, "[2]: lone high surrogate");
     expect("{\"x\":{\"y\":1e999}}", CHORUS_ERR_NOT_IJSON, "x.y: number overflows");

@@ -453,7 +453,7 @@ CHORUS_API chorus_err_t chorus_saga_permissions(const chorus_saga_t *saga, const
  *   chorus_dlq_fetch()   holds the messages present now, in order, without
  *                        removing them (unacknowledged deliveries)
  *   ..._requeue/remove() mark what leaves the DLQ (a requeue is published
- *                        to the original queue and confirmed first)
+ *                        to the service's queue and confirmed first)
  *   chorus_dlq_finish()  acks what left, gives back the rest in order
  *
  * A message the broker delivers while held is not lost: anything not
@@ -472,7 +472,8 @@ CHORUS_API const char *chorus_dlq_queue(const chorus_dlq_t *q);
 CHORUS_API chorus_err_t chorus_dlq_fetch(chorus_dlq_t *q, size_t max);
 CHORUS_API size_t chorus_dlq_count(const chorus_dlq_t *q);
 CHORUS_API const chorus_dead_letter_t *chorus_dlq_at(const chorus_dlq_t *q, size_t i);
-/* Publishes message @p i to its original queue (headers kept, requeue
+/* Publishes message @p i to the queue of the DLQ's service -- never to a
+ * queue a header names, which its producer may have written -- (headers kept, requeue
  * count incremented, attempt reset to 1) and waits for the confirm; then it
  * is acked by chorus_dlq_finish().  Refused, and nothing sent, when the
  * requeue count cannot be incremented (already INT64_MAX, or not an
