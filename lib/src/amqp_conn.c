@@ -339,7 +339,7 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
             chorus__delivery_free(d);
             return CHORUS_ERR_CONN_CLOSED;
         }
-        if (!oversized)
+        if (!oversized && b.payload.body_fragment.len)
             memcpy((char *)d->msg.body.bytes + got, b.payload.body_fragment.bytes,
                    b.payload.body_fragment.len);
         got += b.payload.body_fragment.len;

@@ -270,8 +270,9 @@ int chorus__read_message(amqp_connection_state_t st, amqp_channel_t channel,
             amqp_destroy_message(out);
             return s;
         }
-        memcpy((char *)out->body.bytes + got, f.payload.body_fragment.bytes,
-               f.payload.body_fragment.len);
+        if (f.payload.body_fragment.len)
+            memcpy((char *)out->body.bytes + got, f.payload.body_fragment.bytes,
+                   f.payload.body_fragment.len);
         got += f.payload.body_fragment.len;
     }
     return AMQP_STATUS_OK;

@@ -478,7 +478,7 @@ typedef struct {
 
 static bool key_is(const amqp_bytes_t *k, const char *key) {
     size_t n = strlen(key);
-    return k->len == n && memcmp(k->bytes, key, n) == 0;
+    return k->len == n && (n == 0 || memcmp(k->bytes, key, n) == 0);
 }
 
 static bool pool_dup(amqp_pool_t *pool, const char *s, size_t n, amqp_bytes_t *out) {

@@ -61,7 +61,7 @@ static amqp_bytes_t pool_str(amqp_pool_t *pool, const char *s) {
 amqp_table_entry_t *chorus__table_find(const amqp_table_t *t, const char *key) {
     size_t n = strlen(key);
     for (int i = 0; t && i < t->num_entries; i++)
-        if (t->entries[i].key.len == n && memcmp(t->entries[i].key.bytes, key, n) == 0)
+        if (t->entries[i].key.len == n && (n == 0 || memcmp(t->entries[i].key.bytes, key, n) == 0))
             return &t->entries[i];
     return NULL;
 }
@@ -254,7 +254,7 @@ void chorus__on_return(chorus_t *ch, const amqp_message_t *msg) {
     for (uint64_t seq = c->first_seq; seq < c->next_seq; seq++) {
         chorus__pub_t *p = chorus__confirms_get(c, seq);
         if (p && !p->returned && p->props.message_id.len == id.len &&
-            memcmp(p->props.message_id.bytes, id.bytes, id.len) == 0) {
+            (id.len == 0 || memcmp(p->props.message_id.bytes, id.bytes, id.len) == 0)) {
             p->returned = true;
             return;
         }

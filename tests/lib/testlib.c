@@ -232,7 +232,7 @@ char *it_header_str(const amqp_message_t *m, const char *key) {
     const amqp_table_t *t = &m->properties.headers;
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0 &&
+        if (e->key.len == strlen(key) && (e->key.len == 0 || memcmp(e->key.bytes, key, e->key.len) == 0) &&
             (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
             return strndup(e->value.value.bytes.bytes, e->value.value.bytes.len);
     }
@@ -245,7 +245,7 @@ long long it_header_int(const amqp_message_t *m, const char *key, long long dflt
     const amqp_table_t *t = &m->properties.headers;
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0)
+        if (e->key.len != strlen(key) || (e->key.len && memcmp(e->key.bytes, key, e->key.len) != 0))
             continue;
         switch (e->value.kind) {
         case AMQP_FIELD_KIND_I64: return e->value.value.i64;
