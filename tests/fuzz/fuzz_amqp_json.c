@@ -100,13 +100,13 @@ static void check_sizes(const amqp_basic_properties_t *p, size_t room) {
     char fwhy[WHY] = "";
     bool fit = chorus__props_fit(p, FRAME_MAX, fwhy, sizeof(fwhy));
     if (!sized) {
-        FUZZ_CHECK(fuzz_message_ok(why, sizeof(why)) && !fit);
+        FUZZ_CHECK(fuzz_text_message_ok(why, sizeof(why)) && !fit);
         FUZZ_CHECK(strstr(why, "deeper") != NULL);
         return;
     }
     FUZZ_CHECK(fit == (sz + CHORUS__HEADER_FRAME_OVERHEAD <= FRAME_MAX));
     if (!fit)
-        FUZZ_CHECK(fuzz_message_ok(fwhy, sizeof(fwhy)));
+        FUZZ_CHECK(fuzz_text_message_ok(fwhy, sizeof(fwhy)));
     amqp_bytes_t e = encode_props(p, room);
     if (e.len != sz)
         fuzz_fail("chorus__props_size says %zu bytes, rabbitmq-c writes %zu", sz, e.len);
@@ -205,7 +205,7 @@ static void table_mode(const uint8_t *data, size_t size) {
     amqp_table_t t;
     char why[WHY] = "";
     if (!chorus__table_decode(enc, &t, &pool, why, sizeof(why))) {
-        FUZZ_CHECK(fuzz_message_ok(why, sizeof(why)));
+        FUZZ_CHECK(fuzz_text_message_ok(why, sizeof(why)));
         goto done;
     }
     amqp_bytes_t again = encode(&t, "decoded");
@@ -239,7 +239,7 @@ static void line_mode(const uint8_t *data, size_t size) {
     char why[WHY] = "";
     size_t room = 4 * size + 4096;
     if (!chorus__import_line(buf, size, &p, &body, &pool, why, sizeof(why))) {
-        FUZZ_CHECK(fuzz_message_ok(why, sizeof(why)));
+        FUZZ_CHECK(fuzz_text_message_ok(why, sizeof(why)));
         goto done;
     }
     check_sizes(&p, room);

@@ -1,6 +1,8 @@
 /* fuzz_common.c - helpers of the libFuzzer harnesses (fuzz_common.h). */
 #include "fuzz_common.h"
 
+#include "json_int.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,4 +42,8 @@ char *fuzz_cstring(const uint8_t *data, size_t size) {
 
 bool fuzz_message_ok(const char *s, size_t size) {
     return s && size > 0 && memchr(s, '\0', size) != NULL && s[0] != '\0';
+}
+
+bool fuzz_text_message_ok(const char *s, size_t size) {
+    return fuzz_message_ok(s, size) && chorus__json_text_ok(s, strlen(s), NULL);
 }

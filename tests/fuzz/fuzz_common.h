@@ -38,5 +38,9 @@ char *fuzz_cstring(const uint8_t *data, size_t size);
 /* An error message for people: NUL-terminated within @p size bytes and
  * not empty. */
 bool fuzz_message_ok(const char *s, size_t size);
+/* The same, and valid UTF-8 text (no NUL, no surrogate or noncharacter):
+ * what messages that quote a decoded name must stay, however they cut it
+ * (they end up in logs, in x-chorus-fault-error headers, in JSON). */
+bool fuzz_text_message_ok(const char *s, size_t size);
 
 #endif

@@ -245,7 +245,7 @@ static void check_upcast(const chorus_envelope_t *env) {
     bool poison = strcmp(type, "PaymentFailed") == 0 && sv == 1;
     if (poison) {
         FUZZ_CHECK(rc == CHORUS_ERR_SCHEMA && err && chorus_error_code(err) == rc);
-        FUZZ_CHECK(fuzz_message_ok(chorus_error_string(err), 512));
+        FUZZ_CHECK(fuzz_text_message_ok(chorus_error_string(err), 512));
     } else {
         if (rc != CHORUS_OK)
             fuzz_fail("chorus__upcast: %s", chorus_error_string(err));
@@ -266,7 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(buf);
     if (rc != CHORUS_OK) {
         FUZZ_CHECK(env == NULL && err != NULL && chorus_error_code(err) == rc);
-        FUZZ_CHECK(fuzz_message_ok(chorus_error_string(err), 512));
+        FUZZ_CHECK(fuzz_text_message_ok(chorus_error_string(err), 512));
         chorus_error_destroy(err);
         return 0;
     }

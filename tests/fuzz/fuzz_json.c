@@ -147,7 +147,7 @@ static void check_refusal(chorus_err_t rc, const chorus_error_t *err, size_t off
     FUZZ_CHECK(rc == CHORUS_ERR_PARSE || rc == CHORUS_ERR_BAD_UTF8 || rc == CHORUS_ERR_NOT_IJSON ||
                rc == CHORUS_ERR_TOO_DEEP || rc == CHORUS_ERR_TOO_LARGE);
     FUZZ_CHECK(err && chorus_error_code(err) == rc);
-    FUZZ_CHECK(fuzz_message_ok(chorus_error_string(err), 512));
+    FUZZ_CHECK(fuzz_text_message_ok(chorus_error_string(err), 512));
     FUZZ_CHECK(off <= size);
 }
 

@@ -205,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[1024] = "";
     chorus_saga_t *s = chorus_saga_parse(text, NAME, err, sizeof(err));
     if (!s) {
-        FUZZ_CHECK(fuzz_message_ok(err, sizeof(err)));
+        FUZZ_CHECK(fuzz_text_message_ok(err, sizeof(err)));
         FUZZ_CHECK(strncmp(err, NAME ": ", strlen(NAME) + 2) == 0);
     } else {
         check_saga(s);
