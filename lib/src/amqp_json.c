@@ -977,7 +977,8 @@ static bool only_members(from_t *c, const cJSON *o, const char *what, const char
         for (int i = 0; names[i] && !known; i++)
             known = strcmp(m->string, names[i]) == 0;
         if (!known)
-            return bad(c, "%s has no member \"%.40s\"", what, m->string);
+            return bad(c, "%s has no member \"%.*s\"", what, chorus__text_cut(m->string, 40),
+                       m->string);
     }
     return true;
 }
@@ -1295,7 +1296,8 @@ static bool props_in(from_t *c, const cJSON *j, amqp_basic_properties_t *p) {
                 return false;
             p->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
         } else {
-            return bad(c, "no property is named \"%.40s\"", m->string);
+            return bad(c, "no property is named \"%.*s\"", chorus__text_cut(m->string, 40),
+                       m->string);
         }
     }
     return true;

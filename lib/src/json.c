@@ -165,6 +165,8 @@ static int cut(const char *s, int max) {
     return n;
 }
 
+int chorus__text_cut(const char *s, int max) { return cut(s, max); }
+
 /* "data.items[3]" for the place the parser is at; "" at the top. */
 static void where(const parser_t *p, char *out, size_t size) {
     size_t o = 0;

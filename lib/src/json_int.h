@@ -77,6 +77,10 @@ size_t chorus__json_decoded_size(const cJSON *v);
  * when @p d is not finite. */
 bool chorus__json_number(double d, char *out, size_t size);
 
+/* How many bytes of @p s, at most @p max, end on a character boundary, for
+ * "%.*s" in messages: they quote names, and must stay valid UTF-8. */
+int chorus__text_cut(const char *s, int max);
+
 /* A one-byte-per-call UTF-8 check of a whole buffer (no NUL, no
  * surrogates, no noncharacters); offset of the first bad byte in *bad. */
 bool chorus__json_text_ok(const char *s, size_t len, size_t *bad);

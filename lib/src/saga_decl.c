@@ -317,10 +317,12 @@ static bool decode_step_id(ctx_t *c, const cJSON *js, size_t i, step_t *st) {
         return refuse(c, "%s must be an object", st->label);
     if (!get_str(c, js, "name", st->label, true, K_TEXT, &st->name))
         return false;
-    snprintf(st->label, sizeof(st->label), "step '%.100s'", st->name);
+    snprintf(st->label, sizeof(st->label), "step '%.*s'", chorus__text_cut(st->name, 100),
+             st->name);
     if (!get_str(c, js, "service", st->label, true, K_NAME, &st->service))
         return false;
-    snprintf(st->label, sizeof(st->label), "step '%.100s' (%s)", st->name, st->service);
+    snprintf(st->label, sizeof(st->label), "step '%.*s' (%s)", chorus__text_cut(st->name, 100),
+             st->name, st->service);
     return true;
 }
 

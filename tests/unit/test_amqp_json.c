@@ -419,6 +419,32 @@ static void refusals(void **state) {
     assert_refused(long_prop, "properties.content_type is 256 bytes; AMQP carries at most 255");
 }
 
+/* Names quoted in refusals are cut, at 40 bytes, between characters, so
+ * that `dlq import` says why in UTF-8 text (tests/fuzz/fuzz_amqp_json
+ * found both cut inside "é"). */
+static void refusals_cut_names_between_characters(void **state) {
+    (void)state;
+    const char *lines[] = {
+        "{\"format\":2,\"properties\":{},\"body_base64\":\"\","
+        "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\":1}",
+        "{\"format\":2,\"properties\":{\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\":1},"
+        "\"body_base64\":\"\"}",
+    };
+    for (int i = 0; i < 2; i++) {
+        amqp_pool_t pool;
+        amqp_basic_properties_t p;
+        amqp_bytes_t body;
+        char why[800] = "";
+        init_amqp_pool(&pool, 4096);
+        assert_false(chorus__import_line(lines[i], strlen(lines[i]), &p, &body, &pool, why,
+                                         sizeof(why)));
+        if (!chorus__json_text_ok(why, strlen(why), NULL))
+            fail_msg("not UTF-8 text: %s", why);
+        assert_non_null(strstr(why, "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\""));
+        empty_amqp_pool(&pool);
+    }
+}
+
 static void encoded_headers_checked(void **state) {
     (void)state;
     amqp_pool_t pool;
@@ -696,6 +722,7 @@ int main(void) {
         cmocka_unit_test(deep_nesting_goes_encoded),
         cmocka_unit_test(delivery_count_never_travels),
         cmocka_unit_test(refusals),
+        cmocka_unit_test(refusals_cut_names_between_characters),
         cmocka_unit_test(encoded_headers_checked),
         cmocka_unit_test(format_1_lines_still_read),
         cmocka_unit_test(properties_exact),

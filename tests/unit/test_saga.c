@@ -2,6 +2,7 @@
  * derives from it, and the declarations chorus must refuse (and why). */
 #include "cm.h"
 #include "chorus/chorus.h"
+#include "json_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,6 +333,30 @@ static void refuses_names_and_roles(void **state) {
             LIST("deadline: owner 'clock' is not a service of saga 'mini'"));
 }
 
+/* A step name quoted in a refusal is cut, at 100 bytes, between characters:
+ * messages stay UTF-8 text (tests/fuzz/fuzz_saga found one cut inside "é"). */
+static void refusals_cut_names_between_characters(void **state) {
+    (void)state;
+    char name[128], json[1024], err[1024], want[160];
+    memset(name, 'a', 99);
+    strcpy(name + 99, "\xc3\xa9z"); /* "é" across byte 100 */
+    snprintf(want, sizeof(want), "step '%.99s'", name);
+    const char *bad[] = {"'service':'Bad'", "'service':'ok','colour':1"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(json, sizeof(json),
+                 "{'saga':'s','steps':[{'name':'%s',%s,'command':'Go','emits':'Done',"
+                 "'failures':[]}],'terminal':['Done']}", name, bad[i]);
+        for (char *q = json; *q; q++)
+            if (*q == '\'')
+                *q = '"';
+        err[0] = '\0';
+        assert_null(chorus_saga_parse(json, "t.json", err, sizeof(err)));
+        if (!chorus__json_text_ok(err, strlen(err), NULL))
+            fail_msg("not UTF-8 text: %s", err);
+        assert_non_null(strstr(err, want));
+    }
+}
+
 static void load_names_the_file(void **state) {
     (void)state;
     char err[512] = "";
@@ -420,6 +445,7 @@ int main(void) {
         cmocka_unit_test(refuses_duplicate_fields),
         cmocka_unit_test(events_section),
         cmocka_unit_test(refuses_names_and_roles),
+        cmocka_unit_test(refusals_cut_names_between_characters),
         cmocka_unit_test(load_names_the_file),
         cmocka_unit_test(handlers_match),
         cmocka_unit_test(handlers_missing),
