@@ -188,9 +188,11 @@ static void where(const parser_t *p, char *out, size_t size) {
                     ? snprintf(out + o, size - o, "%s%.*s", o ? "." : "", name ? cut(name, 40) : 1,
                                name ? name : "?")
                     : snprintf(out + o, size - o, "[%zu]", index);
-        if (n < 0)
+        if (n < 0 || (size_t)n >= size - o) {
+            out[o] = '\0'; /* a part that does not fit is left out whole, not cut in a character */
             break;
-        o += (size_t)n < size - o ? (size_t)n : size - o - 1;
+        }
+        o += (size_t)n;
     }
 }
 

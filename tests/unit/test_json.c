@@ -277,6 +277,25 @@ static void test_error_places(void **state) {
     expect("{\"x\":{\"y\":1e999}}", CHORUS_ERR_NOT_IJSON, "x.y: number overflows");
 }
 
+/* The path before a message ("a.b[1].c: ...") is cut at its 200 bytes
+ * between characters too, wherever that falls in a name (found by
+ * tests/fuzz/fuzz_json: a path cut inside a character). */
+static void test_error_path_cut_between_characters(void **state) {
+    (void)state;
+    for (int shift = 0; shift < 40; shift++) {
+        char doc[1024];
+        size_t o = (size_t)snprintf(doc, sizeof(doc), "{\"%.*s\":", shift,
+                                    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        for (int i = 0; i < 8; i++) /* names of 30 bytes and a 2-byte character */
+            o += (size_t)snprintf(doc + o, sizeof(doc) - o, "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9\":");
+        o += (size_t)snprintf(doc + o, sizeof(doc) - o, "01");
+        assert_int_equal(parse(doc, NULL), CHORUS_ERR_PARSE);
+        if (!chorus__json_text_ok(msg, strlen(msg), NULL))
+            fail_msg("shift %d: not UTF-8 text: %s", shift, msg);
+        assert_non_null(strstr(msg, "number with a leading zero"));
+    }
+}
+
 /* ---- limits ----------------------------------------------------------- */
 
 static void test_depth(void **state) {
@@ -424,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_locale),
         cmocka_unit_test(test_grammar),
         cmocka_unit_test(test_error_places),
+        cmocka_unit_test(test_error_path_cut_between_characters),
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_decoded_size),
         cmocka_unit_test(test_print_refuses),
