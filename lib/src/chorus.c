@@ -65,6 +65,12 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
                                      "longer than AMQP allows");
         return false;
     }
+    /* Last: nothing after it fails, so a refusal frees nothing else.  The
+     * declaration is needed before chorus_start(): a command emitting a
+     * saga's first event (its deadline, its timer) runs without it. */
+    const char *saga = chorus__conf_str(ch->conf, "saga.file");
+    if (*saga && !(ch->saga = chorus_saga_load(saga, errstr, size)))
+        return false;
     return true;
 }
 
@@ -122,6 +128,13 @@ void chorus_destroy(chorus_t *ch) {
     free(ch);
 }
 
+static bool find_registered(const chorus_t *ch, const char *type) {
+    for (size_t i = 0; i < ch->nhandlers; i++)
+        if (strcmp(ch->handlers[i].event_type, type) == 0)
+            return true;
+    return false;
+}
+
 chorus_err_t chorus_register(chorus_t *ch, const char *event_type,
                              chorus_handler_fn *fn, void *opaque) {
     if (!ch || !event_type || !*event_type || !fn)
@@ -174,35 +187,57 @@ static chorus_err_t add_binding(chorus_t *ch, const char *key, size_t len) {
     return CHORUS_OK;
 }
 
-/* Loads "saga.file" and holds the handlers against the service's role. */
-static chorus_err_t check_saga(chorus_t *ch, chorus_saga_t **sagap) {
-    *sagap = NULL;
-    const char *path = chorus__conf_str(ch->conf, "saga.file");
-    if (!*path)
+/*
+ * Holds the handlers against the service's role in the declaration.  The
+ * events chorus answers itself (a cancellation request at the pivot,
+ * "refuses_after") get its own handler; one of the application's there
+ * would never be called, so it is refused.
+ */
+static chorus_err_t check_saga(chorus_t *ch) {
+    const chorus_saga_t *saga = ch->saga;
+    if (!saga)
         return CHORUS_OK;
     char err[1024];
-    chorus_saga_t *saga = chorus_saga_load(path, err, sizeof(err));
-    if (!saga) {
-        chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: %s", err);
+    for (size_t i = 0; i < ch->nhandlers; i++) {
+        if (chorus__saga_library_handled(saga, ch->service, ch->handlers[i].event_type) &&
+            ch->handlers[i].fn != chorus__saga_noop) {
+            chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: saga '%s': service '%s' "
+                        "registered a handler for %s, which chorus answers itself there "
+                        "(sagas/README.md, \"Cancellation\")", chorus_saga_name(saga),
+                        ch->service, ch->handlers[i].event_type);
+            return CHORUS_ERR_INVALID_CONF;
+        }
+    }
+    const char *const *types;
+    size_t n = chorus_saga_consumes(saga, ch->service, &types);
+    bool guarded = false;
+    for (size_t i = 0; i < n; i++) {
+        size_t step;
+        guarded |= chorus__saga_guard(saga, ch->service, types[i], &step) != CHORUS__GUARD_NONE;
+        if (!chorus__saga_library_handled(saga, ch->service, types[i]) ||
+            find_registered(ch, types[i]))
+            continue;
+        chorus_err_t rc = chorus_register(ch, types[i], chorus__saga_noop, NULL);
+        if (rc)
+            return rc;
+    }
+    if (guarded && !ch->store.enabled) {
+        chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: saga '%s': service '%s' takes steps, "
+                    "whose guards need the store (store.type=postgres)", chorus_saga_name(saga),
+                    ch->service);
         return CHORUS_ERR_INVALID_CONF;
     }
-    const char **types = calloc(ch->nhandlers + 1, sizeof(*types));
-    if (!types) {
-        chorus_saga_destroy(saga);
+    const char **names = calloc(ch->nhandlers + 1, sizeof(*names));
+    if (!names)
         return CHORUS_ERR_NOMEM;
-    }
     for (size_t i = 0; i < ch->nhandlers; i++)
-        types[i] = ch->handlers[i].event_type;
-    chorus_err_t rc = chorus_saga_check_handlers(saga, ch->service, types, ch->nhandlers, err,
+        names[i] = ch->handlers[i].event_type;
+    chorus_err_t rc = chorus_saga_check_handlers(saga, ch->service, names, ch->nhandlers, err,
                                                  sizeof(err));
-    free(types);
-    if (rc) {
+    free(names);
+    if (rc)
         chorus__log(ch, CHORUS_LOG_ERR, "refusing to start: %s", err);
-        chorus_saga_destroy(saga);
-        return rc;
-    }
-    *sagap = saga;
-    return CHORUS_OK;
+    return rc;
 }
 
 /* "topology.bindings" when set; else the saga's routing keys for this
@@ -331,18 +366,14 @@ chorus_err_t chorus_start(chorus_t *ch) {
         return CHORUS_ERR_INVALID_ARG;
     if (ch->started)
         return CHORUS_ERR_STATE;
-    chorus_saga_t *saga;
-    chorus_err_t rc = check_saga(ch, &saga);
-    if (rc)
-        return rc;
-    rc = make_bindings(ch, saga);
+    const chorus_saga_t *saga = ch->saga;
+    chorus_err_t rc = check_saga(ch);
+    if (!rc)
+        rc = make_bindings(ch, saga);
     if (!rc)
         rc = derive_handler_rules(ch, saga);
-    if (rc) {
-        chorus_saga_destroy(saga);
+    if (rc)
         return rc;
-    }
-    ch->saga = saga;
     chorus__topology_spec_t spec = {
         .service = ch->service,
         .ns = chorus__conf_str(ch->conf, "topology.namespace"),
@@ -410,6 +441,8 @@ static void store_poll(chorus_t *ch) {
         chorus__unlock(ch);
     }
     chorus__relay_poll(ch);
+    if (s->up)
+        chorus__timers_poll(ch);
 }
 
 chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {

@@ -127,9 +127,14 @@ static const prop_t props[] = {
     {"store.relay.interval.ms", P_INT, "1000", 10, 3600000, NULL,
      "How often the outbox relay looks for rows left unpublished (it also "
      "runs at start-up and on NOTIFY)."},
+    {"store.timer.interval.ms", P_INT, "200", 10, 3600000, NULL,
+     "How often a participant looks for durable timers that are due (saga "
+     "deadlines, chorus_timer_schedule()); a timer it armed itself is looked "
+     "at when due.  A timer fires at most this late."},
     {"store.inbox.retention.hours", P_INT, "168", 1, 87600, NULL,
      "Inbox rows older than this are deleted (a duplicate arriving later is "
-     "no longer recognised), and so are outbox rows published that long ago."},
+     "no longer recognised), and so are outbox rows published that long ago, "
+     "commands' idempotency keys, saga step guards and settled timers."},
     {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
      "Immediate re-runs of a handler after a version conflict, serialization "
      "failure or deadlock, before it is retried later instead."},

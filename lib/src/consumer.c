@@ -56,6 +56,7 @@
  */
 #include "amqp_props_int.h"
 #include "chorus_int.h"
+#include "saga_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,14 @@ static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
         dead_letter(d, "malformed");
         return NULL;
     }
+    /* the declared contract of its data, before any handler sees it */
+    char why[400];
+    if (!chorus__saga_data_ok(ch, d->env, why, sizeof(why))) {
+        snprintf(d->error, sizeof(d->error), "%s", why);
+        chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "invalid data: %s", d->error);
+        dead_letter(d, "invalid-data");
+        return NULL;
+    }
     return hd;
 }
 
@@ -304,8 +313,8 @@ static void undecode(chorus_delivery_t *d) {
     d->outcome = CHORUS_HANDLED;
 }
 
-static chorus_outcome_t call_handler(chorus_t *ch, chorus_delivery_t *d,
-                                     const chorus__handler_t *hd) {
+chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
+                                      const chorus__handler_t *hd) {
     uint64_t t0 = chorus__mono_ns();
     chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
     ch->stats.handler_ns += chorus__mono_ns() - t0;
@@ -316,8 +325,13 @@ static chorus_outcome_t call_handler(chorus_t *ch, chorus_delivery_t *d,
 }
 
 static void handle_plain(chorus_t *ch, chorus_delivery_t *d) {
-    if (d->hd)
-        set_outcome(ch, d, call_handler(ch, d, d->hd));
+    if (!d->hd)
+        return;
+    set_outcome(ch, d, chorus__call_handler(ch, d, d->hd));
+    if (d->tx.invalid_emit) {
+        dead_letter(d, "invalid-emit");
+        chorus__log_env(ch, CHORUS_LOG_ERR, d->env, "%s", d->error);
+    }
 }
 
 /*
@@ -344,7 +358,7 @@ static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__han
             set_outcome(ch, d, CHORUS_RETRY_LATER);
             return;
         }
-        chorus_outcome_t out = call_handler(ch, d, hd);
+        chorus_outcome_t out = chorus__saga_deliver(ch, d, hd);
         if (tx->lost)
             return;
         if (tx->conflict && run < max_runs) {
@@ -354,6 +368,14 @@ static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__han
             tx->conflict = false;
             d->error[0] = '\0';
             continue;
+        }
+        if (tx->invalid_emit) {
+            /* the handler's output breaks the declared contract: a bug no
+             * retry mends, and nothing of it may leave */
+            dead_letter(d, "invalid-emit");
+            chorus__log_env(ch, CHORUS_LOG_ERR, d->env, "%s", d->error);
+            chorus__tx_rollback_to(tx);
+            return;
         }
         if (tx->too_large) {
             /* it would be too large on every attempt: no retry helps */
@@ -998,6 +1020,9 @@ void chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env) {
     const char *tp = chorus_envelope_traceparent(cause);
     if (tp && !chorus_envelope_traceparent(env))
         chorus_envelope_set_traceparent(env, tp);
+    int64_t deadline = chorus_envelope_deadline_ms(cause);
+    if (deadline && !chorus_envelope_deadline_ms(env))
+        chorus_envelope_set_deadline_ms(env, deadline);
 }
 
 chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
@@ -1008,6 +1033,14 @@ chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
     chorus__inherit(d, env);
     if (d->ch->store.enabled)
         return chorus__outbox_insert(&d->tx, env); /* in the handler's transaction */
+    char why[400];
+    if (!chorus__saga_data_ok(d->ch, env, why, sizeof(why))) {
+        d->tx.invalid_emit = true;
+        snprintf(d->error, sizeof(d->error), "emitted %s breaks its declared schema: %s",
+                 chorus_envelope_event_type(env), why);
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_SCHEMA;
+    }
     if (d->nemitted == d->capemitted) {
         size_t ncap = d->capemitted ? d->capemitted * 2 : 4;
         chorus_envelope_t **n = realloc(d->emitted, ncap * sizeof(*n));

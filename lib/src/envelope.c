@@ -208,6 +208,14 @@ static chorus_err_t check_metadata(cJSON *meta, chorus_error_t **errp) {
         return chorus__error_set(errp, CHORUS_ERR_SCHEMA,
                                  "field 'metadata.traceparent' must be a W3C "
                                  "traceparent string");
+    /* The saga instance's deadline: when it passes, the pivot refuses to
+     * run and the deadline owner asks for a cancellation. */
+    int64_t ms;
+    if ((rc = get_unique(meta, "deadline", "metadata.", &it, errp)))
+        return rc;
+    if (it && !(cJSON_IsString(it) && chorus_timestamp_parse(it->valuestring, &ms) == CHORUS_OK))
+        return chorus__error_set(errp, CHORUS_ERR_SCHEMA,
+                                 "field 'metadata.deadline' must be an RFC 3339 timestamp");
     return CHORUS_OK;
 }
 
@@ -688,6 +696,12 @@ const char *chorus_envelope_traceparent(const chorus_envelope_t *env) {
     return meta_get(env, "traceparent");
 }
 
+int64_t chorus_envelope_deadline_ms(const chorus_envelope_t *env) {
+    const char *s = meta_get(env, "deadline");
+    int64_t ms;
+    return s && chorus_timestamp_parse(s, &ms) == CHORUS_OK ? ms : 0;
+}
+
 /* -------------------------------------------------------------- setters */
 
 chorus_err_t chorus_envelope_set_event_id(chorus_envelope_t *env,
@@ -785,4 +799,14 @@ chorus_err_t chorus_envelope_set_traceparent(chorus_envelope_t *env,
     if (!env || (tp && !chorus__traceparent_valid(tp)))
         return CHORUS_ERR_INVALID_ARG;
     return meta_set(env, "traceparent", tp);
+}
+
+chorus_err_t chorus_envelope_set_deadline_ms(chorus_envelope_t *env, int64_t ms) {
+    if (!env || (ms && (ms < CHORUS__TS_MIN_MS || ms > CHORUS__TS_MAX_MS)))
+        return CHORUS_ERR_INVALID_ARG;
+    if (!ms)
+        return meta_set(env, "deadline", NULL);
+    char ts[25];
+    chorus_format_timestamp(ms, ts);
+    return meta_set(env, "deadline", ts);
 }

@@ -46,6 +46,7 @@
  * their handlers keep them current afterwards.
  */
 #include "chorus_int.h"
+#include "saga_int.h"
 #include "json_int.h"
 
 #include <inttypes.h>
@@ -302,7 +303,10 @@ static chorus_err_t adopt_cause(chorus_tx_t *tx, chorus_envelope_t *env) {
             env, corr ? corr : chorus_envelope_event_id(cause ? cause : env));
     if (!rc && tp && !chorus_envelope_traceparent(env))
         rc = chorus_envelope_set_traceparent(env, tp);
-    return rc;
+    int64_t deadline = cause ? chorus_envelope_deadline_ms(cause) : 0;
+    if (!rc && deadline && !chorus_envelope_deadline_ms(env))
+        rc = chorus_envelope_set_deadline_ms(env, deadline);
+    return rc ? rc : chorus__saga_stamp(tx->ch, env);
 }
 
 static chorus_err_t insert_event(chorus_tx_t *tx, const chorus_aggregate_type_t *type,

@@ -46,8 +46,8 @@ void chorus__inbox_prune(chorus_t *ch) {
         chorus__store_lost(ch, "inbox prune failed");
         return;
     }
-    /* Published outbox rows and commands' idempotency keys are kept as
-     * long as inbox rows, then go too. */
+    /* Published outbox rows, commands' idempotency keys, saga guards and
+     * settled timers are kept as long as inbox rows, then go too. */
     if (chorus__pg_exec(ch, ch->store.pg,
                         "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
                         1, p, NULL, &lost) != CHORUS_OK && lost) {
@@ -58,4 +58,15 @@ void chorus__inbox_prune(chorus_t *ch) {
                         "DELETE FROM idempotency WHERE created_at < now() - make_interval(hours => $1::int)",
                         1, p, NULL, &lost) != CHORUS_OK && lost)
         chorus__store_lost(ch, "idempotency prune failed");
+    if (chorus__pg_exec(ch, ch->store.pg,
+                        "DELETE FROM saga_steps WHERE updated_at < now() - make_interval(hours => $1::int)",
+                        1, p, NULL, &lost) != CHORUS_OK && lost) {
+        chorus__store_lost(ch, "saga_steps prune failed");
+        return;
+    }
+    if (chorus__pg_exec(ch, ch->store.pg,
+                        "DELETE FROM timers WHERE state <> 'pending'"
+                        " AND created_at < now() - make_interval(hours => $1::int)",
+                        1, p, NULL, &lost) != CHORUS_OK && lost)
+        chorus__store_lost(ch, "timers prune failed");
 }

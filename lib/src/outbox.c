@@ -26,6 +26,7 @@
  * the mark) is possible and harmless: consumers' inboxes drop duplicates.
  */
 #include "chorus_int.h"
+#include "saga_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,10 @@ chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
     }
     char *json = NULL;
     size_t len;
-    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
+    /* the declared contract and the saga's bookkeeping, in this transaction */
+    chorus_err_t rc = chorus__saga_on_emit(tx, env);
+    if (!rc)
+        rc = chorus_envelope_serialize(env, &json, &len);
     if (!rc && len > ch->limits.max_bytes) {
         /* It could never be published (consumers would refuse it): fail
          * the transaction now rather than leave a row the relay cannot send. */

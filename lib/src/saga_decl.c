@@ -39,6 +39,7 @@
 #include "common_int.h"
 #include "json_int.h"
 #include "saga_int.h"
+#include "schema_int.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -124,6 +125,8 @@ typedef struct { /* what "events" says of one event type */
     const char *event;
     int schema_version; /* 0: not said */
     int newer;          /* -1: not said, 0: dead-letter, 1: retry */
+    const cJSON *schema; /* the JSON Schema of its data, or NULL */
+    chorus__schema_t *compiled;
 } evinfo_t;
 
 typedef struct { /* one service's derived role */
@@ -137,6 +140,9 @@ struct chorus_saga_s {
     const char *name, *ns;
     int64_t deadline_ms;
     const char *deadline_owner, *deadline_emits;
+    /* "cancellation": who may ask, and the pivot's two answers */
+    const char *cancel_by, *cancel_request, *cancel_accepted, *cancel_refused, *pivot_name;
+    int pivot; /* index of the step that cannot be compensated, -1: none */
     step_t *steps;
     size_t nsteps;
     const char *completion_service, *completion_emits;
@@ -383,6 +389,37 @@ static bool decode_deadline(ctx_t *c, chorus_saga_t *s) {
            get_str(c, d, "emits", "deadline", true, K_EVENT, &s->deadline_emits);
 }
 
+static bool distinct_answers(ctx_t *c, const chorus_saga_t *s) {
+    const char *names[] = {s->cancel_request, s->cancel_accepted, s->cancel_refused};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = i + 1; j < 3; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return refuse(c, "cancellation: '%s' is named twice; the request, \"accepted\" "
+                              "and \"refused\" are three different events", names[i]);
+    return true;
+}
+
+/* "cancellation": {"requested_by", "request", "pivot", "accepted",
+ * "refused"}: the request goes to the pivot alone, which answers. */
+static bool decode_cancellation(ctx_t *c, chorus_saga_t *s) {
+    static const char *const known[] = {"requested_by", "request", "pivot", "accepted",
+                                        "refused", "description", NULL};
+    const cJSON *d;
+    const char *desc;
+    if (!get_obj(c, s->root, "cancellation", "", false, &d))
+        return false;
+    if (!d)
+        return true;
+    return known_fields(c, d, "cancellation", known) &&
+           get_str(c, d, "requested_by", "cancellation", true, K_NAME, &s->cancel_by) &&
+           get_str(c, d, "request", "cancellation", true, K_EVENT, &s->cancel_request) &&
+           get_str(c, d, "pivot", "cancellation", true, K_TEXT, &s->pivot_name) &&
+           get_str(c, d, "accepted", "cancellation", true, K_EVENT, &s->cancel_accepted) &&
+           get_str(c, d, "refused", "cancellation", true, K_EVENT, &s->cancel_refused) &&
+           get_str(c, d, "description", "cancellation", false, K_TEXT, &desc) &&
+           distinct_answers(c, s);
+}
+
 static bool decode_completion(ctx_t *c, chorus_saga_t *s) {
     static const char *const known[] = {"service", "on", "emits", NULL};
     const cJSON *d;
@@ -401,7 +438,8 @@ static bool decode_completion(ctx_t *c, chorus_saga_t *s) {
  * and what a consumer does with one newer than it knows.  Checked against
  * the produced events later (check_events). */
 static bool decode_events(ctx_t *c, chorus_saga_t *s) {
-    static const char *const known[] = {"schema_version", "newer_schema", "description", NULL};
+    static const char *const known[] = {"schema_version", "newer_schema", "schema",
+                                        "description", NULL};
     const cJSON *evs, *e;
     if (!get_obj(c, s->root, "events", "", false, &evs))
         return false;
@@ -434,14 +472,19 @@ static bool decode_events(ctx_t *c, chorus_saga_t *s) {
             return refuse(c, "%s: field \"newer_schema\" must be \"dead-letter\" or \"retry\"", at);
         if (newer)
             ev->newer = strcmp(newer, "retry") == 0;
+        if (!get_obj(c, e, "schema", at, false, &ev->schema))
+            return false;
+        char why[400];
+        if (ev->schema && !(ev->compiled = chorus__schema_compile(ev->schema, why, sizeof(why))))
+            return refuse(c, "%s: schema: %s", at, why);
     }
     return true;
 }
 
 static bool decode(ctx_t *c, chorus_saga_t *s) {
-    static const char *const known[] = {"saga",  "description", "namespace",
-                                        "deadline", "steps", "completion",
-                                        "terminal", "observers", "events", NULL};
+    static const char *const known[] = {"saga",     "description", "namespace", "deadline",
+                                        "cancellation", "steps", "completion", "terminal",
+                                        "observers", "events", NULL};
     const char *desc;
     if (!cJSON_IsObject(s->root))
         return refuse(c, "the declaration must be a JSON object");
@@ -452,7 +495,8 @@ static bool decode(ctx_t *c, chorus_saga_t *s) {
         return false;
     if (!s->ns)
         s->ns = "chorus";
-    return decode_deadline(c, s) && decode_steps(c, s) && decode_completion(c, s) &&
+    return decode_deadline(c, s) && decode_cancellation(c, s) && decode_steps(c, s) &&
+           decode_completion(c, s) &&
            get_strs(c, s->root, "terminal", "", true, 1, K_EVENT, &s->terminal) &&
            get_strs(c, s->root, "observers", "", false, 0, K_NAME, &s->observers) &&
            decode_events(c, s);
@@ -481,7 +525,12 @@ static bool build_producers(ctx_t *c, chorus_saga_t *s) {
             ok = add_prod(s, st->service, st->failures.v[j]);
     }
     ok = ok && add_prod(s, s->completion_service, s->completion_emits) &&
-         add_prod(s, s->deadline_owner, s->deadline_emits);
+         add_prod(s, s->deadline_owner, s->deadline_emits) &&
+         add_prod(s, s->cancel_by, s->cancel_request);
+    if (ok && s->pivot >= 0 && s->cancel_request) {
+        const char *svc = s->steps[s->pivot].service;
+        ok = add_prod(s, svc, s->cancel_accepted) && add_prod(s, svc, s->cancel_refused);
+    }
     if (!ok)
         return oom(c);
     strs_sort_unique(&s->events, false);
@@ -518,6 +567,49 @@ static bool is_failure(const chorus_saga_t *s, const char *event) {
 /* ------------------------------------------------------------------------
  * Checks
  * --------------------------------------------------------------------- */
+/* The pivot: the step named by "cancellation", else the first step that
+ * has no compensation.  Resolved before anything is derived. */
+static bool find_pivot(ctx_t *c, chorus_saga_t *s) {
+    s->pivot = -1;
+    for (size_t i = 0; i < s->nsteps && s->pivot < 0; i++) {
+        if (s->pivot_name ? strcmp(s->steps[i].name, s->pivot_name) == 0
+                          : !s->steps[i].has_comp)
+            s->pivot = (int)i;
+    }
+    if (s->pivot_name && s->pivot < 0)
+        return refuse(c, "cancellation: field \"pivot\": no step is named '%.*s'",
+                      chorus__text_cut(s->pivot_name, 100), s->pivot_name);
+    return true;
+}
+
+/*
+ * The compensatable / pivot / retriable split: every step before the
+ * pivot can be undone, the pivot cannot, and the steps after it cannot
+ * fail (they are retried until they succeed), since nothing could undo
+ * the pivot if one of them did.
+ */
+static bool check_pivot(ctx_t *c, const chorus_saga_t *s) {
+    if (s->pivot < 0)
+        return true;
+    const step_t *pv = &s->steps[s->pivot];
+    if (pv->has_comp)
+        return refuse(c, "cancellation: the pivot %s has a compensation; the pivot is the step "
+                      "that cannot be undone", pv->label);
+    for (size_t i = 0; i < (size_t)s->pivot; i++)
+        if (!s->steps[i].has_comp)
+            return refuse(c, "%s has no compensation, but it comes before the pivot %s; only "
+                          "the pivot may lack one (the steps after it may not fail)",
+                          s->steps[i].label, pv->label);
+    for (size_t i = (size_t)s->pivot + 1; i < s->nsteps; i++) {
+        const step_t *st = &s->steps[i];
+        if (st->has_comp || st->failures.n)
+            return refuse(c, "%s comes after %s, which has no compensation (the pivot), so it "
+                          "must be retriable: no failures and no compensation (nothing could "
+                          "undo the pivot if it failed)", st->label, pv->label);
+    }
+    return true;
+}
+
 static bool check_steps(ctx_t *c, const chorus_saga_t *s) {
     for (size_t i = 0; i < s->nsteps; i++) {
         const step_t *st = &s->steps[i];
@@ -531,11 +623,8 @@ static bool check_steps(ctx_t *c, const chorus_saga_t *s) {
         if (i > 0 && st->command)
             return refuse(c, "%s is started by the command '%s', but only the first step is; "
                           "later steps react to an event (\"trigger\")", st->label, st->command);
-        if (i + 1 < s->nsteps && !st->has_comp)
-            return refuse(c, "%s has no compensation, but only the last step may lack one",
-                          st->label);
     }
-    return true;
+    return check_pivot(c, s);
 }
 
 static bool consumed_ok(ctx_t *c, const chorus_saga_t *s, const char *at, const char *what,
@@ -627,6 +716,144 @@ static bool check_saga_level(ctx_t *c, const chorus_saga_t *s) {
 }
 
 /* ------------------------------------------------------------------------
+ * Cancellation and the pivot
+ *
+ * A compensation before the pivot may start only from something that
+ * implies the pivot did not run and never will: a failure of a step up to
+ * the pivot (a step that failed emits no success, so nothing after it
+ * starts), the pivot's acceptance of a cancellation, or the compensation
+ * of another step before the pivot (by induction).  Anything else -- the
+ * deadline, a success, the completion, the request itself -- can arrive
+ * while the pivot runs, and would compensate around it.
+ * --------------------------------------------------------------------- */
+
+/* What produces @p event without implying that the pivot did not run;
+ * NULL when every production of it is safe. */
+static const char *unsafe_origin(const chorus_saga_t *s, const char *event, char *buf,
+                                 size_t n) {
+    for (size_t i = 0; i < s->nsteps; i++) {
+        const step_t *st = &s->steps[i];
+        if (strcmp(st->emits, event) == 0) {
+            snprintf(buf, n, "the success of %s", st->label);
+            return buf;
+        }
+        if (i > (size_t)s->pivot && strs_has(&st->failures, event)) {
+            snprintf(buf, n, "a failure of %s, after the pivot", st->label);
+            return buf;
+        }
+        if (i >= (size_t)s->pivot && st->comp_emits && strcmp(st->comp_emits, event) == 0) {
+            snprintf(buf, n, "the compensation of %s", st->label);
+            return buf;
+        }
+    }
+    if (s->cancel_request && strcmp(s->cancel_request, event) == 0)
+        return "a cancellation request (which the pivot may refuse)";
+    if (s->deadline_emits && strcmp(s->deadline_emits, event) == 0)
+        return "the deadline (whether or not the pivot ran)";
+    if (s->completion_emits && strcmp(s->completion_emits, event) == 0)
+        return "the completion";
+    if (s->cancel_refused && strcmp(s->cancel_refused, event) == 0)
+        return "the pivot's refusal of a cancellation";
+    return NULL;
+}
+
+static bool check_around_pivot(ctx_t *c, const chorus_saga_t *s) {
+    const step_t *pv = &s->steps[s->pivot];
+    for (size_t i = 0; i < (size_t)s->pivot; i++) {
+        const step_t *st = &s->steps[i];
+        for (size_t j = 0; j < st->comp_on.n; j++) {
+            char buf[256];
+            const char *why = unsafe_origin(s, st->comp_on.v[j], buf, sizeof(buf));
+            if (why)
+                return refuse(c, "%s: its compensation on '%s' can undo it around the pivot %s: "
+                              "'%s' comes from %s.  Before the pivot, a compensation may follow "
+                              "only failures, other compensations, or the pivot's \"accepted\" "
+                              "answer to a cancellation (sagas/README.md, \"Cancellation\")",
+                              st->label, st->comp_on.v[j], pv->label, st->comp_on.v[j], why);
+        }
+    }
+    return true;
+}
+
+static bool compensates_on(const chorus_saga_t *s, const char *event) {
+    for (size_t i = 0; i < s->nsteps; i++)
+        if (strs_has(&s->steps[i].comp_on, event))
+            return true;
+    return false;
+}
+
+static bool check_cancellation(ctx_t *c, const chorus_saga_t *s) {
+    if (s->pivot >= 0 && !check_around_pivot(c, s))
+        return false;
+    if (s->pivot >= 0 && s->deadline_ms && !s->cancel_request)
+        return refuse(c, "deadline: %s cannot be compensated (it is the saga's pivot), so a "
+                      "deadline must ask it rather than end the saga: declare \"cancellation\" "
+                      "with it as \"pivot\" and the deadline emitting the request "
+                      "(sagas/README.md, \"Cancellation\")", s->steps[s->pivot].label);
+    if (!s->cancel_request)
+        return true;
+    const step_t *pv = &s->steps[s->pivot];
+    if (!strs_has(&s->services, s->cancel_by))
+        return refuse(c, "cancellation: \"requested_by\" '%s' is not a service of saga '%s'",
+                      s->cancel_by, s->name);
+    if (s->deadline_ms && (strcmp(s->deadline_emits, s->cancel_request) != 0 ||
+                           strcmp(s->deadline_owner, s->cancel_by) != 0))
+        return refuse(c, "deadline: with a \"cancellation\" declared, the deadline asks the pivot: "
+                      "its owner must be '%s' (\"requested_by\") and it must emit '%s'",
+                      s->cancel_by, s->cancel_request);
+    for (size_t k = 0; k < s->nprods; k++) {
+        const prod_t *p = &s->prods[k];
+        bool req = strcmp(p->event, s->cancel_request) == 0;
+        bool ans = strcmp(p->event, s->cancel_accepted) == 0 ||
+                   strcmp(p->event, s->cancel_refused) == 0;
+        if ((req && strcmp(p->service, s->cancel_by) != 0) ||
+            (ans && strcmp(p->service, pv->service) != 0))
+            return refuse(c, "cancellation: '%s' must be emitted only by %s, but '%s' emits it "
+                          "too", p->event, req ? s->cancel_by : pv->service, p->service);
+    }
+    int uses = 0;
+    for (size_t i = 0; i < s->nsteps; i++)
+        uses += (s->steps[i].trigger && strcmp(s->steps[i].trigger, s->cancel_request) == 0) ||
+                strs_has(&s->steps[i].comp_on, s->cancel_request) ||
+                strs_has(&s->steps[i].refuses_after, s->cancel_request);
+    if (uses || strs_has(&s->completion_on, s->cancel_request))
+        return refuse(c, "cancellation: the request '%s' is for the pivot %s alone (chorus "
+                      "answers it there); no step or completion may list it", s->cancel_request,
+                      pv->label);
+    if (s->pivot > 0 && !compensates_on(s, s->cancel_accepted))
+        return refuse(c, "cancellation: no compensation lists \"accepted\" '%s' in \"on\", so an "
+                      "accepted cancellation would undo nothing", s->cancel_accepted);
+    return true;
+}
+
+/* One meaning per event and service: the library guards a step by what
+ * the event is to it (its trigger, its undo, a reason to refuse). */
+static bool check_guard_roles(ctx_t *c, const chorus_saga_t *s) {
+    for (size_t i = 0; i < s->nsteps; i++) {
+        const step_t *a = &s->steps[i];
+        for (size_t j = 0; j < s->nsteps; j++) {
+            const step_t *b = &s->steps[j];
+            if (strcmp(a->service, b->service) != 0)
+                continue;
+            const strs_t *lists[] = {&b->comp_on, &b->refuses_after};
+            for (size_t k = 0; k < 2; k++)
+                for (size_t m = 0; m < lists[k]->n; m++) {
+                    const char *e = lists[k]->v[m];
+                    bool clash = (a->trigger && strcmp(a->trigger, e) == 0) ||
+                                 (i < j && (strs_has(&a->comp_on, e) ||
+                                            strs_has(&a->refuses_after, e))) ||
+                                 (i == j && k == 1 && strs_has(&a->comp_on, e));
+                    if (clash)
+                        return refuse(c, "service '%s': event '%s' means two things to it (in %s "
+                                      "and in %s); an event has one role per service",
+                                      a->service, e, a->label, b->label);
+                }
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------
  * Roles: what each service consumes, and the keys its queue binds
  * --------------------------------------------------------------------- */
 static bool push_all(strs_t *to, const strs_t *from) {
@@ -647,6 +874,8 @@ static bool collect_consumes(const chorus_saga_t *s, role_t *r) {
     }
     if (ok && s->completion_service && strcmp(s->completion_service, r->service) == 0)
         ok = push_all(&r->consumes, &s->completion_on);
+    if (ok && s->cancel_request && strcmp(s->steps[s->pivot].service, r->service) == 0)
+        ok = strs_push(&r->consumes, s->cancel_request);
     if (ok && strs_has(&s->observers, r->service))
         ok = push_all(&r->consumes, &s->events);
     strs_sort_unique(&r->consumes, false);
@@ -730,10 +959,11 @@ chorus_saga_t *chorus_saga_parse(const char *json, const char *name, char *errst
         refuse(&c, "no declaration text");
         goto fail;
     }
-    if (!parse_json(&c, json, s) || !decode(&c, s) || !build_producers(&c, s) ||
+    if (!parse_json(&c, json, s) || !decode(&c, s) || !find_pivot(&c, s) ||
+        !build_producers(&c, s) ||
         !build_services(&c, s) || !check_steps(&c, s) || !check_commands(&c, s) ||
         !check_consumed(&c, s) || !check_failures(&c, s) || !check_saga_level(&c, s) ||
-        !check_events(&c, s) ||
+        !check_events(&c, s) || !check_cancellation(&c, s) || !check_guard_roles(&c, s) ||
         !derive_roles(&c, s))
         goto fail;
     return s;
@@ -801,6 +1031,8 @@ void chorus_saga_destroy(chorus_saga_t *s) {
     free(s->roles);
     free(s->steps);
     free(s->prods);
+    for (size_t i = 0; s->evinfo && i < s->nevinfo; i++)
+        chorus__schema_free(s->evinfo[i].compiled);
     free(s->evinfo);
     strs_free(&s->completion_on, false);
     strs_free(&s->terminal, false);
@@ -878,6 +1110,132 @@ size_t chorus__saga_producers(const chorus_saga_t *s, const char *event, const c
     return n;
 }
 
+/* ---- the roles of events, for the library's guards and for monitors ---- */
+
+size_t chorus_saga_step_count(const chorus_saga_t *s) {
+    return s ? s->nsteps : 0;
+}
+
+const char *chorus_saga_step_name(const chorus_saga_t *s, size_t i) {
+    return s && i < s->nsteps ? s->steps[i].name : NULL;
+}
+
+const char *chorus_saga_step_service(const chorus_saga_t *s, size_t i) {
+    return s && i < s->nsteps ? s->steps[i].service : NULL;
+}
+
+int chorus_saga_pivot(const chorus_saga_t *s) {
+    return s ? s->pivot : -1;
+}
+
+const char *chorus_saga_completion_event(const chorus_saga_t *s) {
+    return s ? s->completion_emits : NULL;
+}
+
+const char *chorus_saga_cancellation_event(const chorus_saga_t *s, chorus_saga_event_kind_t k) {
+    if (!s)
+        return NULL;
+    switch (k) {
+    case CHORUS_SAGA_CANCEL_REQUEST: return s->cancel_request;
+    case CHORUS_SAGA_CANCEL_ACCEPTED: return s->cancel_accepted;
+    case CHORUS_SAGA_CANCEL_REFUSED: return s->cancel_refused;
+    default: return NULL;
+    }
+}
+
+chorus_saga_event_kind_t chorus_saga_event_kind(const chorus_saga_t *s, const char *event,
+                                                int *stepp) {
+    if (stepp)
+        *stepp = -1;
+    if (!s || !event)
+        return CHORUS_SAGA_EVENT_UNKNOWN;
+    for (size_t i = 0; i < s->nsteps; i++) {
+        const step_t *st = &s->steps[i];
+        chorus_saga_event_kind_t k =
+            strcmp(st->emits, event) == 0                             ? CHORUS_SAGA_STEP_DONE
+            : strs_has(&st->failures, event)                          ? CHORUS_SAGA_STEP_FAILED
+            : st->comp_emits && strcmp(st->comp_emits, event) == 0    ? CHORUS_SAGA_STEP_COMPENSATED
+                                                                      : CHORUS_SAGA_EVENT_UNKNOWN;
+        if (k != CHORUS_SAGA_EVENT_UNKNOWN) {
+            if (stepp)
+                *stepp = (int)i;
+            return k;
+        }
+    }
+    if (s->cancel_request && strcmp(s->cancel_request, event) == 0)
+        return CHORUS_SAGA_CANCEL_REQUEST;
+    if (s->cancel_accepted && strcmp(s->cancel_accepted, event) == 0) {
+        if (stepp)
+            *stepp = s->pivot;
+        return CHORUS_SAGA_CANCEL_ACCEPTED;
+    }
+    if (s->cancel_refused && strcmp(s->cancel_refused, event) == 0) {
+        if (stepp)
+            *stepp = s->pivot;
+        return CHORUS_SAGA_CANCEL_REFUSED;
+    }
+    if (s->completion_emits && strcmp(s->completion_emits, event) == 0)
+        return CHORUS_SAGA_COMPLETED;
+    if (s->deadline_emits && strcmp(s->deadline_emits, event) == 0)
+        return CHORUS_SAGA_DEADLINE;
+    return CHORUS_SAGA_EVENT_UNKNOWN;
+}
+
+chorus__guard_t chorus__saga_guard(const chorus_saga_t *s, const char *service, const char *event,
+                                   size_t *step) {
+    for (size_t i = 0; s && i < s->nsteps; i++) {
+        const step_t *st = &s->steps[i];
+        if (strcmp(st->service, service) != 0)
+            continue;
+        *step = i;
+        if (st->trigger && strcmp(st->trigger, event) == 0)
+            return CHORUS__GUARD_ACTION;
+        if (strs_has(&st->comp_on, event))
+            return CHORUS__GUARD_UNDO;
+        if (strs_has(&st->refuses_after, event))
+            return CHORUS__GUARD_REFUSE_AFTER;
+    }
+    if (s && s->cancel_request && strcmp(s->cancel_request, event) == 0 &&
+        strcmp(s->steps[s->pivot].service, service) == 0) {
+        *step = (size_t)s->pivot;
+        return CHORUS__GUARD_REQUEST;
+    }
+    return CHORUS__GUARD_NONE;
+}
+
+chorus__emit_t chorus__saga_emit_role(const chorus_saga_t *s, const char *service,
+                                      const char *event, size_t *step) {
+    for (size_t i = 0; s && i < s->nsteps; i++) {
+        const step_t *st = &s->steps[i];
+        if (strcmp(st->service, service) != 0)
+            continue;
+        *step = i;
+        if (strcmp(st->emits, event) == 0)
+            return CHORUS__EMIT_SUCCESS;
+        if (strs_has(&st->failures, event))
+            return CHORUS__EMIT_FAILURE;
+        if (st->comp_emits && strcmp(st->comp_emits, event) == 0)
+            return CHORUS__EMIT_UNDONE;
+    }
+    return CHORUS__EMIT_OTHER;
+}
+
+const char *chorus__saga_deadline_event(const chorus_saga_t *s) {
+    return s ? s->deadline_emits : NULL;
+}
+
+/* Events the library handles itself at @p service (the pivot's requests,
+ * "refuses_after"): a handler there is optional. */
+bool chorus__saga_library_handled(const chorus_saga_t *s, const char *service, const char *event) {
+    if (strs_has(&s->observers, service) ||
+        (s->completion_service && strcmp(s->completion_service, service) == 0 &&
+         strs_has(&s->completion_on, event)))
+        return false;
+    size_t step;
+    chorus__guard_t g = chorus__saga_guard(s, service, event, &step);
+    return g == CHORUS__GUARD_REQUEST || g == CHORUS__GUARD_REFUSE_AFTER;
+}
+
 static const evinfo_t *evinfo(const chorus_saga_t *s, const char *event) {
     for (size_t i = 0; s && i < s->nevinfo; i++)
         if (strcmp(s->evinfo[i].event, event) == 0)
@@ -893,6 +1251,11 @@ int chorus__saga_schema_version(const chorus_saga_t *s, const char *event) {
 int chorus__saga_newer_policy(const chorus_saga_t *s, const char *event) {
     const evinfo_t *e = evinfo(s, event);
     return e ? e->newer : -1;
+}
+
+const chorus__schema_t *chorus__saga_data_schema(const chorus_saga_t *s, const char *event) {
+    const evinfo_t *e = evinfo(s, event);
+    return e ? e->compiled : NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -930,6 +1293,9 @@ static void msg_origin(msg_t *m, const chorus_saga_t *s, const char *service, co
         if (strs_has(&st->refuses_after, event))
             msg_add(m, "%srefuses_after of step '%s'", sep, st->name), sep = ", ";
     }
+    if (s->cancel_request && strcmp(s->cancel_request, event) == 0 &&
+        strcmp(s->steps[s->pivot].service, service) == 0)
+        msg_add(m, "%scancellation request to the pivot", sep), sep = ", ";
     if (s->completion_service && strcmp(s->completion_service, service) == 0 &&
         strs_has(&s->completion_on, event))
         msg_add(m, "%scompletion of the saga", sep), sep = ", ";
@@ -949,7 +1315,7 @@ static size_t add_missing(msg_t *m, const chorus_saga_t *s, const role_t *r,
     size_t count = 0;
     for (size_t i = 0; i < r->consumes.n; i++) {
         const char *e = r->consumes.v[i];
-        if (registered(types, n, e))
+        if (registered(types, n, e) || chorus__saga_library_handled(s, r->service, e))
             continue;
         msg_add(m, "%s%s (", count++ ? ", " : "has no handler for ", e);
         msg_origin(m, s, r->service, e);

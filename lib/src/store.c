@@ -72,6 +72,20 @@ const char *const chorus__migrations[] = {
     "  result text NOT NULL,"
     "  created_at timestamptz NOT NULL DEFAULT now());"
     "CREATE INDEX idempotency_created_at ON idempotency (created_at);",
+    /* 3: saga guards (saga_run.c) and durable timers (timer.c) */
+    "CREATE TABLE saga_steps ("
+    "  correlation_id uuid NOT NULL,"
+    "  step text NOT NULL,"
+    "  state text NOT NULL,"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (correlation_id, step));"
+    "CREATE TABLE timers ("
+    "  key text PRIMARY KEY,"
+    "  fire_at timestamptz NOT NULL,"
+    "  envelope text NOT NULL,"
+    "  state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'fired', 'cancelled')),"
+    "  created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX timers_due ON timers (fire_at) WHERE state = 'pending';",
 };
 const int chorus__nmigrations = (int)(sizeof(chorus__migrations) / sizeof(chorus__migrations[0]));
 

@@ -26,6 +26,8 @@ typedef struct {
     long backoff_ms;
     int64_t next_relay_ms;
     int64_t next_prune_ms;
+    int64_t next_timer_ms;       /* monotonic: the next look for due timers */
+    int64_t next_timer_wall_ms;  /* wall clock: a timer this process armed */
     bool relay_wanted;    /* NOTIFY arrived or rows left behind */
     bool paused;          /* consumer cancelled while the store is down */
 } chorus__store_t;
@@ -40,6 +42,8 @@ struct chorus_tx_s {
     bool own;                    /* begun by chorus_tx_begin() */
     bool keyed;                  /* recorded an idempotency key */
     bool too_large;              /* an emitted event exceeds message.max.bytes */
+    bool invalid_emit;           /* an emitted event's data breaks its declared schema */
+    int saga_emit;               /* chorus__emit_t: what the handler's events say of its step */
     int64_t *seqs;               /* outbox rows this transaction inserted */
     size_t nseqs, capseqs;
 };
@@ -88,6 +92,11 @@ void chorus__inbox_prune(chorus_t *ch);
 /* outbox.c */
 /* Inserts the outbox row for @p env (taken) in @p tx. */
 chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env);
+
+/* timer.c */
+chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
+                               chorus_envelope_t *env, bool rearm);
+void chorus__timers_poll(chorus_t *ch);
 /* Publishes unpublished rows with confirms and marks them published:
  * exactly @p seqs when given (rows a committed transaction just wrote),
  * otherwise the oldest rows left behind (the relay).  Rows another

@@ -80,6 +80,10 @@ static int count(const char *file, size_t *nsteps, size_t *nevents) {
     }
     add_events(cJSON_GetObjectItemCaseSensitive(root, "completion"), seen, &n, max);
     add_events(cJSON_GetObjectItemCaseSensitive(root, "deadline"), seen, &n, max);
+    const cJSON *cancel = cJSON_GetObjectItemCaseSensitive(root, "cancellation");
+    add_event(cJSON_GetObjectItemCaseSensitive(cancel, "request"), seen, &n, max);
+    add_event(cJSON_GetObjectItemCaseSensitive(cancel, "accepted"), seen, &n, max);
+    add_event(cJSON_GetObjectItemCaseSensitive(cancel, "refused"), seen, &n, max);
     *nevents = n;
     cJSON_Delete(root);
     return 0;

@@ -18,23 +18,12 @@
  *   stock(sku PK, on_hand CHECK (on_hand >= 0))
  *   reservations(order_id PK, reservation_id, items jsonb, status, updated_at)
  *
- *   status:  (none) --PaymentSucceeded--> reserved --compensation--> released
- *                   --PaymentSucceeded--> refused   (insufficient stock)
- *                   --compensation-----> cancelled  (the undo came first)
+ *   status:  reserved --compensation--> released,  or refused (insufficient stock)
  *
- * Idempotency.  chorus' inbox skips a redelivered event; these rules make
- * the effects on stock safe whatever the order of arrival.  Every handler
- * locks the order's reservation row first; with no row, a plain INSERT
- * makes a racing second writer fail with a unique violation, and chorus
- * runs that handler again (its stock changes undone with its savepoint).
- *
- *   - PaymentSucceeded with a row: reserved/released/refused -> nothing;
- *     cancelled -> refused: the cancellation overtook the payment, no stock
- *     is taken and nothing emitted.
- *   - A compensation releases only a 'reserved' row (UPDATE ... WHERE
- *     status = 'reserved', checked by the rows it returns), so stock comes
- *     back and InventoryReleased is emitted exactly once.  With no row it
- *     records 'cancelled', so a late PaymentSucceeded is refused.
+ * What this file does not do, because libchorus does it from the saga
+ * declaration: check the events' data (their schemas), reserve at most
+ * once per saga, refuse a reservation whose cancellation came first, and
+ * call the release only for a step that reserved, once.
  *
  * Commands: "inventory [run]" runs the participant (seeding stock from
  * INVENTORY_SEED="SKU:QTY,..." first when set); "inventory stock set SKU
@@ -57,7 +46,7 @@ static const char *const TABLES[] = {
     "  reservation_id uuid,"
     "  items jsonb,"
     "  status text NOT NULL"
-    "    CHECK (status IN ('reserved', 'released', 'refused', 'cancelled')),"
+    "    CHECK (status IN ('reserved', 'released', 'refused')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
@@ -71,23 +60,10 @@ static const char *const TABLES[] = {
 /* ---- handlers -------------------------------------------------------- */
 
 typedef struct {
-    const char *order_id, *payment_id, *address;
+    const char *order_id, *address;
     const cJSON *items;
-    long long amount;
     char *items_json; /* malloc'd */
 } payment_t;
-
-static bool parse_payment(chorus_delivery_t *d, const chorus_envelope_t *env, payment_t *p) {
-    const cJSON *data = chorus_envelope_data(env);
-    p->items_json = NULL;
-    if (!(svc_need_order(d, env, &p->order_id) && svc_need_uuid(d, data, "payment_id", &p->payment_id) &&
-          svc_need_int(d, data, "amount", 0, &p->amount) && svc_need_items(d, data, &p->items) &&
-          svc_need_str(d, data, "address", &p->address)))
-        return false;
-    /* the items as validated, printed exactly: never the raw input */
-    p->items_json = chorus_json_print(p->items, NULL);
-    return p->items_json != NULL;
-}
 
 /* Locks the order's SKUs and finds the first one short of stock: 1 (and
  * the shortage in @p data), 0 when everything is there, -1 on error. */
@@ -161,55 +137,36 @@ static chorus_outcome_t reserve_or_refuse(chorus_delivery_t *d, const chorus_env
 static chorus_outcome_t on_payment_succeeded(chorus_t *ch, chorus_delivery_t *d,
                                              const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
-    payment_t p;
-    if (!parse_payment(d, env, &p))
+    const cJSON *data = chorus_envelope_data(env);
+    payment_t p = {.items = cJSON_GetObjectItemCaseSensitive(data, "items"),
+                   .address = svc_str(data, "address")};
+    if (!svc_need_order(d, env, &p.order_id))
         return svc_reject(SERVICE, env);
-    char status[16];
-    int found = p.items_json ? svc_lock_status(chorus_delivery_tx(d), "reservations", p.order_id, status) : -1;
-    chorus_outcome_t out = CHORUS_HANDLED;
-    if (found < 0)
-        out = CHORUS_RETRY_LATER;
-    else if (found)
-        svc_log(SERVICE, env, "order %s: %s", p.order_id,
-                strcmp(status, "cancelled") == 0 ? "already cancelled, refusing to reserve"
-                                                 : "already decided, nothing to do");
-    else
-        out = reserve_or_refuse(d, env, &p);
+    /* the items as validated, printed exactly: never the raw input */
+    if (!(p.items_json = chorus_json_print(p.items, NULL)))
+        return CHORUS_RETRY_LATER;
+    chorus_outcome_t out = reserve_or_refuse(d, env, &p);
     free(p.items_json);
     return out;
 }
 
-/* ShippingFailed, OrderCancelled: put a reservation's items back. */
+/* ShippingFailed, OrderCancelled: put the reservation's items back. */
 static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                                       const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
-    const char *order_id, *reason;
-    if (!svc_need_order(d, env, &order_id) ||
-        !svc_need_str(d, chorus_envelope_data(env), "reason", &reason))
+    const char *order_id;
+    if (!svc_need_order(d, env, &order_id))
         return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
-    char status[16];
-    int found = svc_lock_status(tx, "reservations", order_id, status);
-    if (found < 0)
-        return CHORUS_RETRY_LATER;
-    if (!found) {
-        svc_log(SERVICE, env, "order %s: nothing reserved yet; recording the cancellation",
-                order_id);
-        return svc_sql(tx, NULL,
-                       "INSERT INTO reservations (order_id, status) VALUES ($1, 'cancelled')",
-                       order_id, NULL)
-                   ? CHORUS_RETRY_LATER
-                   : CHORUS_HANDLED;
-    }
     PGresult *r;
     if (svc_sql(tx, &r,
                 "UPDATE reservations SET status = 'released', updated_at = now()"
                 " WHERE order_id = $1 AND status = 'reserved' RETURNING reservation_id, items",
                 order_id, NULL))
         return CHORUS_RETRY_LATER;
-    if (PQntuples(r) != 1) {
+    if (PQntuples(r) != 1) { /* cannot happen behind chorus' guard; said if it does */
         PQclear(r);
-        svc_log(SERVICE, env, "order %s: reservation is %s, nothing to release", order_id, status);
+        svc_log(SERVICE, env, "WARNING order %s: no reservation to release", order_id);
         return CHORUS_HANDLED;
     }
     /* An upsert: stock comes back even if an operator removed the SKU. */
@@ -218,20 +175,20 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                               " AS w ON CONFLICT (sku) DO UPDATE"
                               " SET on_hand = stock.on_hand + excluded.on_hand",
                               PQgetvalue(r, 0, 1), NULL);
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddStringToObject(data, "order_id", order_id);
-    cJSON_AddStringToObject(data, "reservation_id", PQgetvalue(r, 0, 0));
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "order_id", order_id);
+    cJSON_AddStringToObject(out, "reservation_id", PQgetvalue(r, 0, 0));
     PQclear(r);
     if (rc) {
-        cJSON_Delete(data);
+        cJSON_Delete(out);
         return CHORUS_RETRY_LATER;
     }
-    svc_log(SERVICE, env, "order %s: released (%s)", order_id, reason);
-    return svc_emit(d, "InventoryReleased", order_id, data);
+    svc_log(SERVICE, env, "order %s: released (after %s)", order_id,
+            chorus_envelope_event_type(env));
+    return svc_emit(d, "InventoryReleased", order_id, out);
 }
 
 /* ---- commands -------------------------------------------------------- */
-
 
 static bool parse_qty(const char *s, long long *out) {
     char *end;

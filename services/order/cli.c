@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "                   --address TEXT [--card NUMBER] [--key KEY]\n"
             "       order simulate N [--key-prefix P]\n"
             "                                   place N orders covering every outcome\n"
+            "       order cancel ID [--reason TEXT]\n"
+            "                                   ask the saga to cancel (shipping decides)\n"
             "       order list                  print the order_summaries read model\n"
             "       order rebuild-projections   rebuild order_summaries from the event store\n"
             "       order saga-status ID        one saga's timeline (order or correlation id)\n"
@@ -361,6 +363,50 @@ static int cmd_simulate(int argc, char **argv) {
     return failed ? 1 : 0;
 }
 
+/* order cancel ID [--reason TEXT]: asks the saga to cancel.  Shipping,
+ * the pivot, decides (libchorus answers there): before the shipment the
+ * order ends cancelled, after it the order completes. */
+static int cmd_cancel(int argc, char **argv) {
+    const char *reason = "cancelled by request";
+    if (argc == 4 && strcmp(argv[2], "--reason") == 0)
+        reason = argv[3];
+    else if (argc != 2)
+        return bad("cancel takes ID [--reason TEXT]%s", "");
+    if (!chorus_uuid_valid(argv[1]))
+        return bad("'%s' is not an order id (a UUID)", argv[1]);
+    if (!*reason || strlen(reason) > SVC_MAX_TEXT)
+        return bad("--reason must be 1 to 1000 bytes%s", "");
+    chorus_t *ch = order_handle();
+    if (!ch)
+        return 1;
+    chorus_tx_t *tx;
+    order_state_t o = {0};
+    int64_t v = 0;
+    int code = 1;
+    chorus_err_t rc = chorus_tx_begin(ch, &tx);
+    if (!rc && !(rc = order_load(tx, argv[1], &o, &v)) && v && strcmp(o.status, "placed") == 0 &&
+        !(rc = chorus_saga_cancel(tx, o.correlation, argv[1], reason))) {
+        rc = chorus_tx_commit(tx); /* frees tx */
+        if (!rc)
+            printf("order %s: cancellation requested; shipping decides\n", argv[1]);
+        code = rc ? (rc == CHORUS_ERR_COMMIT_UNKNOWN ? 3 : 1) : 0;
+    } else if (!rc) {
+        chorus_tx_rollback(tx);
+        if (v == 0)
+            fprintf(stderr, "order: no order %s\n", argv[1]);
+        else
+            printf("order %s is already %s\n", argv[1], o.status);
+        code = v == 0 ? 1 : 0;
+    } else {
+        if (tx)
+            chorus_tx_rollback(tx);
+    }
+    if (rc && rc != CHORUS_ERR_COMMIT_UNKNOWN)
+        fprintf(stderr, "order: cancel: %s\n", chorus_strerror(rc));
+    chorus_destroy(ch);
+    return code;
+}
+
 static int with_tx(int (*fn)(chorus_tx_t *)) {
     chorus_t *ch = order_handle();
     if (!ch)
@@ -407,6 +453,8 @@ int cli_main(int argc, char **argv) {
         return cmd_place(argc, argv);
     if (strcmp(cmd, "simulate") == 0)
         return cmd_simulate(argc, argv);
+    if (strcmp(cmd, "cancel") == 0)
+        return cmd_cancel(argc, argv);
     if (strcmp(cmd, "list") == 0 && argc == 1)
         return with_tx(list_fn);
     if (strcmp(cmd, "rebuild-projections") == 0 && argc == 1)

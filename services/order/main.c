@@ -1,13 +1,18 @@
 /*
  * order - the order service of the order-fulfillment saga.
  *
- * It starts each saga (PlaceOrder, from the command line: cli.c), owns the
- * saga's deadline, and ends each saga:
+ * It starts each saga (PlaceOrder, from the command line: cli.c) and ends
+ * each saga:
  *
  *   ShipmentScheduled              -> OrderCompleted
- *   PaymentFailed, PaymentRefunded -> OrderCancelled   (compensation)
- *   deadline passed, still placed  -> OrderCancelled   (every participant
- *                                     then compensates what it did)
+ *   PaymentFailed, PaymentRefunded,
+ *   ShipmentCancelled              -> OrderCancelled   (compensation; every
+ *                                     participant then undoes what it did)
+ *
+ * The deadline is libchorus' (the declaration's "deadline" and
+ * "cancellation"): the first event carries it, a durable timer armed with
+ * it asks shipping, the pivot, to cancel, and ShipmentCancelled comes back
+ * when shipping had not shipped.  `order cancel ID` asks the same.
  *
  * The Order is event-sourced (aggregate.c): every decision is an append at
  * the version the handler loaded, so a completion and a cancellation racing
@@ -58,13 +63,16 @@ static chorus_outcome_t on_shipped(chorus_t *ch, chorus_delivery_t *d,
     return CHORUS_HANDLED;
 }
 
-static chorus_outcome_t on_payment_undone(chorus_t *ch, chorus_delivery_t *d,
-                                          const chorus_envelope_t *env, void *opaque) {
+/* PaymentFailed, PaymentRefunded, ShipmentCancelled: the order is cancelled. */
+static chorus_outcome_t on_undone(chorus_t *ch, chorus_delivery_t *d, const chorus_envelope_t *env,
+                                  void *opaque) {
     (void)ch; (void)opaque;
     chorus_tx_t *tx = chorus_delivery_tx(d);
     const char *id = chorus_envelope_aggregate_id(env);
     const char *type = chorus_envelope_event_type(env);
-    const char *why = strcmp(type, "PaymentFailed") == 0 ? "payment declined" : "payment refunded";
+    const char *why = strcmp(type, "PaymentFailed") == 0    ? "payment declined"
+                      : strcmp(type, "PaymentRefunded") == 0 ? "payment refunded"
+                                                             : "cancelled before shipping";
     const char *detail = svc_str(chorus_envelope_data(env), "reason");
     char reason[300];
     snprintf(reason, sizeof(reason), "%s%s%s", why, detail ? ": " : "", detail ? detail : "");
@@ -79,41 +87,6 @@ static chorus_outcome_t on_payment_undone(chorus_t *ch, chorus_delivery_t *d,
     return CHORUS_HANDLED;
 }
 
-/* The deadline: orders still placed after it are cancelled. */
-static void deadline_tick(chorus_t *ch, void *opaque) {
-    const int64_t *deadline_ms = opaque;
-    if (*deadline_ms <= 0)
-        return;
-    chorus_tx_t *tx;
-    if (chorus_tx_begin(ch, &tx))
-        return;
-    char ms[32];
-    snprintf(ms, sizeof(ms), "%lld", (long long)*deadline_ms);
-    PGresult *r = NULL;
-    /* The saga's own first event (OrderPlaced, version 1) is the cause. */
-    chorus_err_t rc = svc_sql(tx, &r,
-                              "SELECT s.order_id, e.event_id FROM order_summaries s"
-                              " JOIN events e ON e.aggregate_id = s.order_id AND e.version = 1"
-                              " WHERE s.status = 'placed'"
-                              " AND placed_at < now() - make_interval(secs => $1::double precision"
-                              " / 1000) ORDER BY s.placed_at LIMIT 50 FOR UPDATE OF s SKIP LOCKED",
-                              ms, NULL);
-    int cancelled = 0;
-    for (int i = 0; !rc && i < PQntuples(r); i++) {
-        bool done = false;
-        rc = order_cancel(tx, PQgetvalue(r, i, 0), "deadline passed", PQgetvalue(r, i, 1),
-                          &done, NULL);
-        cancelled += done;
-    }
-    PQclear(r);
-    if (rc) {
-        chorus_tx_rollback(tx); /* a handler decided one meanwhile: next tick */
-        return;
-    }
-    if (chorus_tx_commit(tx) == CHORUS_OK && cancelled)
-        svc_log(SERVICE, NULL, "deadline: cancelled %d orders", cancelled);
-}
-
 int order_run(int argc, char **argv) {
     (void)argc; (void)argv;
     char err[512];
@@ -122,27 +95,19 @@ int order_run(int argc, char **argv) {
         fprintf(stderr, "order: %s\n", err);
         return 2;
     }
-    const char *saga_file = chorus_conf_get(conf, "saga.file");
-    chorus_saga_t *saga = chorus_saga_load(saga_file, err, sizeof(err));
-    if (!saga) {
-        fprintf(stderr, "order: %s\n", err);
-        chorus_conf_destroy(conf);
-        return 1;
-    }
-    int64_t deadline_ms = chorus_saga_deadline_ms(saga);
-    chorus_saga_destroy(saga);
     chorus_t *ch = svc_new(conf);
     if (!ch)
         return 1;
     chorus_register(ch, "ShipmentScheduled", on_shipped, NULL);
-    chorus_register(ch, "PaymentFailed", on_payment_undone, NULL);
-    chorus_register(ch, "PaymentRefunded", on_payment_undone, NULL);
+    chorus_register(ch, "PaymentFailed", on_undone, NULL);
+    chorus_register(ch, "PaymentRefunded", on_undone, NULL);
+    chorus_register(ch, "ShipmentCancelled", on_undone, NULL);
     if (order_prepare_tables(ch)) {
         fprintf(stderr, "order: cannot prepare its tables (is PostgreSQL up?)\n");
         chorus_destroy(ch);
         return 1;
     }
-    int code = svc_run(ch, deadline_tick, 500, &deadline_ms);
+    int code = svc_run(ch, NULL, 0, NULL);
     chorus_destroy(ch);
     return code;
 }

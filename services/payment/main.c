@@ -15,25 +15,13 @@
  * Table (schema svc_schema("payment")):
  *
  *   payments(order_id PK, payment_id, amount, status, updated_at)
+ *   status:  charged --compensation--> refunded,  or declined
  *
- *   status:  (none) --OrderPlaced--> charged --compensation--> refunded
- *                   --OrderPlaced--> declined
- *                   --compensation--> cancelled   (the undo came first)
- *
- * Idempotency.  chorus' inbox already skips a redelivered event; the rules
- * below make the *business* effects safe too, whatever the order in which
- * the events arrive.  Every handler first locks the order's row (SELECT
- * ... FOR UPDATE), so two instances serialize on it; when there is no row,
- * a plain INSERT makes a racing second writer fail with a unique violation,
- * which chorus answers by running that handler again, now seeing the row.
- *
- *   - OrderPlaced with a row: charged/declined -> nothing (already decided);
- *     cancelled -> refused: the cancellation overtook the order, nothing is
- *     charged and nothing emitted.
- *   - A compensation refunds only a 'charged' row (UPDATE ... WHERE
- *     status = 'charged', checked by the rows it returns), so a refund is
- *     emitted exactly once and never for money that was not taken.  With no
- *     row it records 'cancelled', so a late OrderPlaced is refused.
+ * What this file does not do, because libchorus does it from the saga
+ * declaration: check the events' data (their schemas in "events"), run
+ * a charge at most once per saga, refuse a charge whose cancellation came
+ * first, and call the refund only for a step that charged (a declined
+ * order emitted PaymentFailed, so there is nothing to undo) and only once.
  *
  * Commands: "payment [run]" runs the participant; "payment dump" prints one
  * line per payment, "order_id status amount".
@@ -55,32 +43,19 @@ static const char *const TABLES[] = {
     "  payment_id uuid,"
     "  amount bigint NOT NULL DEFAULT 0,"
     "  status text NOT NULL"
-    "    CHECK (status IN ('charged', 'declined', 'refunded', 'cancelled')),"
+    "    CHECK (status IN ('charged', 'declined', 'refunded')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
 /* ---- handlers -------------------------------------------------------- */
 
-typedef struct {
-    const char *order_id, *customer_id, *address, *card;
-    const cJSON *items;
-    long long total;
-} order_t;
-
-static bool parse_order(chorus_delivery_t *d, const chorus_envelope_t *env, order_t *o) {
-    const cJSON *data = chorus_envelope_data(env);
-    return svc_need_order(d, env, &o->order_id) && svc_need_uuid(d, data, "customer_id", &o->customer_id) &&
-           svc_need_items(d, data, &o->items) && svc_need_int(d, data, "total", 0, &o->total) &&
-           svc_need_str(d, data, "address", &o->address) && svc_need_str(d, data, "card", &o->card);
-}
-
 /* Why the charge is declined, or NULL to charge. */
-static const char *decline_reason(const order_t *o, char *buf, size_t n) {
-    if (strcmp(o->card, DECLINED_CARD) == 0)
+static const char *decline_reason(const char *card, long long total, char *buf, size_t n) {
+    if (strcmp(card, DECLINED_CARD) == 0)
         return "card declined";
-    if (o->total > decline_above) {
-        snprintf(buf, n, "amount %lld exceeds the limit of %lld", o->total, decline_above);
+    if (total > decline_above) {
+        snprintf(buf, n, "amount %lld exceeds the limit of %lld", total, decline_above);
         return buf;
     }
     return NULL;
@@ -89,103 +64,70 @@ static const char *decline_reason(const order_t *o, char *buf, size_t n) {
 static chorus_outcome_t on_order_placed(chorus_t *ch, chorus_delivery_t *d,
                                         const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
-    order_t o;
-    if (!parse_order(d, env, &o))
+    const cJSON *data = chorus_envelope_data(env);
+    const char *order_id;
+    long long total = 0;
+    if (!svc_need_order(d, env, &order_id))
         return svc_reject(SERVICE, env);
-    chorus_tx_t *tx = chorus_delivery_tx(d);
-    char status[16], amount[24], why[128], payment_id[37];
-    int found = svc_lock_status(tx, "payments", o.order_id, status);
-    if (found < 0)
-        return CHORUS_RETRY_LATER;
-    if (found) {
-        svc_log(SERVICE, env, "order %s: %s", o.order_id,
-                strcmp(status, "cancelled") == 0 ? "already cancelled, refusing to charge"
-                                                 : "already decided, nothing to do");
-        return CHORUS_HANDLED;
-    }
-    const char *reason = decline_reason(&o, why, sizeof(why));
-    snprintf(amount, sizeof(amount), "%lld", o.total);
+    svc_int(data, "total", &total);
+    char amount[24], why[128], payment_id[37];
+    const char *reason = decline_reason(svc_str(data, "card"), total, why, sizeof(why));
+    snprintf(amount, sizeof(amount), "%lld", total);
     chorus_uuid_v7(payment_id);
     /* svc_sql's parameter list ends at NULL: a declined row's payment_id
      * travels as "" and becomes NULL in SQL. */
-    if (svc_sql(tx, NULL,
+    if (svc_sql(chorus_delivery_tx(d), NULL,
                 "INSERT INTO payments (order_id, payment_id, amount, status)"
                 " VALUES ($1, NULLIF($2, '')::uuid, $3, $4)",
-                o.order_id, reason ? "" : payment_id, amount, reason ? "declined" : "charged",
+                order_id, reason ? "" : payment_id, amount, reason ? "declined" : "charged",
                 NULL))
         return CHORUS_RETRY_LATER;
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddStringToObject(data, "order_id", o.order_id);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "order_id", order_id);
     if (reason) {
-        svc_log(SERVICE, env, "order %s: declined (%s)", o.order_id, reason);
-        cJSON_AddStringToObject(data, "reason", reason);
-        return svc_emit(d, "PaymentFailed", o.order_id, data);
+        svc_log(SERVICE, env, "order %s: declined (%s)", order_id, reason);
+        cJSON_AddStringToObject(out, "reason", reason);
+        return svc_emit(d, "PaymentFailed", order_id, out);
     }
-    svc_log(SERVICE, env, "order %s: charged %lld cents (payment %s)", o.order_id, o.total,
+    svc_log(SERVICE, env, "order %s: charged %lld cents (payment %s)", order_id, total,
             payment_id);
-    cJSON_AddStringToObject(data, "payment_id", payment_id);
-    cJSON_AddNumberToObject(data, "amount", (double)o.total);
-    cJSON_AddItemToObject(data, "items", cJSON_Duplicate(o.items, true));
-    cJSON_AddStringToObject(data, "address", o.address);
-    return svc_emit(d, "PaymentSucceeded", o.order_id, data);
+    cJSON_AddStringToObject(out, "payment_id", payment_id);
+    cJSON_AddNumberToObject(out, "amount", (double)total);
+    cJSON_AddItemToObject(out, "items",
+                          cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(data, "items"), true));
+    cJSON_AddStringToObject(out, "address", svc_str(data, "address"));
+    return svc_emit(d, "PaymentSucceeded", order_id, out);
 }
 
-/* The data each compensation event must carry besides order_id. */
-static bool parse_compensation(chorus_delivery_t *d, const chorus_envelope_t *env) {
-    const cJSON *data = chorus_envelope_data(env);
-    const char *type = chorus_envelope_event_type(env), *s;
-    long long n;
-    if (strcmp(type, "InsufficientStock") == 0)
-        return svc_need_str(d, data, "sku", &s) && svc_need_int(d, data, "requested", 1, &n) &&
-               svc_need_int(d, data, "available", 0, &n);
-    if (strcmp(type, "InventoryReleased") == 0)
-        return svc_need_uuid(d, data, "reservation_id", &s);
-    return svc_need_str(d, data, "reason", &s); /* OrderCancelled */
-}
-
-/* InsufficientStock, InventoryReleased, OrderCancelled: refund a charge. */
+/* InsufficientStock, InventoryReleased, OrderCancelled: refund the charge. */
 static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                                       const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
     const char *order_id;
-    if (!svc_need_order(d, env, &order_id) || !parse_compensation(d, env))
+    if (!svc_need_order(d, env, &order_id))
         return svc_reject(SERVICE, env);
-    chorus_tx_t *tx = chorus_delivery_tx(d);
-    char status[16];
-    int found = svc_lock_status(tx, "payments", order_id, status);
-    if (found < 0)
-        return CHORUS_RETRY_LATER;
-    if (!found) {
-        svc_log(SERVICE, env, "order %s: not charged yet; recording the cancellation", order_id);
-        return svc_sql(tx, NULL, "INSERT INTO payments (order_id, status) VALUES ($1, 'cancelled')",
-                       order_id, NULL)
-                   ? CHORUS_RETRY_LATER
-                   : CHORUS_HANDLED;
-    }
     PGresult *r;
-    if (svc_sql(tx, &r,
+    if (svc_sql(chorus_delivery_tx(d), &r,
                 "UPDATE payments SET status = 'refunded', updated_at = now()"
                 " WHERE order_id = $1 AND status = 'charged' RETURNING payment_id, amount",
                 order_id, NULL))
         return CHORUS_RETRY_LATER;
-    if (PQntuples(r) != 1) {
+    if (PQntuples(r) != 1) { /* cannot happen behind chorus' guard; said if it does */
         PQclear(r);
-        svc_log(SERVICE, env, "order %s: payment is %s, nothing to refund", order_id, status);
+        svc_log(SERVICE, env, "WARNING order %s: no charge to refund", order_id);
         return CHORUS_HANDLED;
     }
     long long amount = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddStringToObject(data, "order_id", order_id);
-    cJSON_AddStringToObject(data, "payment_id", PQgetvalue(r, 0, 0));
-    cJSON_AddNumberToObject(data, "amount", (double)amount);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "order_id", order_id);
+    cJSON_AddStringToObject(out, "payment_id", PQgetvalue(r, 0, 0));
+    cJSON_AddNumberToObject(out, "amount", (double)amount);
     PQclear(r);
     svc_log(SERVICE, env, "order %s: refunded %lld cents", order_id, amount);
-    return svc_emit(d, "PaymentRefunded", order_id, data);
+    return svc_emit(d, "PaymentRefunded", order_id, out);
 }
 
 /* ---- commands -------------------------------------------------------- */
-
-
 
 static bool read_env(void) {
     const char *v = getenv("PAYMENT_DECLINE_ABOVE");

@@ -4,7 +4,7 @@
  *
  *   inventory --InventoryReserved--> shipping --ShipmentScheduled--> order
  *                                             --ShippingFailed-----> inventory
- *   order --OrderCancelled--> shipping   (refuses a later InventoryReserved)
+ *   order --CancellationRequested--> shipping   (answered by libchorus)
  *
  * On InventoryReserved a shipment is scheduled to the order's address.  An
  * address containing "undeliverable" fails (ShippingFailed, which makes
@@ -21,27 +21,19 @@
  * the carrier up, a requeued delivery is scheduled (scripts/dlq, and
  * tests/e2e/saga_dlq.sh).
  *
- * Being the last step, a scheduled shipment is not compensable: the saga
- * declares "refuses_after": OrderCancelled only stops a shipment that is
- * not scheduled yet.  A cancellation arriving after the shipment is logged
- * as a warning for a person to look at.
+ * Shipping is the saga's pivot: a scheduled shipment cannot be undone.
+ * libchorus, from the declaration's "cancellation", answers a cancellation
+ * request here: before the shipment, it records the cancellation, emits
+ * ShipmentCancelled (every earlier step then compensates) and refuses a
+ * later InventoryReserved; after it, it emits CancellationRefused and the
+ * saga completes.  An InventoryReserved arriving after the saga's deadline
+ * (metadata.deadline) is refused the same way, never shipped.  It also
+ * checks the events' data and runs the step at most once per saga.
  *
  * Table (schema svc_schema("shipping")):
  *
  *   shipments(order_id PK, shipment_id, address, status, updated_at)
- *
- *   status:  (none) --InventoryReserved--> scheduled | failed
- *                   --OrderCancelled-----> cancelled --InventoryReserved--> refused
- *
- * Idempotency.  chorus' inbox skips a redelivered event; these rules make
- * the effects safe whatever the order of arrival.  Every handler locks the
- * order's row first; with no row, a plain INSERT makes a racing second
- * writer fail with a unique violation, and chorus runs that handler again.
- *
- *   - InventoryReserved with a row: scheduled/failed/refused -> nothing;
- *     cancelled -> refused (kept as a record that the late reservation came
- *     and was turned down), nothing emitted.
- *   - OrderCancelled with no row records 'cancelled'; otherwise nothing.
+ *   status:  scheduled or failed
  *
  * Commands: "shipping [run]" runs the participant; "shipping dump" prints
  * one line per shipment, "order_id status shipment_id".
@@ -62,44 +54,21 @@ static const char *const TABLES[] = {
     "  shipment_id uuid,"
     "  address text,"
     "  status text NOT NULL"
-    "    CHECK (status IN ('scheduled', 'failed', 'refused', 'cancelled')),"
+    "    CHECK (status IN ('scheduled', 'failed')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
 /* ---- handlers -------------------------------------------------------- */
 
-/* A row that exists decides: a cancelled one turns into refused. */
-static chorus_outcome_t already(chorus_tx_t *tx, const chorus_envelope_t *env,
-                                const char *order_id, const char *status) {
-    if (strcmp(status, "cancelled") != 0) {
-        svc_log(SERVICE, env, "order %s: shipment already %s, nothing to do", order_id, status);
-        return CHORUS_HANDLED;
-    }
-    svc_log(SERVICE, env, "order %s: cancelled before shipping, refusing to ship", order_id);
-    return svc_sql(tx, NULL,
-                   "UPDATE shipments SET status = 'refused', updated_at = now()"
-                   " WHERE order_id = $1 AND status = 'cancelled'",
-                   order_id, NULL)
-               ? CHORUS_RETRY_LATER
-               : CHORUS_HANDLED;
-}
-
 static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d,
                                               const chorus_envelope_t *env, void *opaque) {
     (void)ch, (void)opaque;
-    const cJSON *data = chorus_envelope_data(env);
-    const char *order_id, *reservation_id, *address;
-    const cJSON *items;
-    if (!(svc_need_order(d, env, &order_id) &&
-          svc_need_uuid(d, data, "reservation_id", &reservation_id) &&
-          svc_need_items(d, data, &items) && svc_need_str(d, data, "address", &address)))
+    const char *order_id, *address = svc_str(chorus_envelope_data(env), "address");
+    if (!svc_need_order(d, env, &order_id))
         return svc_reject(SERVICE, env);
     chorus_tx_t *tx = chorus_delivery_tx(d);
-    char status[16], shipment_id[37];
-    int found = svc_lock_status(tx, "shipments", order_id, status);
-    if (found)
-        return found < 0 ? CHORUS_RETRY_LATER : already(tx, env, order_id, status);
+    char shipment_id[37];
     bool fail = strcasestr(address, "undeliverable") != NULL;
     if (!fail && *carrier_down && strcasestr(address, carrier_down)) {
         chorus_delivery_set_error(d, "carrier unavailable");
@@ -128,40 +97,7 @@ static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d
     return svc_emit(d, "ShipmentScheduled", order_id, out);
 }
 
-/* OrderCancelled: remembered, so a late InventoryReserved is refused. */
-static chorus_outcome_t on_order_cancelled(chorus_t *ch, chorus_delivery_t *d,
-                                           const chorus_envelope_t *env, void *opaque) {
-    (void)ch, (void)opaque;
-    const char *order_id, *reason;
-    if (!svc_need_order(d, env, &order_id) ||
-        !svc_need_str(d, chorus_envelope_data(env), "reason", &reason))
-        return svc_reject(SERVICE, env);
-    chorus_tx_t *tx = chorus_delivery_tx(d);
-    char status[16];
-    int found = svc_lock_status(tx, "shipments", order_id, status);
-    if (found < 0)
-        return CHORUS_RETRY_LATER;
-    if (!found) {
-        svc_log(SERVICE, env, "order %s: cancelled (%s) before shipping; recorded", order_id,
-                reason);
-        return svc_sql(tx, NULL, "INSERT INTO shipments (order_id, status) VALUES ($1, 'cancelled')",
-                       order_id, NULL)
-                   ? CHORUS_RETRY_LATER
-                   : CHORUS_HANDLED;
-    }
-    if (strcmp(status, "scheduled") == 0)
-        svc_log(SERVICE, env,
-                "WARNING order %s: cancelled (%s) after its shipment was scheduled; the last "
-                "step is not compensable, the shipment stands",
-                order_id, reason);
-    else
-        svc_log(SERVICE, env, "order %s: shipment %s, nothing to do", order_id, status);
-    return CHORUS_HANDLED;
-}
-
 /* ---- commands -------------------------------------------------------- */
-
-
 
 static int cmd_run(void) {
     const char *down = getenv("SHIPPING_CARRIER_DOWN");
@@ -176,8 +112,7 @@ static int cmd_run(void) {
         return 1;
     int rc = 1;
     if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
-        !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL) &&
-        !chorus_register(ch, "OrderCancelled", on_order_cancelled, NULL))
+        !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL))
         rc = svc_run(ch, NULL, 0, NULL);
     chorus_destroy(ch);
     return rc;
@@ -195,8 +130,8 @@ static void usage(FILE *out) {
             "       shipping dump     print every shipment: order_id status shipment_id\n"
             "       shipping --help\n"
             "\n"
-            "Schedules shipments for reserved orders (InventoryReserved) and refuses\n"
-            "them once an order is cancelled (OrderCancelled).  An address containing\n"
+            "Schedules shipments for reserved orders (InventoryReserved); a cancelled\n"
+            "saga's are refused (by libchorus).  An address containing\n"
             "\"undeliverable\" fails; one containing the word in SHIPPING_CARRIER_DOWN\n"
             "(any case) is retried later, a carrier outage.\n"
             "\n"

@@ -64,15 +64,18 @@ static void real_saga_basics(void **state) {
 static void real_saga_consumes(void **state) {
     (void)state;
     chorus_saga_t *s = load_real();
-    check_consumes(s, "order", LIST("PaymentFailed", "PaymentRefunded", "ShipmentScheduled"));
+    check_consumes(s, "order", LIST("PaymentFailed", "PaymentRefunded", "ShipmentCancelled",
+                                    "ShipmentScheduled"));
     check_consumes(s, "payment",
                    LIST("InsufficientStock", "InventoryReleased", "OrderCancelled", "OrderPlaced"));
     check_consumes(s, "inventory", LIST("OrderCancelled", "PaymentSucceeded", "ShippingFailed"));
-    check_consumes(s, "shipping", LIST("InventoryReserved", "OrderCancelled"));
+    /* the pivot hears the cancellation request, nobody else does */
+    check_consumes(s, "shipping", LIST("CancellationRequested", "InventoryReserved"));
     check_consumes(s, "monitor",
-                   LIST("InsufficientStock", "InventoryReleased", "InventoryReserved",
-                        "OrderCancelled", "OrderCompleted", "OrderPlaced", "PaymentFailed",
-                        "PaymentRefunded", "PaymentSucceeded", "ShipmentScheduled",
+                   LIST("CancellationRefused", "CancellationRequested", "InsufficientStock",
+                        "InventoryReleased", "InventoryReserved", "OrderCancelled",
+                        "OrderCompleted", "OrderPlaced", "PaymentFailed", "PaymentRefunded",
+                        "PaymentSucceeded", "ShipmentCancelled", "ShipmentScheduled",
                         "ShippingFailed"));
     const char *const *got = NULL;
     assert_int_equal(chorus_saga_consumes(s, "billing", &got), 0);
@@ -85,20 +88,23 @@ static void real_saga_bindings(void **state) {
     chorus_saga_t *s = load_real();
     check_bindings(s, "order",
                    LIST("payment.PaymentFailed", "payment.PaymentRefunded",
-                        "shipping.ShipmentScheduled"));
+                        "shipping.ShipmentCancelled", "shipping.ShipmentScheduled"));
     check_bindings(s, "payment",
                    LIST("inventory.InsufficientStock", "inventory.InventoryReleased",
                         "order.OrderCancelled", "order.OrderPlaced"));
     check_bindings(s, "inventory",
                    LIST("order.OrderCancelled", "payment.PaymentSucceeded",
                         "shipping.ShippingFailed"));
-    check_bindings(s, "shipping", LIST("inventory.InventoryReserved", "order.OrderCancelled"));
+    check_bindings(s, "shipping",
+                   LIST("inventory.InventoryReserved", "order.CancellationRequested"));
     check_bindings(s, "monitor",
                    LIST("inventory.InsufficientStock", "inventory.InventoryReleased",
-                        "inventory.InventoryReserved", "order.OrderCancelled",
-                        "order.OrderCompleted", "order.OrderPlaced", "payment.PaymentFailed",
-                        "payment.PaymentRefunded", "payment.PaymentSucceeded",
-                        "shipping.ShipmentScheduled", "shipping.ShippingFailed"));
+                        "inventory.InventoryReserved", "order.CancellationRequested",
+                        "order.OrderCancelled", "order.OrderCompleted", "order.OrderPlaced",
+                        "payment.PaymentFailed", "payment.PaymentRefunded",
+                        "payment.PaymentSucceeded", "shipping.CancellationRefused",
+                        "shipping.ShipmentCancelled", "shipping.ShipmentScheduled",
+                        "shipping.ShippingFailed"));
     const char *const *got;
     assert_int_equal(chorus_saga_bindings(s, "billing", &got), 0);
     chorus_saga_destroy(s);
@@ -151,8 +157,12 @@ static void real_saga_dot(void **state) {
                                 "color=red"));
     assert_non_null(strstr(buf, "\"inventory\" -> \"payment\" [label=\"InventoryReleased\", "
                                 "style=dashed, color=darkorange"));
-    assert_non_null(strstr(buf, "\"order\" -> \"shipping\" [label=\"OrderCancelled\", "
+    assert_non_null(strstr(buf, "\"order\" -> \"inventory\" [label=\"OrderCancelled\", "
                                 "style=dashed, color=\"darkorange:invis:darkorange\""));
+    assert_non_null(strstr(buf, "\"order\" -> \"shipping\" [label=\"CancellationRequested\", "
+                                "style=dashed"));
+    assert_non_null(strstr(buf, "\"shipping\" -> \"order\" [label=\"ShipmentCancelled\", "
+                                "style=dashed"));
     assert_non_null(strstr(buf, "\"deadline\" -> \"order\" [style=dotted"));
     assert_non_null(strstr(buf, "\"order\" -> \"end:OrderCompleted\""));
     assert_int_equal(buf[len - 2], '}');
@@ -186,7 +196,7 @@ static void refused(const char *quoted, const char *const *phrases, size_t n) {
             fail_msg("message \"%s\" lacks \"%s\"", err, phrases[i]);
 }
 
-#define HEAD "{'saga':'mini','deadline':{'ms':1000,'owner':'a','emits':'Cancelled'},"
+#define HEAD "{'saga':'mini',"
 #define STEP1 "{'name':'one','service':'a','command':'Start','emits':'Started','failures':[]," \
               "'compensation':{'on':['Failed'],'emits':'Cancelled'}}"
 #define TAIL "],'terminal':['Done','Cancelled']}"
@@ -208,12 +218,141 @@ static void minimal_is_accepted(void **state) {
     chorus_saga_destroy(s);
 }
 
-static void refuses_middle_step_without_compensation(void **state) {
+/* compensatable, pivot, retriable */
+static void pivot_and_retriable_accepted(void **state) {
     (void)state;
+    char err[512] = "";
+    chorus_saga_t *s = parse_q(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b',"
+                               "'trigger':'Started','emits':'Middle','failures':['Failed']},"
+                               "{'name':'three','service':'c','trigger':'Middle','emits':'Done',"
+                               "'failures':[]}" TAIL, err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    assert_int_equal(chorus_saga_pivot(s), 1);
+    assert_int_equal(chorus_saga_step_count(s), 3);
+    assert_string_equal(chorus_saga_step_name(s, 2), "three");
+    assert_string_equal(chorus_saga_step_service(s, 2), "c");
+    assert_null(chorus_saga_step_name(s, 3));
+    chorus_saga_destroy(s);
+}
+
+static void refuses_bad_pivot_split(void **state) {
+    (void)state;
+    /* a step after the pivot that can fail: nothing could undo the pivot */
     refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
                  "'emits':'Middle','failures':['Failed']},{'name':'three','service':'c',"
+                 "'trigger':'Middle','emits':'Done','failures':['Failed']}" TAIL,
+            LIST("step 'three' (c) comes after step 'two' (b), which has no compensation (the "
+                 "pivot), so it must be retriable"));
+    /* a declared pivot before a step without compensation */
+    refused("{'saga':'mini','cancellation':{'requested_by':'a','request':'Stop','pivot':'one',"
+            "'accepted':'Stopped','refused':'Kept'},'steps':[{'name':'one','service':'a',"
+            "'command':'Start','emits':'Started','failures':[]},{'name':'two','service':'b',"
+            "'trigger':'Started','emits':'Done','failures':[],"
+            "'compensation':{'on':['Stopped'],'emits':'Undone'}}" TAIL,
+            LIST("step 'two' (b) comes after step 'one' (a), which has no compensation"));
+    refused("{'saga':'mini','cancellation':{'requested_by':'a','request':'Stop','pivot':'zwei',"
+            "'accepted':'Stopped','refused':'Kept'},'steps':[" STEP1 "]" ",'terminal':['Started']}",
+            LIST("cancellation: field \"pivot\": no step is named 'zwei'"));
+}
+
+/* The cancellation protocol: what may start a compensation before the pivot. */
+#define CANCEL "'deadline':{'ms':1000,'owner':'a','emits':'Stop'}," \
+               "'cancellation':{'requested_by':'a','request':'Stop','pivot':'two'," \
+               "'accepted':'Stopped','refused':'Kept'},"
+#define STEP1C "{'name':'one','service':'a','command':'Start','emits':'Started','failures':[]," \
+               "'compensation':{'on':['Failed','Stopped'],'emits':'Cancelled'}}"
+#define STEP2 "{'name':'two','service':'b','trigger':'Started','emits':'Done','failures':['Failed']}"
+
+static void cancellation_accepted(void **state) {
+    (void)state;
+    char err[512] = "";
+    chorus_saga_t *s = parse_q(HEAD CANCEL "'steps':[" STEP1C "," STEP2 TAIL, err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    assert_int_equal(chorus_saga_pivot(s), 1);
+    check_consumes(s, "b", LIST("Started", "Stop"));
+    check_consumes(s, "a", LIST("Failed", "Stopped"));
+    check_bindings(s, "b", LIST("a.Started", "a.Stop"));
+    /* chorus answers the request at the pivot: no handler needed, none allowed */
+    const char *b[] = {"Started"};
+    assert_int_equal(chorus_saga_check_handlers(s, "b", b, 1, err, sizeof(err)), CHORUS_OK);
+    int step;
+    assert_int_equal(chorus_saga_event_kind(s, "Started", &step), CHORUS_SAGA_STEP_DONE);
+    assert_int_equal(step, 0);
+    assert_int_equal(chorus_saga_event_kind(s, "Failed", &step), CHORUS_SAGA_STEP_FAILED);
+    assert_int_equal(step, 1);
+    assert_int_equal(chorus_saga_event_kind(s, "Cancelled", &step), CHORUS_SAGA_STEP_COMPENSATED);
+    assert_int_equal(chorus_saga_event_kind(s, "Stop", &step), CHORUS_SAGA_CANCEL_REQUEST);
+    assert_int_equal(chorus_saga_event_kind(s, "Stopped", &step), CHORUS_SAGA_CANCEL_ACCEPTED);
+    assert_int_equal(step, 1);
+    assert_int_equal(chorus_saga_event_kind(s, "Kept", NULL), CHORUS_SAGA_CANCEL_REFUSED);
+    assert_int_equal(chorus_saga_event_kind(s, "Nope", &step), CHORUS_SAGA_EVENT_UNKNOWN);
+    assert_int_equal(step, -1);
+    assert_string_equal(chorus_saga_cancellation_event(s, CHORUS_SAGA_CANCEL_ACCEPTED), "Stopped");
+    assert_null(chorus_saga_completion_event(s));
+    chorus_saga_destroy(s);
+}
+
+static void refuses_compensation_around_the_pivot(void **state) {
+    (void)state;
+    /* the bug this protocol exists for: the deadline's event undoes steps
+     * before a pivot that may be running */
+    refused(HEAD "'deadline':{'ms':1000,'owner':'a','emits':'Timeout'},'steps':["
+                 "{'name':'one','service':'a','command':'Start','emits':'Started','failures':[],"
+                 "'compensation':{'on':['Failed','Timeout'],'emits':'Cancelled'}}," STEP2 TAIL,
+            LIST("step 'one' (a): its compensation on 'Timeout' can undo it around the pivot "
+                 "step 'two' (b): 'Timeout' comes from the deadline"));
+    refused(HEAD "'deadline':{'ms':1000,'owner':'a','emits':'Cancelled'},'steps':[" STEP1 ","
+                 STEP2 TAIL,
+            LIST("deadline: step 'two' (b) cannot be compensated (it is the saga's pivot)",
+                 "declare \"cancellation\""));
+    refused(HEAD CANCEL "'steps':[{'name':'one','service':'a','command':'Start','emits':'Started',"
+                 "'failures':[],'compensation':{'on':['Failed','Stopped','Done'],'emits':'Cancelled'}},"
+                 STEP2 TAIL,
+            LIST("compensation on 'Done'", "comes from the success of step 'two' (b)"));
+    refused(HEAD CANCEL "'steps':[{'name':'one','service':'a','command':'Start','emits':'Started',"
+                 "'failures':[],'compensation':{'on':['Failed','Kept'],'emits':'Cancelled'}},"
+                 STEP2 TAIL,
+            LIST("compensation on 'Kept'", "the pivot's refusal"));
+    refused(HEAD CANCEL "'steps':[{'name':'one','service':'a','command':'Start','emits':'Started',"
+                 "'failures':[],'compensation':{'on':['Failed','Stop'],'emits':'Cancelled'}},"
+                 STEP2 TAIL,
+            LIST("compensation on 'Stop'", "a cancellation request"));
+}
+
+static void refuses_inconsistent_cancellation(void **state) {
+    (void)state;
+    refused(HEAD CANCEL "'steps':[" STEP1 "," STEP2 TAIL,
+            LIST("no compensation lists \"accepted\" 'Stopped'"));
+    refused(HEAD "'deadline':{'ms':1000,'owner':'a','emits':'Halt'},"
+                 "'cancellation':{'requested_by':'a','request':'Stop','pivot':'two',"
+                 "'accepted':'Stopped','refused':'Kept'},'steps':[" STEP1C "," STEP2 TAIL,
+            LIST("deadline: with a \"cancellation\" declared, the deadline asks the pivot: its "
+                 "owner must be 'a' (\"requested_by\") and it must emit 'Stop'"));
+    refused(HEAD "'cancellation':{'requested_by':'a','request':'Stop','pivot':'two',"
+                 "'accepted':'Stop','refused':'Kept'},'steps':[" STEP1C "," STEP2 TAIL,
+            LIST("cancellation: 'Stop' is named twice"));
+    refused(HEAD "'cancellation':{'requested_by':'zz','request':'Stop','pivot':'two',"
+                 "'accepted':'Stopped','refused':'Kept'},'steps':[" STEP1C "," STEP2 TAIL,
+            LIST("\"requested_by\" 'zz' is not a service"));
+    refused(HEAD CANCEL "'steps':[" STEP1C ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Done','failures':['Failed'],'refuses_after':['Stop']}" TAIL,
+            LIST("the request 'Stop' is for the pivot step 'two' (b) alone"));
+    refused(HEAD CANCEL "'steps':[" STEP1C "," STEP2 "],'completion':{'service':'a','on':['Done'],"
+                 "'emits':'Kept'},'terminal':['Done','Cancelled']}",
+            LIST("cancellation: 'Kept' must be emitted only by b, but 'a' emits it too"));
+    refused(HEAD CANCEL "'steps':[" STEP1C "," STEP2 "],'terminal':['Done','Cancelled'],"
+                 "'cancel':{}}", LIST("unknown field \"cancel\""));
+}
+
+static void refuses_two_roles_for_one_event(void **state) {
+    (void)state;
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'a','trigger':'Started',"
+                 "'emits':'Middle','failures':['Failed'],"
+                 "'compensation':{'on':['Failed'],'emits':'Undone'}},{'name':'three','service':'c',"
                  "'trigger':'Middle','emits':'Done','failures':[]}" TAIL,
-            LIST("step 'two' (b) has no compensation, but only the last step may lack one"));
+            LIST("service 'a': event 'Failed' means two things to it"));
 }
 
 static void refuses_event_produced_by_nobody(void **state) {
@@ -297,6 +436,16 @@ static void events_section(void **state) {
     refused(MINI_OK ",'events':{'Started':{'newer':'retry'}}}",
             LIST("events: 'Started': unknown field \"newer\""));
     refused(MINI_OK ",'events':{'started':{}}}", LIST("'started' is not an event name"));
+    /* data schemas: compiled when the declaration loads */
+    s = parse_q(MINI_OK ",'events':{'Started':{'schema':{'type':'object','required':['id'],"
+                "'properties':{'id':{'type':'string','format':'uuid'}}}}}}", err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    chorus_saga_destroy(s);
+    refused(MINI_OK ",'events':{'Started':{'schema':{'type':'object','requried':['id']}}}}",
+            LIST("events: 'Started': schema: ", "requried"));
+    refused(MINI_OK ",'events':{'Started':{'schema':[]}}}",
+            LIST("events: 'Started': field \"schema\" must be an object"));
     refused(MINI_OK ",'events':[]}", LIST("field \"events\" must be an object"));
 }
 
@@ -377,7 +526,7 @@ static void handlers_match(void **state) {
                      CHORUS_OK);
     const char *const *all;
     size_t n = chorus_saga_consumes(s, "monitor", &all);
-    assert_int_equal(n, 11);
+    assert_int_equal(n, 14);
     assert_int_equal(chorus_saga_check_handlers(s, "monitor", all, n, err, sizeof(err)),
                      CHORUS_OK);
     chorus_saga_destroy(s);
@@ -392,11 +541,10 @@ static void handlers_missing(void **state) {
                      CHORUS_ERR_INVALID_CONF);
     assert_non_null(strstr(err, "service 'payment' has no handler for InsufficientStock "
                                 "(compensation of step 'charge-payment')"));
+    /* the pivot's cancellation requests are answered by chorus */
     const char *shipping[] = {"InventoryReserved"};
     assert_int_equal(chorus_saga_check_handlers(s, "shipping", shipping, 1, err, sizeof(err)),
-                     CHORUS_ERR_INVALID_CONF);
-    assert_non_null(strstr(err, "has no handler for OrderCancelled "
-                                "(refuses_after of step 'schedule-shipment')"));
+                     CHORUS_OK);
     assert_int_equal(chorus_saga_check_handlers(s, "order", NULL, 0, err, sizeof(err)),
                      CHORUS_ERR_INVALID_CONF);
     assert_non_null(strstr(err, "PaymentFailed (compensation of step 'place-order')"));
@@ -412,7 +560,7 @@ static void handlers_extra(void **state) {
     assert_int_equal(chorus_saga_check_handlers(s, "shipping", shipping, 3, err, sizeof(err)),
                      CHORUS_ERR_INVALID_CONF);
     assert_non_null(strstr(err, "service 'shipping' has handlers it never receives: "
-                                "PaymentSucceeded"));
+                                "OrderCancelled, PaymentSucceeded"));
     assert_null(strstr(err, "no handler"));
     chorus_saga_destroy(s);
 }
@@ -436,7 +584,12 @@ int main(void) {
         cmocka_unit_test(real_saga_permissions),
         cmocka_unit_test(real_saga_dot),
         cmocka_unit_test(minimal_is_accepted),
-        cmocka_unit_test(refuses_middle_step_without_compensation),
+        cmocka_unit_test(pivot_and_retriable_accepted),
+        cmocka_unit_test(refuses_bad_pivot_split),
+        cmocka_unit_test(cancellation_accepted),
+        cmocka_unit_test(refuses_compensation_around_the_pivot),
+        cmocka_unit_test(refuses_inconsistent_cancellation),
+        cmocka_unit_test(refuses_two_roles_for_one_event),
         cmocka_unit_test(refuses_event_produced_by_nobody),
         cmocka_unit_test(refuses_failure_handled_by_nobody),
         cmocka_unit_test(refuses_malformed_json),

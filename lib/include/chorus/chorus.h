@@ -213,6 +213,10 @@ CHORUS_API const char *chorus_envelope_correlation_id(const chorus_envelope_t *e
 CHORUS_API const char *chorus_envelope_causation_id(const chorus_envelope_t *env);
 CHORUS_API const char *chorus_envelope_user_id(const chorus_envelope_t *env);
 CHORUS_API const char *chorus_envelope_traceparent(const chorus_envelope_t *env);
+/** metadata.deadline (the saga instance's deadline) in ms since the epoch;
+ *  0 when absent.  Set by chorus on a saga's first event, inherited by
+ *  every event it causes. */
+CHORUS_API int64_t chorus_envelope_deadline_ms(const chorus_envelope_t *env);
 
 CHORUS_API chorus_err_t chorus_envelope_set_event_id(chorus_envelope_t *env, const char *uuid);
 CHORUS_API chorus_err_t chorus_envelope_set_timestamp_ms(chorus_envelope_t *env, int64_t ms);
@@ -223,6 +227,8 @@ CHORUS_API chorus_err_t chorus_envelope_set_correlation_id(chorus_envelope_t *en
 CHORUS_API chorus_err_t chorus_envelope_set_causation_id(chorus_envelope_t *env, const char *uuid);
 CHORUS_API chorus_err_t chorus_envelope_set_user_id(chorus_envelope_t *env, const char *uuid);
 CHORUS_API chorus_err_t chorus_envelope_set_traceparent(chorus_envelope_t *env, const char *tp);
+/** 0 removes it. */
+CHORUS_API chorus_err_t chorus_envelope_set_deadline_ms(chorus_envelope_t *env, int64_t ms);
 
 /** Writes a new UUIDv7 (time-ordered), 36 characters plus NUL, into @p out. */
 CHORUS_API void chorus_uuid_v7(char out[37]);
@@ -411,6 +417,37 @@ CHORUS_API const char *chorus_saga_name(const chorus_saga_t *saga);
 CHORUS_API int64_t chorus_saga_deadline_ms(const chorus_saga_t *saga);
 CHORUS_API const char *chorus_saga_deadline_owner(const chorus_saga_t *saga);
 CHORUS_API int chorus_saga_is_terminal(const chorus_saga_t *saga, const char *event_type);
+
+/* The steps, in declaration order; the pivot (the step that cannot be
+ * compensated: "cancellation.pivot", else the first step without a
+ * compensation) or -1; the completion's event or NULL. */
+CHORUS_API size_t chorus_saga_step_count(const chorus_saga_t *saga);
+CHORUS_API const char *chorus_saga_step_name(const chorus_saga_t *saga, size_t i);
+CHORUS_API const char *chorus_saga_step_service(const chorus_saga_t *saga, size_t i);
+CHORUS_API int chorus_saga_pivot(const chorus_saga_t *saga);
+CHORUS_API const char *chorus_saga_completion_event(const chorus_saga_t *saga);
+
+/* What an event means in the saga (for monitors): */
+typedef enum {
+    CHORUS_SAGA_EVENT_UNKNOWN = 0, /**< not an event of the saga */
+    CHORUS_SAGA_STEP_DONE,         /**< a step's success ("emits") */
+    CHORUS_SAGA_STEP_FAILED,       /**< one of a step's "failures" */
+    CHORUS_SAGA_STEP_COMPENSATED,  /**< a step's compensation "emits" */
+    CHORUS_SAGA_CANCEL_REQUEST,    /**< a cancellation asked of the pivot */
+    CHORUS_SAGA_CANCEL_ACCEPTED,   /**< the pivot will never run: earlier steps compensate */
+    CHORUS_SAGA_CANCEL_REFUSED,    /**< the pivot ran: the saga completes */
+    CHORUS_SAGA_COMPLETED,         /**< the completion's "emits" */
+    CHORUS_SAGA_DEADLINE           /**< the deadline's event (sagas without a pivot) */
+} chorus_saga_event_kind_t;
+
+/* The kind of @p event; *stepp (may be NULL) gets the step it concerns
+ * (the pivot for its answers) or -1. */
+CHORUS_API chorus_saga_event_kind_t chorus_saga_event_kind(const chorus_saga_t *saga,
+                                                           const char *event, int *stepp);
+/* The event of "cancellation" for CHORUS_SAGA_CANCEL_REQUEST, _ACCEPTED or
+ * _REFUSED; NULL when the saga declares none. */
+CHORUS_API const char *chorus_saga_cancellation_event(const chorus_saga_t *saga,
+                                                      chorus_saga_event_kind_t kind);
 
 /* The event types @p service consumes: *typesp is a borrowed array of
  * borrowed strings; returns the count (0 for a service not in the saga). */

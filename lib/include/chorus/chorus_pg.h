@@ -100,6 +100,37 @@ CHORUS_API chorus_err_t chorus_tx_exec(chorus_tx_t *tx, const char *sql, int npa
 CHORUS_API chorus_err_t chorus_tx_emit(chorus_tx_t *tx, chorus_envelope_t *env);
 
 /* ------------------------------------------------------------------------
+ * Durable timers: an event emitted later, armed with the effects that
+ * asked for it
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Arms the timer @p key (1-200 bytes, unique in the participant's schema)
+ * to emit @p env at @p fire_at_ms (wall clock, ms since the epoch; past
+ * times fire at once), in @p tx: armed only if @p tx commits.  Arming a
+ * key again replaces its time and event.  The event fires once, from one
+ * instance of the service (the one polling first), at most
+ * "store.timer.interval.ms" late, through the outbox; its event_id is
+ * fixed now.  Inside a handler it carries the delivery's correlation,
+ * causation and deadline.  Takes ownership of @p env.
+ */
+CHORUS_API chorus_err_t chorus_timer_schedule(chorus_tx_t *tx, const char *key,
+                                              int64_t fire_at_ms, chorus_envelope_t *env);
+/* Disarms @p key (if it has not fired), in @p tx.  Unknown keys are fine. */
+CHORUS_API chorus_err_t chorus_timer_cancel(chorus_tx_t *tx, const char *key);
+
+/*
+ * Asks the saga instance @p correlation_id to cancel, in @p tx: emits the
+ * declaration's cancellation request (data {"reason": ...}) to the pivot,
+ * which answers "accepted" (earlier steps compensate) or "refused" (it
+ * already ran; the saga completes).  CHORUS_ERR_STATE when the saga
+ * declares no "cancellation" or this service is not its "requested_by".
+ * Asking twice is harmless.
+ */
+CHORUS_API chorus_err_t chorus_saga_cancel(chorus_tx_t *tx, const char *correlation_id,
+                                           const char *aggregate_id, const char *reason);
+
+/* ------------------------------------------------------------------------
  * Upcasting: old event data read as the current schema version
  * ---------------------------------------------------------------------- */
 

@@ -1,0 +1,368 @@
+/*
+ * saga_run.c - the saga semantics a participant gets from its declaration:
+ * step guards, the pivot's answer to a cancellation, the deadline.
+ *
+ * Every handler of a saga step runs behind a guard: one row per saga
+ * instance (correlation id) and step in the participant's own schema,
+ * saga_steps(correlation_id, step, state), locked for the delivery's
+ * transaction, so two instances of a service serialize on it and the
+ * guard's decision commits or rolls back with the handler's effects.
+ *
+ *   state        set when                          then
+ *   (no row)     -                                 trigger: run the handler
+ *   done         the trigger's handler succeeded   undo: run the compensation
+ *   failed       it emitted one of "failures"      undo: nothing was done
+ *   compensated  the compensation's handler ran    anything: nothing
+ *   cancelled    an undo (or "refuses_after", or   trigger: refused, never run
+ *                the pivot's acceptance) came first
+ *   refused      a trigger came after "cancelled"  anything: nothing
+ *   kept         the pivot ran and refused a       anything: nothing
+ *                cancellation request
+ *
+ * So a compensation runs at most once and only for a step that took
+ * effect, and an action that a cancellation overtook never runs: the
+ * participant that sees the cancellation first records it (a semantic
+ * lock) and refuses the late action.
+ *
+ * The pivot (the step that cannot be compensated) decides cancellations:
+ *
+ *   order (requested_by)     shipping (pivot)              earlier steps
+ *     |  CancellationRequested  |
+ *     |------------------------>| no row: record "cancelled",
+ *     |                         | emit "accepted" ----------> compensate
+ *     |                         | done:   emit "refused"      (nothing;
+ *     |                         |         (saga completes)     the saga
+ *                                                               completes)
+ *
+ * and, when its trigger arrives after the deadline the events carry in
+ * metadata.deadline, it accepts the cancellation itself instead of
+ * running.  Since only the pivot's acceptance (or failures before it)
+ * can start compensations before it (saga_decl.c checks that), no
+ * compensated step is ever next to a pivot that ran.
+ *
+ * The deadline: the saga's first event gets metadata.deadline (its
+ * timestamp + "deadline.ms"), every event it causes inherits it, and the
+ * deadline owner arms a durable timer (timer.c) for it in the transaction
+ * that emits the first event; the timer, when it fires, emits the
+ * cancellation request, and a terminal event emitted by the owner
+ * cancels it.
+ */
+#include "chorus_int.h"
+#include "saga_int.h"
+#include "schema_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The saga instance a delivery belongs to. */
+static const char *instance_of(const chorus_envelope_t *env) {
+    const char *corr = chorus_envelope_correlation_id(env);
+    return corr ? corr : chorus_envelope_event_id(env);
+}
+
+/* Locks the guard row of (instance, step), creating it empty: *state is
+ * "" for a step not seen before.  Held until the transaction ends. */
+static chorus_err_t guard_lock(chorus_tx_t *tx, const char *corr, const char *step,
+                               char *state, size_t n) {
+    const char *p[] = {corr, step};
+    PGresult *r = NULL;
+    chorus_err_t rc = chorus_tx_exec(tx,
+        "INSERT INTO saga_steps (correlation_id, step, state) VALUES ($1, $2, '')"
+        " ON CONFLICT (correlation_id, step) DO UPDATE SET updated_at = now()"
+        " RETURNING state", 2, p, &r);
+    if (!rc)
+        snprintf(state, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}
+
+static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *step,
+                              const char *state) {
+    const char *p[] = {corr, step, state};
+    return chorus_tx_exec(tx,
+        "INSERT INTO saga_steps (correlation_id, step, state) VALUES ($1, $2, $3)"
+        " ON CONFLICT (correlation_id, step) DO UPDATE SET state = $3, updated_at = now()",
+        3, p, NULL);
+}
+
+/* The pivot's answer ("accepted" or "refused"), caused by the delivery. */
+static chorus_err_t answer(chorus_delivery_t *d, const char *type, const char *reason) {
+    cJSON *data = cJSON_CreateObject();
+    if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
+        cJSON_Delete(data);
+        return CHORUS_ERR_NOMEM;
+    }
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *ev = chorus_envelope_new_json(
+        type, chorus_envelope_aggregate_id(d->env), chorus_envelope_version(d->env), data, &err);
+    if (!ev) {
+        chorus_err_t rc = err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+        chorus_error_destroy(err);
+        return rc;
+    }
+    return chorus_emit(d, ev);
+}
+
+/* The reason a request gives, for the answer ("deadline passed", ...). */
+static const char *request_reason(const chorus_envelope_t *env) {
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(chorus_envelope_data(env), "reason");
+    return cJSON_IsString(r) && *r->valuestring ? r->valuestring : "cancellation requested";
+}
+
+static chorus_outcome_t db_trouble(chorus_delivery_t *d) {
+    if (!d->error[0])
+        snprintf(d->error, sizeof(d->error), "saga guard: an SQL statement failed");
+    return CHORUS_RETRY_LATER;
+}
+
+/* The pivot accepts a cancellation: it will never run. */
+static chorus_outcome_t accept_cancel(chorus_t *ch, chorus_delivery_t *d, const char *corr,
+                                      const char *step, const char *reason) {
+    const char *accepted = chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_ACCEPTED);
+    if (guard_set(&d->tx, corr, step, "cancelled") || answer(d, accepted, reason))
+        return db_trouble(d);
+    chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' will not run (%s); "
+                    "cancellation accepted: %s", corr, step, reason, accepted);
+    return CHORUS_HANDLED;
+}
+
+/* The trigger of a step. */
+static chorus_outcome_t on_action(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd,
+                                  const char *corr, size_t step, const char *state) {
+    const char *name = chorus_saga_step_name(ch->saga, step);
+    if (*state) {
+        if (strcmp(state, "cancelled") == 0) {
+            chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' refused: the saga "
+                            "was cancelled before its trigger arrived", corr, name);
+            return guard_set(&d->tx, corr, name, "refused") ? db_trouble(d) : CHORUS_HANDLED;
+        }
+        chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "saga %s: step '%s' is already %s", corr,
+                        name, state);
+        return CHORUS_HANDLED;
+    }
+    int64_t deadline = chorus_envelope_deadline_ms(d->env);
+    if ((int)step == chorus_saga_pivot(ch->saga) && deadline && chorus_now_ms() >= deadline &&
+        chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_ACCEPTED))
+        return accept_cancel(ch, d, corr, name, "the deadline passed before the pivot ran");
+    d->tx.saga_emit = CHORUS__EMIT_OTHER;
+    chorus_outcome_t out = chorus__call_handler(ch, d, hd);
+    if (out != CHORUS_HANDLED || d->tx.failed || d->tx.conflict)
+        return out;
+    return guard_set(&d->tx, corr, name, d->tx.saga_emit == CHORUS__EMIT_FAILURE ? "failed" : "done")
+               ? db_trouble(d)
+               : CHORUS_HANDLED;
+}
+
+/* A compensation trigger. */
+static chorus_outcome_t on_undo(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd,
+                                const char *corr, size_t step, const char *state) {
+    const char *name = chorus_saga_step_name(ch->saga, step);
+    if (!*state) {
+        chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' has not run; nothing "
+                        "to undo, and it will refuse to run", corr, name);
+        return guard_set(&d->tx, corr, name, "cancelled") ? db_trouble(d) : CHORUS_HANDLED;
+    }
+    if (strcmp(state, "done") != 0) {
+        chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "saga %s: step '%s' is %s; nothing to undo",
+                        corr, name, state);
+        return CHORUS_HANDLED;
+    }
+    chorus_outcome_t out = chorus__call_handler(ch, d, hd);
+    if (out != CHORUS_HANDLED || d->tx.failed || d->tx.conflict)
+        return out;
+    return guard_set(&d->tx, corr, name, "compensated") ? db_trouble(d) : CHORUS_HANDLED;
+}
+
+/* A cancellation request, at the pivot. */
+static chorus_outcome_t on_request(chorus_t *ch, chorus_delivery_t *d, const char *corr,
+                                   size_t step, const char *state) {
+    const char *name = chorus_saga_step_name(ch->saga, step);
+    if (!*state)
+        return accept_cancel(ch, d, corr, name, request_reason(d->env));
+    if (strcmp(state, "done") == 0) {
+        const char *refused =
+            chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_REFUSED);
+        if (guard_set(&d->tx, corr, name, "kept") ||
+            answer(d, refused, "the pivot already ran; the saga completes"))
+            return db_trouble(d);
+        chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' already ran; "
+                        "cancellation refused: %s", corr, name, refused);
+        return CHORUS_HANDLED;
+    }
+    /* failed: its failure's compensations already run; cancelled,
+     * refused, kept: answered before */
+    chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "saga %s: step '%s' is %s; the request "
+                    "changes nothing", corr, name, state);
+    return CHORUS_HANDLED;
+}
+
+chorus_outcome_t chorus__saga_noop(chorus_t *ch, chorus_delivery_t *d,
+                                   const chorus_envelope_t *env, void *opaque) {
+    (void)ch, (void)d, (void)env, (void)opaque;
+    return CHORUS_HANDLED;
+}
+
+chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
+                                      const chorus__handler_t *hd) {
+    size_t step = 0;
+    chorus__guard_t g = ch->saga ? chorus__saga_guard(ch->saga, ch->service,
+                                                      chorus_envelope_event_type(d->env), &step)
+                                 : CHORUS__GUARD_NONE;
+    if (g == CHORUS__GUARD_NONE)
+        return chorus__call_handler(ch, d, hd);
+    const char *corr = instance_of(d->env);
+    char state[32];
+    if (guard_lock(&d->tx, corr, chorus_saga_step_name(ch->saga, step), state, sizeof(state)))
+        return db_trouble(d);
+    switch (g) {
+    case CHORUS__GUARD_ACTION:
+        return on_action(ch, d, hd, corr, step, state);
+    case CHORUS__GUARD_UNDO:
+        return on_undo(ch, d, hd, corr, step, state);
+    case CHORUS__GUARD_REQUEST:
+        return on_request(ch, d, corr, step, state);
+    case CHORUS__GUARD_REFUSE_AFTER:
+        if (*state)
+            return CHORUS_HANDLED;
+        return guard_set(&d->tx, corr, chorus_saga_step_name(ch->saga, step), "cancelled")
+                   ? db_trouble(d)
+                   : CHORUS_HANDLED;
+    case CHORUS__GUARD_NONE:
+        break;
+    }
+    return chorus__call_handler(ch, d, hd);
+}
+
+/* ---- what an emitted event does -------------------------------------- */
+
+static chorus_err_t deadline_key(const char *corr, char *key, size_t n) {
+    return snprintf(key, n, "saga-deadline:%s", corr) < (int)n ? CHORUS_OK : CHORUS_ERR_INVALID_ARG;
+}
+
+/* The saga starts: its deadline goes into the first event, the owner arms
+ * the timer that asks for the cancellation, and the first step is done. */
+static bool starts_saga(const chorus_t *ch, const chorus_envelope_t *env) {
+    size_t step = 0;
+    return ch->saga &&
+           chorus__saga_emit_role(ch->saga, ch->service, chorus_envelope_event_type(env),
+                                  &step) == CHORUS__EMIT_SUCCESS && step == 0;
+}
+
+chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env) {
+    int64_t ms = ch->saga ? chorus_saga_deadline_ms(ch->saga) : 0;
+    if (!ms || chorus_envelope_deadline_ms(env) || !starts_saga(ch, env))
+        return CHORUS_OK;
+    int64_t at = chorus_envelope_timestamp_ms(env) + ms;
+    return chorus_envelope_set_deadline_ms(env, at < CHORUS__TS_MAX_MS ? at : CHORUS__TS_MAX_MS);
+}
+
+static chorus_err_t saga_starts(chorus_tx_t *tx, chorus_envelope_t *env) {
+    chorus_t *ch = tx->ch;
+    const chorus_saga_t *s = ch->saga;
+    chorus_err_t rc = guard_set(tx, instance_of(env), chorus_saga_step_name(s, 0), "done");
+    if (!rc)
+        rc = chorus__saga_stamp(ch, env);
+    int64_t deadline = chorus_envelope_deadline_ms(env);
+    if (rc || !deadline || !chorus_saga_deadline_ms(s) ||
+        strcmp(chorus_saga_deadline_owner(s), ch->service) != 0)
+        return rc;
+    return chorus__saga_arm_deadline(tx, env, deadline);
+}
+
+chorus_err_t chorus__saga_arm_deadline(chorus_tx_t *tx, const chorus_envelope_t *cause,
+                                       int64_t deadline) {
+    const chorus_saga_t *s = tx->ch->saga;
+    const char *corr = instance_of(cause);
+    char key[128];
+    chorus_err_t rc = deadline_key(corr, key, sizeof(key));
+    if (rc)
+        return rc;
+    cJSON *data = cJSON_CreateObject();
+    if (!data || !cJSON_AddStringToObject(data, "reason", "deadline passed")) {
+        cJSON_Delete(data);
+        return CHORUS_ERR_NOMEM;
+    }
+    chorus_envelope_t *ev = chorus_envelope_new_json(chorus__saga_deadline_event(s),
+                                                     chorus_envelope_aggregate_id(cause),
+                                                     chorus_envelope_version(cause), data, NULL);
+    if (!ev)
+        return CHORUS_ERR_NOMEM;
+    if (chorus_envelope_set_correlation_id(ev, corr) ||
+        chorus_envelope_set_causation_id(ev, chorus_envelope_event_id(cause)) ||
+        chorus_envelope_set_deadline_ms(ev, deadline)) {
+        chorus_envelope_destroy(ev);
+        return CHORUS_ERR_NOMEM;
+    }
+    return chorus__timer_arm(tx, key, deadline, ev, false);
+}
+
+bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char *err, size_t n) {
+    const chorus__schema_t *schema =
+        ch->saga ? chorus__saga_data_schema(ch->saga, chorus_envelope_event_type(env)) : NULL;
+    return !schema || chorus__schema_validate(schema, chorus_envelope_data(env), "data", err, n);
+}
+
+static chorus_err_t check_data(chorus_tx_t *tx, const chorus_envelope_t *env) {
+    char err[400];
+    if (chorus__saga_data_ok(tx->ch, env, err, sizeof(err)))
+        return CHORUS_OK;
+    tx->invalid_emit = true;
+    tx->failed = true;
+    if (tx->d)
+        snprintf(tx->d->error, sizeof(tx->d->error), "emitted %s breaks its declared schema: %s",
+                 chorus_envelope_event_type(env), err);
+    chorus__log_env(tx->ch, CHORUS_LOG_ERR, env, "not emitted: %s", err);
+    return CHORUS_ERR_SCHEMA;
+}
+
+chorus_err_t chorus__saga_on_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
+    chorus_t *ch = tx->ch;
+    chorus_err_t rc = check_data(tx, env);
+    if (rc || !ch->saga)
+        return rc;
+    const chorus_saga_t *s = ch->saga;
+    const char *type = chorus_envelope_event_type(env);
+    size_t step = 0;
+    chorus__emit_t role = chorus__saga_emit_role(s, ch->service, type, &step);
+    if (role != CHORUS__EMIT_OTHER)
+        tx->saga_emit = role; /* read by the guard of the delivery being handled */
+    if (starts_saga(ch, env))
+        return saga_starts(tx, env);
+    if (chorus_saga_is_terminal(s, type) && chorus_saga_deadline_ms(s) &&
+        strcmp(chorus_saga_deadline_owner(s), ch->service) == 0) {
+        char key[128];
+        if (deadline_key(instance_of(env), key, sizeof(key)) == CHORUS_OK)
+            return chorus_timer_cancel(tx, key);
+    }
+    return CHORUS_OK;
+}
+
+chorus_err_t chorus_saga_cancel(chorus_tx_t *tx, const char *correlation_id,
+                                const char *aggregate_id, const char *reason) {
+    if (!tx || !chorus_uuid_valid(correlation_id) || !chorus_uuid_valid(aggregate_id) || !reason ||
+        !*reason)
+        return CHORUS_ERR_INVALID_ARG;
+    chorus_t *ch = tx->ch;
+    const char *req = ch->saga ? chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_REQUEST)
+                               : NULL;
+    if (!req || !chorus__saga_produces(ch->saga, ch->service, req))
+        return CHORUS_ERR_STATE; /* no cancellation declared, or not ours to ask */
+    cJSON *data = cJSON_CreateObject();
+    if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
+        cJSON_Delete(data);
+        return CHORUS_ERR_NOMEM;
+    }
+    chorus_error_t *err = NULL;
+    chorus_envelope_t *ev = chorus_envelope_new_json(req, aggregate_id, 1, data, &err);
+    if (!ev) {
+        chorus_err_t rc = err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+        chorus_error_destroy(err);
+        return rc;
+    }
+    if (chorus_envelope_set_correlation_id(ev, correlation_id)) {
+        chorus_envelope_destroy(ev);
+        return CHORUS_ERR_NOMEM;
+    }
+    return chorus_tx_emit(tx, ev);
+}

@@ -1,0 +1,136 @@
+/*
+ * timer.c - durable timers: an event to emit at a given time, stored in
+ * the participant's PostgreSQL schema with the effects that asked for it.
+ *
+ *   timers(key PK, fire_at, envelope, state)   state: pending -> fired
+ *                                                       pending -> cancelled
+ *
+ *   chorus_timer_schedule(tx, key, at, env)   INSERT ... ON CONFLICT: (re)arms
+ *   chorus_timer_cancel(tx, key)              pending -> cancelled
+ *   chorus__timers_poll(ch)                   due rows -> fired, and their
+ *                                             events into the outbox, in one
+ *                                             transaction
+ *
+ * A timer is scheduled or cancelled only if the transaction that asked
+ * commits, and fires once: the row turns "fired" in the transaction that
+ * writes its event to the outbox (FOR UPDATE SKIP LOCKED keeps several
+ * instances of the service off each other's rows), and the relay
+ * publishes it as any other event.  The event's id is fixed when it is
+ * scheduled, so even a duplicate publish is one event to its consumers.
+ * Times are wall-clock milliseconds; due means PostgreSQL's now() has
+ * passed them, one clock for every instance.  Fired and cancelled rows
+ * are kept as long as inbox rows (a deadline armed "once" must not be
+ * armed again by a late event), then pruned with them (inbox.c).
+ */
+#include "chorus_int.h"
+#include "saga_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TIMER_PAGE 100
+
+static bool key_ok(const char *key) {
+    return key && *key && strlen(key) <= 200;
+}
+
+chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
+                               chorus_envelope_t *env, bool rearm) {
+    if (!tx || !key_ok(key) || !env || fire_at_ms < 0 || fire_at_ms > CHORUS__TS_MAX_MS) {
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_INVALID_ARG;
+    }
+    if (tx->d)
+        chorus__inherit(tx->d, env);
+    else if (!chorus_envelope_correlation_id(env))
+        chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
+    char *json = NULL;
+    size_t len = 0;
+    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
+    chorus_envelope_destroy(env);
+    if (rc)
+        return rc;
+    char at[32];
+    snprintf(at, sizeof(at), "%lld", (long long)fire_at_ms);
+    const char *p[] = {key, at, json};
+    rc = chorus_tx_exec(tx, rearm
+        ? "INSERT INTO timers (key, fire_at, envelope) VALUES ($1,"
+          " to_timestamp($2::double precision / 1000), $3) ON CONFLICT (key) DO UPDATE SET"
+          " fire_at = EXCLUDED.fire_at, envelope = EXCLUDED.envelope, state = 'pending',"
+          " created_at = now()"
+        : "INSERT INTO timers (key, fire_at, envelope) VALUES ($1,"
+          " to_timestamp($2::double precision / 1000), $3) ON CONFLICT (key) DO NOTHING",
+        3, p, NULL);
+    free(json);
+    if (!rc && fire_at_ms < tx->ch->store.next_timer_wall_ms)
+        tx->ch->store.next_timer_wall_ms = fire_at_ms; /* looked at again when due */
+    return rc;
+}
+
+chorus_err_t chorus_timer_schedule(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
+                                   chorus_envelope_t *env) {
+    return chorus__timer_arm(tx, key, fire_at_ms, env, true);
+}
+
+chorus_err_t chorus_timer_cancel(chorus_tx_t *tx, const char *key) {
+    if (!tx || !key_ok(key))
+        return CHORUS_ERR_INVALID_ARG;
+    const char *p[] = {key};
+    return chorus_tx_exec(tx, "UPDATE timers SET state = 'cancelled' WHERE key = $1"
+                              " AND state = 'pending'", 1, p, NULL);
+}
+
+/* One page of due timers: their events into the outbox, in one
+ * transaction; the number fired, or -1. */
+static int fire_page(chorus_t *ch) {
+    chorus_tx_t *tx;
+    if (chorus_tx_begin(ch, &tx))
+        return -1;
+    PGresult *r = NULL;
+    char page[16];
+    snprintf(page, sizeof(page), "%d", TIMER_PAGE);
+    const char *p[] = {page};
+    chorus_err_t rc = chorus_tx_exec(tx,
+        "UPDATE timers SET state = 'fired' WHERE key IN (SELECT key FROM timers"
+        " WHERE state = 'pending' AND fire_at <= now() ORDER BY fire_at LIMIT $1::int"
+        " FOR UPDATE SKIP LOCKED) RETURNING key, envelope", 1, p, &r);
+    int n = rc ? 0 : PQntuples(r);
+    for (int i = 0; !rc && i < n; i++) {
+        chorus_envelope_t *env = NULL;
+        chorus_error_t *err = NULL;
+        const char *json = PQgetvalue(r, i, 1);
+        if (chorus__envelope_parse(json, strlen(json), &ch->limits, ch->max_decoded, &env,
+                                   &err)) {
+            /* written by this library; unreadable only if edited by hand */
+            chorus__log(ch, CHORUS_LOG_ERR, "timer '%s' holds an unreadable event (%s); "
+                        "dropped", PQgetvalue(r, i, 0), chorus_error_string(err));
+            chorus_error_destroy(err);
+            continue;
+        }
+        chorus_envelope_set_timestamp_ms(env, chorus_now_ms()); /* when it happened */
+        rc = chorus__outbox_insert(tx, env); /* takes env */
+    }
+    PQclear(r);
+    if (rc) {
+        chorus_tx_rollback(tx);
+        return -1;
+    }
+    if (chorus_tx_commit(tx))
+        return -1;
+    if (n)
+        chorus__log(ch, CHORUS_LOG_INFO, "timers: %d fired", n);
+    return n;
+}
+
+void chorus__timers_poll(chorus_t *ch) {
+    chorus__store_t *s = &ch->store;
+    int64_t mono = chorus__mono_ms(), wall = chorus_now_ms();
+    if (mono < s->next_timer_ms && wall < s->next_timer_wall_ms)
+        return;
+    s->next_timer_ms = mono + chorus__conf_int(ch->conf, "store.timer.interval.ms");
+    s->next_timer_wall_ms = INT64_MAX;
+    for (int page = 0; page < 4; page++)
+        if (fire_page(ch) < TIMER_PAGE)
+            break;
+}
