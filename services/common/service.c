@@ -231,68 +231,11 @@ void svc_log(const char *service, const chorus_envelope_t *env, const char *fmt,
 
 /* ---- checks ----------------------------------------------------------- */
 
-bool svc_need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && **out && strlen(*out) <= SVC_MAX_TEXT)
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a non-empty string of at most %d bytes", key,
-                              SVC_MAX_TEXT);
-    return false;
-}
-
-bool svc_need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out) {
-    *out = svc_str(data, key);
-    if (*out && chorus_uuid_valid(*out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be a UUID", key);
-    return false;
-}
-
-/* A JSON number holding a whole value in [min, SVC_MAX_NUMBER]. */
-static bool whole(const cJSON *v, long long min) {
-    return cJSON_IsNumber(v) && v->valuedouble >= (double)min &&
-           v->valuedouble <= (double)SVC_MAX_NUMBER &&
-           v->valuedouble == (double)(long long)v->valuedouble;
-}
-
-bool svc_need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
-                  long long *out) {
-    if (whole(cJSON_GetObjectItemCaseSensitive(data, key), min) && svc_int(data, key, out))
-        return true;
-    chorus_delivery_set_error(d, "data.%s must be an integer in [%lld, %lld]", key, min,
-                              SVC_MAX_NUMBER);
-    return false;
-}
-
-bool svc_need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out) {
-    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
-    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : 0;
-    if (n < 1 || n > SVC_MAX_ITEMS) {
-        chorus_delivery_set_error(d, "data.items must be an array of 1 to %d items", SVC_MAX_ITEMS);
-        return false;
-    }
-    const cJSON *it;
-    int i = 0;
-    cJSON_ArrayForEach(it, items) {
-        const char *sku = svc_str(it, "sku");
-        if (!sku || !*sku || strlen(sku) > SVC_MAX_SKU ||
-            !whole(cJSON_GetObjectItemCaseSensitive(it, "qty"), 1) ||
-            !whole(cJSON_GetObjectItemCaseSensitive(it, "price"), 0)) {
-            chorus_delivery_set_error(d, "data.items[%d] needs sku (1 to %d bytes), qty (integer "
-                                         ">= 1) and price (integer cents >= 0)",
-                                      i, SVC_MAX_SKU);
-            return false;
-        }
-        i++;
-    }
-    *out = items;
-    return true;
-}
-
+/* The one check a data schema cannot say: data.order_id (its format and
+ * presence are the schema's) names the envelope's aggregate. */
 bool svc_need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id) {
-    if (!svc_need_uuid(d, chorus_envelope_data(env), "order_id", order_id))
-        return false;
-    if (strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
+    *order_id = svc_str(chorus_envelope_data(env), "order_id");
+    if (*order_id && strcmp(*order_id, chorus_envelope_aggregate_id(env)) == 0)
         return true;
     chorus_delivery_set_error(d, "data.order_id differs from the envelope's aggregate_id");
     return false;
@@ -301,19 +244,6 @@ bool svc_need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const ch
 chorus_outcome_t svc_reject(const char *service, const chorus_envelope_t *env) {
     svc_log(service, env, "rejected: malformed data (see the dead-letter reason)");
     return CHORUS_REJECT;
-}
-
-int svc_lock_status(chorus_tx_t *tx, const char *table, const char *order_id, char status[16]) {
-    char sql[160];
-    snprintf(sql, sizeof(sql), "SELECT status FROM %s WHERE order_id = $1 FOR UPDATE", table);
-    PGresult *r;
-    if (svc_sql(tx, &r, sql, order_id, NULL))
-        return -1;
-    int found = PQntuples(r) == 1;
-    if (found)
-        snprintf(status, 16, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return found;
 }
 
 chorus_outcome_t svc_emit(chorus_delivery_t *d, const char *type, const char *order_id,

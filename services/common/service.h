@@ -63,29 +63,22 @@ chorus_err_t svc_sql(chorus_tx_t *tx, PGresult **resp, const char *sql, ...)
 const char *svc_str(const cJSON *obj, const char *key);      /* NULL if absent */
 bool svc_int(const cJSON *obj, const char *key, long long *out);
 
-/* ---- checks of an event's data: each records on the delivery what is
- * wrong (its dead-letter reason) and returns false -------------------- */
+/* ---- an event's data ------------------------------------------------
+ * libchorus has checked it against its schema in the saga declaration
+ * ("events") before a handler runs; these are the limits those schemas
+ * and the command line use. */
 
 #define SVC_MAX_TEXT 1000
 #define SVC_MAX_SKU 64
 #define SVC_MAX_ITEMS 100
 #define SVC_MAX_NUMBER 1000000000000000LL /* exact in a double */
 
-bool svc_need_str(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out);
-bool svc_need_uuid(chorus_delivery_t *d, const cJSON *data, const char *key, const char **out);
-/* An integer in [min, SVC_MAX_NUMBER]. */
-bool svc_need_int(chorus_delivery_t *d, const cJSON *data, const char *key, long long min,
-                  long long *out);
-/* items: [{sku, qty >= 1, price >= 0}], 1 to SVC_MAX_ITEMS of them. */
-bool svc_need_items(chorus_delivery_t *d, const cJSON *data, const cJSON **out);
-/* data.order_id is a UUID and the envelope's aggregate (the contract). */
+/* data.order_id is the envelope's aggregate (what a schema cannot say);
+ * else records the reason on the delivery and returns false. */
 bool svc_need_order(chorus_delivery_t *d, const chorus_envelope_t *env, const char **order_id);
 /* Logs the rejection; the reason is already on the delivery. */
 chorus_outcome_t svc_reject(const char *service, const chorus_envelope_t *env);
 
-/* Locks the order's row of @p table (one of the service's own, a constant):
- * 1 with its status, 0 when there is none, -1 on an SQL error. */
-int svc_lock_status(chorus_tx_t *tx, const char *table, const char *order_id, char status[16]);
 /* Emits @p type (data taken) for the order: CHORUS_HANDLED, or
  * CHORUS_RETRY_LATER (the delivery is rolled back and retried). */
 chorus_outcome_t svc_emit(chorus_delivery_t *d, const char *type, const char *order_id,

@@ -1,9 +1,10 @@
 /*
- * e2e-inject NAMESPACE PRODUCER EVENT_TYPE AGGREGATE_ID DATA_JSON
+ * e2e-inject NAMESPACE PRODUCER EVENT_TYPE AGGREGATE_ID DATA_JSON [CORRELATION_ID]
  *
  * Publishes one event as PRODUCER would (routing key "PRODUCER.EVENT_TYPE")
  * with publisher confirms; for end-to-end tests that need an event to
- * arrive at a chosen moment.
+ * arrive at a chosen moment.  CORRELATION_ID puts it into that saga
+ * instance (default: a flow of its own).
  */
 #include "service.h"
 
@@ -12,8 +13,9 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: e2e-inject NAMESPACE PRODUCER EVENT_TYPE AGGREGATE_ID DATA_JSON\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: e2e-inject NAMESPACE PRODUCER EVENT_TYPE AGGREGATE_ID DATA_JSON "
+                        "[CORRELATION_ID]\n");
         return 2;
     }
     char err[512];
@@ -36,6 +38,12 @@ int main(int argc, char **argv) {
     if (!env) {
         fprintf(stderr, "e2e-inject: %s\n", chorus_error_string(e));
         chorus_error_destroy(e);
+        chorus_destroy(ch);
+        return 2;
+    }
+    if (argc == 7 && chorus_envelope_set_correlation_id(env, argv[6])) {
+        fprintf(stderr, "e2e-inject: '%s' is not a UUID\n", argv[6]);
+        chorus_envelope_destroy(env);
         chorus_destroy(ch);
         return 2;
     }
