@@ -501,6 +501,12 @@ chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaq
         chorus_envelope_destroy(env);
         return CHORUS_ERR_QUEUE_FULL;
     }
+    char why[400];
+    if (!chorus__saga_data_ok(ch, env, why, sizeof(why))) {
+        chorus__log_env(ch, CHORUS_LOG_ERR, env, "not published: %s", why);
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_SCHEMA; /* breaks the declared contract */
+    }
     /* A free-standing publish starts a flow: it is its own correlation. */
     if (!chorus_envelope_correlation_id(env) &&
         chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env))) {

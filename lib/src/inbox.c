@@ -59,9 +59,9 @@ void chorus__inbox_prune(chorus_t *ch) {
                         1, p, NULL, &lost) != CHORUS_OK && lost)
         chorus__store_lost(ch, "idempotency prune failed");
     if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM saga_steps WHERE updated_at < now() - make_interval(hours => $1::int)",
+                        "DELETE FROM saga_guards WHERE updated_at < now() - make_interval(hours => $1::int)",
                         1, p, NULL, &lost) != CHORUS_OK && lost) {
-        chorus__store_lost(ch, "saga_steps prune failed");
+        chorus__store_lost(ch, "saga_guards prune failed");
         return;
     }
     if (chorus__pg_exec(ch, ch->store.pg,

@@ -4,7 +4,7 @@
  *
  * Every handler of a saga step runs behind a guard: one row per saga
  * instance (correlation id) and step in the participant's own schema,
- * saga_steps(correlation_id, step, state), locked for the delivery's
+ * saga_guards(correlation_id, step, state), locked for the delivery's
  * transaction, so two instances of a service serialize on it and the
  * guard's decision commits or rolls back with the handler's effects.
  *
@@ -68,7 +68,7 @@ static chorus_err_t guard_lock(chorus_tx_t *tx, const char *corr, const char *st
     const char *p[] = {corr, step};
     PGresult *r = NULL;
     chorus_err_t rc = chorus_tx_exec(tx,
-        "INSERT INTO saga_steps (correlation_id, step, state) VALUES ($1, $2, '')"
+        "INSERT INTO saga_guards (correlation_id, step, state) VALUES ($1, $2, '')"
         " ON CONFLICT (correlation_id, step) DO UPDATE SET updated_at = now()"
         " RETURNING state", 2, p, &r);
     if (!rc)
@@ -81,7 +81,7 @@ static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *ste
                               const char *state) {
     const char *p[] = {corr, step, state};
     return chorus_tx_exec(tx,
-        "INSERT INTO saga_steps (correlation_id, step, state) VALUES ($1, $2, $3)"
+        "INSERT INTO saga_guards (correlation_id, step, state) VALUES ($1, $2, $3)"
         " ON CONFLICT (correlation_id, step) DO UPDATE SET state = $3, updated_at = now()",
         3, p, NULL);
 }

@@ -61,9 +61,10 @@ static const char *const TYPE_NAMES[] = {"null",   "boolean", "object", "array",
 
 enum { F_NONE, F_UUID, F_DATE_TIME };
 
-/* Which bounds a node has. */
-enum { H_MINIMUM = 1, H_MAXIMUM = 2, H_EXCL_MIN = 4, H_EXCL_MAX = 8, H_MIN_LENGTH = 16,
-       H_MAX_LENGTH = 32, H_MIN_ITEMS = 64, H_MAX_ITEMS = 128 };
+/* The bounds, in the order of their keywords (K_MIN_ITEMS ...). */
+enum { B_MIN_ITEMS, B_MAX_ITEMS, B_MIN_LENGTH, B_MAX_LENGTH, B_MINIMUM, B_MAXIMUM, B_EXCL_MIN,
+       B_EXCL_MAX, NBOUNDS };
+#define HAS(n, b) (((n)->has >> (b)) & 1u)
 
 typedef struct {
     const char *name;
@@ -73,9 +74,8 @@ typedef struct {
 typedef struct {
     bool never;     /* the schema false */
     unsigned types; /* T_* bits; 0: any type */
-    unsigned has;   /* H_* bits */
-    double minimum, maximum, excl_min, excl_max;
-    double min_length, max_length, min_items, max_items;
+    unsigned has;   /* 1 << B_*: which bounds it has */
+    double bound[NBOUNDS];
     int format;
     const cJSON *const_value, *enum_values;
     char *const_shown, *enum_shown; /* as JSON, cut, for messages */
@@ -242,6 +242,8 @@ typedef enum {
     K_COUNT
 } keyword_t;
 
+_Static_assert(K_EXCLUSIVE_MAXIMUM - K_MIN_ITEMS == B_EXCL_MAX, "bounds in keyword order");
+
 static const char *const KEYWORDS[K_COUNT] = {
     "type", "properties", "required", "additionalProperties", "items",
     "minItems", "maxItems", "minLength", "maxLength",
@@ -368,7 +370,8 @@ static bool compile_properties(compiler_t *c, int idx, const cJSON *j, int depth
         props[k] = (prop_t){.name = m->string, .node = sub};
         N(c, idx).nprops = k + 1;
     }
-    qsort(props, n, sizeof(*props), cmp_props);
+    if (n > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(props, n, sizeof(*props), cmp_props);
     for (k = 1; k < n; k++)
         if (strcmp(props[k - 1].name, props[k].name) == 0) {
             char q[NAME_SHOWN];
@@ -395,41 +398,19 @@ static bool compile_required(compiler_t *c, int idx, const cJSON *j) {
     return true;
 }
 
-/* A count (minItems...): a non-negative integer. */
-static bool count_value(const cJSON *j, double *out) {
-    if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0 && j->valuedouble <= MAX_SAFE_INT) ||
-        j->valuedouble != floor(j->valuedouble))
-        return false;
-    *out = j->valuedouble;
-    return true;
-}
-
+/* minItems ... exclusiveMaximum: counts are non-negative integers. */
 static bool compile_bound(compiler_t *c, int idx, keyword_t k, const cJSON *j) {
-    node_t *n = &N(c, idx);
-    double *field;
-    unsigned bit;
-    switch (k) {
-    case K_MIN_ITEMS: field = &n->min_items, bit = H_MIN_ITEMS; break;
-    case K_MAX_ITEMS: field = &n->max_items, bit = H_MAX_ITEMS; break;
-    case K_MIN_LENGTH: field = &n->min_length, bit = H_MIN_LENGTH; break;
-    case K_MAX_LENGTH: field = &n->max_length, bit = H_MAX_LENGTH; break;
-    case K_MINIMUM: field = &n->minimum, bit = H_MINIMUM; break;
-    case K_MAXIMUM: field = &n->maximum, bit = H_MAXIMUM; break;
-    case K_EXCLUSIVE_MINIMUM: field = &n->excl_min, bit = H_EXCL_MIN; break;
-    default: field = &n->excl_max, bit = H_EXCL_MAX; break;
-    }
-    if (k <= K_MAX_LENGTH) {
-        if (!count_value(j, field))
-            return refuse(c, "must be a non-negative integer");
-    } else if (cJSON_IsNumber(j) && isfinite(j->valuedouble)) {
-        *field = j->valuedouble;
-    } else {
+    int b = (int)k - K_MIN_ITEMS;
+    double d = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    if (b <= B_MAX_LENGTH && !(d >= 0 && d <= MAX_SAFE_INT && d == floor(d)))
+        return refuse(c, "must be a non-negative integer");
+    if (!isfinite(d))
         return refuse(c, "must be a number%s",
-                      cJSON_IsBool(j) && k >= K_EXCLUSIVE_MINIMUM
+                      cJSON_IsBool(j) && b >= B_EXCL_MIN
                           ? " (in 2020-12 the bound itself; the boolean form is draft 4)"
                           : "");
-    }
-    n->has |= bit;
+    N(c, idx).bound[b] = d;
+    N(c, idx).has |= 1u << b;
     return true;
 }
 
@@ -757,18 +738,18 @@ static bool json_equal(const cJSON *a, const cJSON *b, int depth) {
     }
 }
 
-/* " of 1 to 64 characters", " of at most 100 items", or "". */
-static void describe_count(char *out, size_t size, bool has_min, double min, bool has_max,
-                           double max, const char *unit) {
-    const char *s = has_max ? (max == 1 ? "" : "s") : (min == 1 ? "" : "s");
-    if (has_min && has_max && min == max)
+/* " of 1 to 64 characters", " of at most 100 items", or "": the counts
+ * B_MIN_* @p b and B_MAX_* b + 1. */
+static void describe_count(const node_t *n, int b, const char *unit, char *out, size_t size) {
+    double min = n->bound[b], max = n->bound[b + 1];
+    const char *s = HAS(n, b + 1) ? (max == 1 ? "" : "s") : (min == 1 ? "" : "s");
+    if (HAS(n, b) && HAS(n, b + 1) && min == max)
         snprintf(out, size, " of exactly %.0f %s%s", min, unit, s);
-    else if (has_min && has_max)
+    else if (HAS(n, b) && HAS(n, b + 1))
         snprintf(out, size, " of %.0f to %.0f %s%s", min, max, unit, s);
-    else if (has_min)
-        snprintf(out, size, " of at least %.0f %s%s", min, unit, s);
-    else if (has_max)
-        snprintf(out, size, " of at most %.0f %s%s", max, unit, s);
+    else if (HAS(n, b) || HAS(n, b + 1))
+        snprintf(out, size, " of at %s %.0f %s%s", HAS(n, b) ? "least" : "most",
+                 HAS(n, b) ? min : max, unit, s);
     else
         out[0] = '\0';
 }
@@ -776,26 +757,23 @@ static void describe_count(char *out, size_t size, bool has_min, double min, boo
 /* What a value of type @p bit must be at @p n: "an integer >= 1 and <= 9",
  * "a string of 1 to 64 characters", "a UUID", "an array of at least 1 item". */
 static void describe(const node_t *n, unsigned bit, char *out, size_t size) {
+    static const char *const OP[] = {">=", "<=", ">", "<"}; /* B_MINIMUM ... */
     char count[96];
     switch (bit) {
     case T_NUMBER:
     case T_INTEGER: {
-        static const unsigned B[] = {H_MINIMUM, H_EXCL_MIN, H_MAXIMUM, H_EXCL_MAX};
-        static const char *const OP[] = {">=", ">", "<=", "<"};
-        const double val[] = {n->minimum, n->excl_min, n->maximum, n->excl_max};
         bool integer = (n->types & T_INTEGER) && !(n->types & T_NUMBER);
         size_t o = (size_t)snprintf(out, size, "%s", integer ? "an integer" : "a number");
-        for (int i = 0, k = 0; i < 4 && o < size; i++) {
+        for (int b = B_MINIMUM, k = 0; b < NBOUNDS && o < size; b++) {
             char num[32];
-            if (!(n->has & B[i]) || !chorus__json_number(val[i], num, sizeof(num)))
-                continue;
-            o += (size_t)snprintf(out + o, size - o, "%s%s %s", k++ ? " and " : " ", OP[i], num);
+            if (HAS(n, b) && chorus__json_number(n->bound[b], num, sizeof(num)))
+                o += (size_t)snprintf(out + o, size - o, "%s%s %s", k++ ? " and " : " ",
+                                      OP[b - B_MINIMUM], num);
         }
         return;
     }
     case T_STRING:
-        describe_count(count, sizeof(count), n->has & H_MIN_LENGTH, n->min_length,
-                       n->has & H_MAX_LENGTH, n->max_length, "character");
+        describe_count(n, B_MIN_LENGTH, "character", count, sizeof(count));
         snprintf(out, size, "%s%s",
                  n->format == F_UUID        ? "a UUID"
                  : n->format == F_DATE_TIME ? "an RFC 3339 date-time"
@@ -803,8 +781,7 @@ static void describe(const node_t *n, unsigned bit, char *out, size_t size) {
                  count);
         return;
     case T_ARRAY:
-        describe_count(count, sizeof(count), n->has & H_MIN_ITEMS, n->min_items,
-                       n->has & H_MAX_ITEMS, n->max_items, "item");
+        describe_count(n, B_MIN_ITEMS, "item", count, sizeof(count));
         snprintf(out, size, "an array%s", count);
         return;
     default: snprintf(out, size, "%s", kind_name(bit)); return;
@@ -831,9 +808,9 @@ static void describe_types(const node_t *n, char *out, size_t size) {
 }
 
 static bool check_number(validator_t *v, const node_t *n, double d) {
-    if (((n->has & H_MINIMUM) && d < n->minimum) || ((n->has & H_MAXIMUM) && d > n->maximum) ||
-        ((n->has & H_EXCL_MIN) && d <= n->excl_min) ||
-        ((n->has & H_EXCL_MAX) && d >= n->excl_max)) {
+    const double *b = n->bound;
+    if ((HAS(n, B_MINIMUM) && d < b[B_MINIMUM]) || (HAS(n, B_MAXIMUM) && d > b[B_MAXIMUM]) ||
+        (HAS(n, B_EXCL_MIN) && d <= b[B_EXCL_MIN]) || (HAS(n, B_EXCL_MAX) && d >= b[B_EXCL_MAX])) {
         char want[192];
         describe(n, T_NUMBER, want, sizeof(want));
         return invalid(v, "must be %s", want);
@@ -846,8 +823,8 @@ static bool check_string(validator_t *v, const node_t *n, const char *s) {
     int64_t ms;
     for (const char *p = s; *p; p++)
         chars += ((unsigned char)*p & 0xC0) != 0x80; /* code points: lead bytes */
-    if (((n->has & H_MIN_LENGTH) && chars < n->min_length) ||
-        ((n->has & H_MAX_LENGTH) && chars > n->max_length)) {
+    if ((HAS(n, B_MIN_LENGTH) && chars < n->bound[B_MIN_LENGTH]) ||
+        (HAS(n, B_MAX_LENGTH) && chars > n->bound[B_MAX_LENGTH])) {
         char want[192];
         describe(n, T_STRING, want, sizeof(want));
         return invalid(v, "must be %s", want);
@@ -866,8 +843,8 @@ static bool check_array(validator_t *v, const node_t *n, const cJSON *x, int dep
     double count = 0;
     for (const cJSON *e = x->child; e; e = e->next)
         count++;
-    if (((n->has & H_MIN_ITEMS) && count < n->min_items) ||
-        ((n->has & H_MAX_ITEMS) && count > n->max_items)) {
+    if ((HAS(n, B_MIN_ITEMS) && count < n->bound[B_MIN_ITEMS]) ||
+        (HAS(n, B_MAX_ITEMS) && count > n->bound[B_MAX_ITEMS])) {
         char want[192];
         describe(n, T_ARRAY, want, sizeof(want));
         return invalid(v, "must be %s", want);

@@ -73,7 +73,7 @@ const char *const chorus__migrations[] = {
     "  created_at timestamptz NOT NULL DEFAULT now());"
     "CREATE INDEX idempotency_created_at ON idempotency (created_at);",
     /* 3: saga guards (saga_run.c) and durable timers (timer.c) */
-    "CREATE TABLE saga_steps ("
+    "CREATE TABLE saga_guards ("
     "  correlation_id uuid NOT NULL,"
     "  step text NOT NULL,"
     "  state text NOT NULL,"

@@ -337,7 +337,8 @@ CHORUS_API void chorus_stop(chorus_t *ch);
  * the confirm; the delivery report tells the outcome.  Messages not yet
  * confirmed when the connection drops are published again after the
  * reconnect (at-least-once).  CHORUS_ERR_QUEUE_FULL when "publish.window"
- * messages are unconfirmed (call chorus_poll()).
+ * messages are unconfirmed (call chorus_poll()); CHORUS_ERR_SCHEMA when the
+ * saga declaration gives the event's data a schema it does not match.
  */
 CHORUS_API chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env,
                                        void *msg_opaque);
