@@ -20,7 +20,7 @@ while read -r id scenario; do
                    LEFT JOIN $p.payments py USING (order_id)
                    LEFT JOIN $i.reservations r USING (order_id)
                    LEFT JOIN $s.shipments sh USING (order_id)
-                   LEFT JOIN $m.saga_instances si USING (order_id)
+                   LEFT JOIN $m.saga_instances si ON si.aggregate_id = os.order_id
                    WHERE os.order_id = '$id'")
     case $scenario in
         completed) want='completed|charged|reserved|scheduled|completed' ;;
@@ -46,17 +46,33 @@ echo "ok: deadline order's reason: $reason"
 # the guards: what each participant knows of the late order's steps
 expect_eq "shipping's guard of the late order" \
     "$(sr_psql "SELECT state FROM $s.saga_guards WHERE step = 'schedule-shipment' AND correlation_id =
-                (SELECT correlation_id FROM $m.saga_instances WHERE order_id = '$late')")" cancelled
+                (SELECT correlation_id FROM $m.saga_instances WHERE aggregate_id = '$late')")" cancelled
 declined=$(awk '$2 == "payment-declined" {print $1}' "$SR_OUT/orders.txt")
 expect_eq "payment's guard of the declined order" \
     "$(sr_psql "SELECT state FROM $p.saga_guards WHERE step = 'charge-payment' AND correlation_id =
-                (SELECT correlation_id FROM $m.saga_instances WHERE order_id = '$declined')")" failed
+                (SELECT correlation_id FROM $m.saga_instances WHERE aggregate_id = '$declined')")" failed
 expect_eq "inventory's guard of the declined order" \
     "$(sr_psql "SELECT state FROM $i.saga_guards WHERE step = 'reserve-stock' AND correlation_id =
-                (SELECT correlation_id FROM $m.saga_instances WHERE order_id = '$declined')")" cancelled
+                (SELECT correlation_id FROM $m.saga_instances WHERE aggregate_id = '$declined')")" cancelled
 expect_eq "timers left pending at the order service" \
     "$(sr_psql "SELECT count(*) FROM $o.timers WHERE state = 'pending'")" 0
 sr_dlq_empty || fail "dead letters"
+# scripts/saga status: the generic monitor's view of one order of each scenario, its state
+# and each declared step's
+while read -r id scenario; do
+    case $scenario in
+        completed) want='completed: place-order=done,charge-payment=done,reserve-stock=done,schedule-shipment=done' ;;
+        payment-declined) want='cancelled: place-order=compensated,charge-payment=failed,reserve-stock=not reached,schedule-shipment=not reached' ;;
+        out-of-stock) want='cancelled: place-order=compensated,charge-payment=compensated,reserve-stock=failed,schedule-shipment=not reached' ;;
+        shipping-failed) want='cancelled: place-order=compensated,charge-payment=compensated,reserve-stock=compensated,schedule-shipment=failed' ;;
+        deadline) want='cancelled: place-order=compensated,charge-payment=compensated,reserve-stock=compensated,schedule-shipment=cancelled (accepted)' ;;
+    esac
+    "$ROOT/scripts/saga" status "$id" >"$SR_OUT/status-$scenario.txt" || fail "scripts/saga status $id"
+    got="$(sed -n 's/^  state //p' "$SR_OUT/status-$scenario.txt"): $(
+        sed -n 's/^    [0-9]*\. \([^ ]*\) *[^ ]* *\(.*\)$/\1=\2/p' "$SR_OUT/status-$scenario.txt" |
+            sed 's/  (the pivot)$//' | paste -sd,)"
+    expect_eq "scripts/saga status of a $scenario order" "$got" "$want"
+done < <(sort -u -k2,2 "$SR_OUT/orders.txt")
 
 before=$(sr_psql "SELECT md5(string_agg(order_id || status || total || items || version, ',' ORDER BY order_id)) FROM $o.order_summaries")
 sr_stop order
