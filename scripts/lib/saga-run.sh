@@ -94,12 +94,8 @@ sr_provision() {
     # the command-line tools of a service (order place, inventory stock set) use its role too
 }
 
-sr_bin() {
-    case $1 in
-        monitor) printf '%s\n' "$ROOT/build/services/order/order" ;;
-        *) printf '%s\n' "$ROOT/build/services/$1/$1" ;;
-    esac
-}
+# sr_bin SERVICE: its program (the saga monitor is build/services/monitor/monitor).
+sr_bin() { printf '%s\n' "$ROOT/build/services/$1/$1"; }
 
 # sr_start [SERVICE...]: starts them in the background and waits until each runs.
 sr_start() {
@@ -109,11 +105,7 @@ sr_start() {
         log=$SR_OUT/$s.log
         # SR_WRAPPER runs each service under a tool, e.g. "valgrind --leak-check=full"
         # shellcheck disable=SC2086
-        if [[ $s == monitor ]]; then
-            ${SR_WRAPPER:-} "$(sr_bin monitor)" monitor >>"$log" 2>&1 &
-        else
-            ${SR_WRAPPER:-} "$(sr_bin "$s")" run >>"$log" 2>&1 &
-        fi
+        ${SR_WRAPPER:-} "$(sr_bin "$s")" run >>"$log" 2>&1 &
         SR_PID[$s]=$!
     done
     for s in "$@"; do
@@ -203,7 +195,7 @@ sr_report() {
                  LEFT JOIN $p.payments py USING (order_id)
                  LEFT JOIN $i.reservations r USING (order_id)
                  LEFT JOIN $s.shipments sh USING (order_id)
-                 LEFT JOIN $m.saga_instances si USING (order_id)
+                 LEFT JOIN $m.saga_instances si ON si.aggregate_id = os.order_id
                  ORDER BY os.placed_at" |
             while IFS='|' read -r a b c d e f g h; do
                 printf '  %-12s  %-16s  %-9s  %-15s  %-9s  %-9s  %-12s  %6s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
@@ -253,7 +245,7 @@ sr_report() {
         SELECT 'no stock below zero', count(*) = 0, '' FROM $i.stock WHERE on_hand < 0
         UNION ALL
         SELECT 'the saga monitor agrees with the services', count(*) = 0, count(*) || ' differ'
-          FROM $o.order_summaries os LEFT JOIN $m.saga_instances si USING (order_id)
+          FROM $o.order_summaries os LEFT JOIN $m.saga_instances si ON si.aggregate_id = os.order_id
          WHERE si.state IS DISTINCT FROM os.status")
     return $((fails > 0))
 }

@@ -7,7 +7,6 @@
  *                           N orders covering every outcome (for the demo)
  *   order list              the order_summaries read model
  *   order rebuild-projections
- *   order saga-status ID
  *
  * PlaceOrder is a command: it is validated here, and only a valid one
  * becomes an OrderPlaced event, appended to the event store with the
@@ -52,7 +51,6 @@ typedef enum { PLACED, ALREADY_PLACED, NOT_PLACED, UNKNOWN } placed_t;
 static void usage(FILE *f) {
     fprintf(f,
             "usage: order [run]                 run the order service\n"
-            "       order monitor               run the saga monitor\n"
             "       order place --customer UUID --item SKU:QTY[:PRICE] [--item ...]\n"
             "                   --address TEXT [--card NUMBER] [--key KEY]\n"
             "       order simulate N [--key-prefix P]\n"
@@ -61,7 +59,6 @@ static void usage(FILE *f) {
             "                                   ask the saga to cancel (shipping decides)\n"
             "       order list                  print the order_summaries read model\n"
             "       order rebuild-projections   rebuild order_summaries from the event store\n"
-            "       order saga-status ID        one saga's timeline (order or correlation id)\n"
             "PRICE is in cents (default 1000). KEY (1-200 characters, default: a new\n"
             "UUID) makes place idempotent: repeated with the same KEY, it prints the\n"
             "order it placed before instead of placing another. Exit status of place:\n"
@@ -459,8 +456,6 @@ int cli_main(int argc, char **argv) {
         return with_tx(list_fn);
     if (strcmp(cmd, "rebuild-projections") == 0 && argc == 1)
         return with_tx(rebuild_fn);
-    if (strcmp(cmd, "saga-status") == 0 && argc == 2)
-        return monitor_status(argv[1]);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

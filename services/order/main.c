@@ -20,7 +20,6 @@
  * version and finds the order already decided.
  *
  *   order [run]          the participant
- *   order monitor        the saga monitor participant (monitor.c)
  *   order place ...      and the other commands of cli.c
  */
 #include "order.h"
@@ -115,7 +114,5 @@ int order_run(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "run") == 0)
         return order_run(argc, argv);
-    if (strcmp(argv[1], "monitor") == 0)
-        return monitor_run(argc - 1, argv + 1);
     return cli_main(argc - 1, argv + 1);
 }

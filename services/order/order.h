@@ -6,8 +6,7 @@
  *                the same transaction, rebuildable from the event store
  *   main.c       the participant: completes or cancels orders on the
  *                saga's events, and enforces the saga deadline
- *   monitor.c    the saga monitor: an observer of every saga event
- *   cli.c        place, simulate, list, rebuild-projections, saga-status
+ *   cli.c        place, simulate, cancel, list, rebuild-projections
  */
 #ifndef ORDER_H
 #define ORDER_H
@@ -43,8 +42,6 @@ chorus_err_t order_cancel(chorus_tx_t *tx, const char *id, const char *reason,
 chorus_err_t order_rebuild_projection(chorus_tx_t *tx, long *events);
 
 int order_run(int argc, char **argv);
-int monitor_run(int argc, char **argv);
-int monitor_status(const char *id);
 int cli_main(int argc, char **argv);
 
 #endif
