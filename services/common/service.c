@@ -229,6 +229,18 @@ void svc_log(const char *service, const chorus_envelope_t *env, const char *fmt,
             env ? chorus_envelope_event_id(env) : "-", corr ? corr : "-");
 }
 
+void svc_utf8_trim(char *s) {
+    size_t n = strlen(s), i = n, back = 0;
+    while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--, back++;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0x80 && back + 1 < want)
+        s[i - 1] = '\0'; /* a character cut in two: drop its start */
+}
+
 /* ---- checks ----------------------------------------------------------- */
 
 /* The one check a data schema cannot say: data.order_id (its format and

@@ -59,6 +59,10 @@ int svc_run(chorus_t *ch, void (*tick)(chorus_t *, void *), int tick_ms, void *o
 chorus_err_t svc_sql(chorus_tx_t *tx, PGresult **resp, const char *sql, ...)
     __attribute__((sentinel));
 
+/* Cuts a trailing incomplete UTF-8 character (after a snprintf that may
+ * have cut the text inside one). */
+void svc_utf8_trim(char *s);
+
 /* JSON helpers on an event's data. */
 const char *svc_str(const cJSON *obj, const char *key);      /* NULL if absent */
 bool svc_int(const cJSON *obj, const char *key, long long *out);

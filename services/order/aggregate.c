@@ -138,6 +138,7 @@ chorus_err_t order_append(chorus_tx_t *tx, order_state_t *state, int64_t expecte
     const char *r = svc_str(chorus_envelope_data(env), "reason");
     snprintf(id, sizeof(id), "%s", chorus_envelope_aggregate_id(env));
     snprintf(reason, sizeof(reason), "%s", r ? r : "");
+    svc_utf8_trim(reason);
     int64_t ts = chorus_envelope_timestamp_ms(env);
     chorus_err_t rc = chorus_es_append(tx, &ORDER_TYPE, state, expected_version, env);
     if (rc)

@@ -75,6 +75,7 @@ static chorus_outcome_t on_undone(chorus_t *ch, chorus_delivery_t *d, const chor
     const char *detail = svc_str(chorus_envelope_data(env), "reason");
     char reason[300];
     snprintf(reason, sizeof(reason), "%s%s%s", why, detail ? ": " : "", detail ? detail : "");
+    svc_utf8_trim(reason);
     bool done = false;
     int64_t v = 0;
     if (order_cancel(tx, id, reason, NULL, &done, &v))
