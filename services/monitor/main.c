@@ -40,8 +40,11 @@
  *   a terminal event                 completed if it is the completion's event (or,
  *                                    with no completion, a step's success), else cancelled
  *
- * A step's state is the greatest of done < kept < failed < cancelled <
- * compensated; a step absent from saga_instance_steps was not reached.
+ * (Both a success and another terminal event would be participants
+ * disagreeing; the state then says cancelled.)  A step's state is the
+ * greatest of done < kept < failed < cancelled < compensated; a step absent
+ * from saga_instance_steps was not reached.  on_event() applies one event,
+ * in the delivery's transaction; nothing else writes.
  * "stuck" is computed when read, never stored: not terminal and past the
  * deadline (metadata.deadline, else the first event plus the declared
  * deadline) by more than CHORUS_MONITOR_GRACE_MS (default 2000), or, with
@@ -76,32 +79,33 @@ typedef struct {
     bool terminal;
 } meaning_t;
 
+static const meaning_t BY_KIND[] = {
+    [CHORUS_SAGA_EVENT_UNKNOWN] = {"unknown", "running", "", "", -1, false},
+    [CHORUS_SAGA_STEP_DONE] = {"done", "running", "", "done", -1, false},
+    [CHORUS_SAGA_STEP_FAILED] = {"failed", "compensating", "", "failed", -1, false},
+    [CHORUS_SAGA_STEP_COMPENSATED] = {"compensated", "compensating", "", "compensated", -1, false},
+    [CHORUS_SAGA_CANCEL_REQUEST] = {"cancel-request", "running", "requested", "", -1, false},
+    [CHORUS_SAGA_CANCEL_ACCEPTED] = {"cancel-accepted", "compensating", "accepted", "cancelled", -1,
+                                     false},
+    [CHORUS_SAGA_CANCEL_REFUSED] = {"cancel-refused", "running", "refused", "kept", -1, false},
+    [CHORUS_SAGA_COMPLETED] = {"completed", "running", "", "", -1, false},
+    [CHORUS_SAGA_DEADLINE] = {"deadline", "compensating", "", "", -1, false},
+};
+
 static meaning_t meaning_of(const chorus_saga_t *saga, const char *type) {
-    meaning_t m = {"unknown", "running", "", "", -1, false};
-    switch (chorus_saga_event_kind(saga, type, &m.step)) {
-    case CHORUS_SAGA_STEP_DONE: m.kind = "done"; m.step_state = "done"; break;
-    case CHORUS_SAGA_STEP_FAILED:
-        m.kind = "failed"; m.progress = "compensating"; m.step_state = "failed"; break;
-    case CHORUS_SAGA_STEP_COMPENSATED:
-        m.kind = "compensated"; m.progress = "compensating"; m.step_state = "compensated"; break;
-    case CHORUS_SAGA_CANCEL_REQUEST: m.kind = "cancel-request"; m.cancellation = "requested"; break;
-    case CHORUS_SAGA_CANCEL_ACCEPTED:
-        m.kind = "cancel-accepted"; m.progress = "compensating";
-        m.cancellation = "accepted"; m.step_state = "cancelled"; break;
-    case CHORUS_SAGA_CANCEL_REFUSED:
-        m.kind = "cancel-refused"; m.cancellation = "refused"; m.step_state = "kept"; break;
-    case CHORUS_SAGA_COMPLETED: m.kind = "completed"; break;
-    case CHORUS_SAGA_DEADLINE: m.kind = "deadline"; m.progress = "compensating"; break;
-    case CHORUS_SAGA_EVENT_UNKNOWN: break;
-    }
+    int step;
+    chorus_saga_event_kind_t k = chorus_saga_event_kind(saga, type, &step);
+    meaning_t m = BY_KIND[(size_t)k < sizeof(BY_KIND) / sizeof(BY_KIND[0]) ? k : 0];
+    m.step = step;
+    if (step < 0)
+        m.step_state = "";
     if (chorus_saga_is_terminal(saga, type)) {
+        /* success: the completion's event, or, with no completion, a step's */
         const char *done = chorus_saga_completion_event(saga);
-        bool success = done ? strcmp(done, type) == 0 : strcmp(m.kind, "done") == 0;
+        bool success = done ? strcmp(done, type) == 0 : k == CHORUS_SAGA_STEP_DONE;
         m.progress = success ? "completed" : "cancelled";
         m.terminal = true;
     }
-    if (m.step < 0)
-        m.step_state = "";
     return m;
 }
 
@@ -174,6 +178,12 @@ static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d, const choru
     " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
 
 static const char *const DDL[] = {
+    /* the order service's monitor (before this one) had tables of these names */
+    "DO $$ BEGIN IF to_regclass('saga_instances') IS NOT NULL AND NOT EXISTS (SELECT 1"
+    " FROM information_schema.columns WHERE table_schema = current_schema()"
+    " AND table_name = 'saga_instances' AND column_name = 'progress') THEN RAISE EXCEPTION"
+    " 'saga_instances and saga_steps of schema % are an older monitor''s: drop them',"
+    " current_schema(); END IF; END $$",
     ENUM("saga_progress", "'running', 'compensating', 'completed', 'cancelled'"),
     ENUM("saga_cancellation", "'requested', 'refused', 'accepted'"),
     ENUM("saga_step_state", "'done', 'kept', 'failed', 'cancelled', 'compensated'"),
@@ -208,10 +218,8 @@ static int monitor_run(monitor_t *mon) {
     }
     for (size_t i = 0; i < n; i++)
         chorus_register(mon->ch, types[i], on_event, mon->saga);
-    if (!svc_create_tables(mon->ch, DDL, sizeof(DDL) / sizeof(DDL[0]), NULL, NULL)) {
-        fprintf(stderr, "monitor: cannot prepare its tables (is PostgreSQL up?)\n");
-        return 1;
-    }
+    if (!svc_create_tables(mon->ch, DDL, sizeof(DDL) / sizeof(DDL[0]), NULL, NULL))
+        return 1; /* it said why */
     return svc_run(mon->ch, NULL, 0, NULL);
 }
 
