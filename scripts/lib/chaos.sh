@@ -90,7 +90,6 @@ chaos_plan_orders() {
     local n=$1 w=$2 k t scen card addr items qa pa
     for ((k = 1; k <= n; k++)); do
         t=$(((k - 1) * w / n))
-        chaos_rand 100
         card=4242424242424242
         chaos_rand 3; qa=$((1 + CH_R))
         chaos_rand 1000; pa=$((1000 + CH_R))
