@@ -80,7 +80,7 @@ chorus_conf_t *svc_conf(const char *service, char *err, size_t n) {
 }
 
 chorus_t *svc_new(chorus_conf_t *conf) {
-    char err[512];
+    char err[1024]; /* a refused saga declaration says where and why */
     chorus_t *ch = chorus_new(conf, err, sizeof(err));
     if (!ch) {
         fprintf(stderr, "cannot create the participant: %s\n", err);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Invalid declarations stop start-up with a message naming the file, the step and the
 # problem: a middle step without compensation; an event nobody produces; a failure event
-# nobody handles; a service whose handlers differ from its role.  Each is the real
+# nobody handles; a service whose handlers differ from its role; a compensation that can
+# run around the pivot (the deadline cancelling while shipping ships, or the pivot's own
+# success undoing an earlier step).  Each is the real
 # declaration with one change (jq), given to a real service process.
 # shellcheck disable=SC1091
 source "$(dirname "$0")/common.sh"
@@ -36,9 +38,23 @@ jq '(.steps[] | select(.name == "reserve-stock")).failures += ["WarehouseFlooded
 refuses shipping "$dir/failure_nobody_handles.json" \
     "failure_nobody_handles.json" "step 'reserve-stock'" "'WarehouseFlooded'" "handled by nobody"
 
-jq '(.steps[] | select(.name == "charge-payment")).compensation.on += ["ShipmentScheduled"]' "$real" >"$dir/handlers_differ.json"
+jq '(.steps[] | select(.name == "charge-payment")).compensation.on += ["ShippingFailed"]' "$real" >"$dir/handlers_differ.json"
 refuses payment "$dir/handlers_differ.json" \
-    "service 'payment' has no handler for ShipmentScheduled" "compensation of step 'charge-payment'"
+    "service 'payment' has no handler for ShippingFailed" "compensation of step 'charge-payment'"
+
+# the race issue 9 was about, as a declaration: the deadline cancels the order while the
+# pivot may be shipping; and a compensation that follows the pivot's success
+jq 'del(.cancellation, .events.CancellationRequested, .events.ShipmentCancelled, .events.CancellationRefused)
+    | .deadline.emits = "OrderCancelled"
+    | (.steps[] | select(.name == "place-order")).compensation.on -= ["ShipmentCancelled"]' \
+    "$real" >"$dir/deadline_around_pivot.json"
+refuses order "$dir/deadline_around_pivot.json" \
+    "compensation on 'OrderCancelled' can undo it around the pivot step 'schedule-shipment'" \
+    "comes from the deadline"
+jq '(.steps[] | select(.name == "reserve-stock")).compensation.on += ["ShipmentScheduled"]' \
+    "$real" >"$dir/undo_after_pivot.json"
+refuses inventory "$dir/undo_after_pivot.json" \
+    "compensation on 'ShipmentScheduled' can undo it around the pivot" "the success of step 'schedule-shipment'"
 
 # and the real declaration is accepted by every service
 for svc in order payment inventory shipping monitor; do

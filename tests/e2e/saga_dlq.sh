@@ -125,8 +125,8 @@ expect_eq "dlq show (no service) exit" "$(dlq_rc show)" 2
 # ---- list ------------------------------------------------------------------------------
 echo "== list"
 expect_eq "payment groups" "$(groups payment)" \
-    "malformed -=2,no-handler OrderShipped=1,invalid-data OrderPlaced=2"
-expect_eq "inventory groups" "$(groups inventory)" "malformed -=1,invalid-data PaymentSucceeded=1"
+    "invalid-data OrderPlaced=2,malformed -=2,no-handler OrderShipped=1"
+expect_eq "inventory groups" "$(groups inventory)" "invalid-data PaymentSucceeded=1,malformed -=1"
 expect_eq "shipping groups" "$(groups shipping)" "retries-exhausted InventoryReserved=3"
 expect_eq "order total" "$(total order)" 0
 all=$(for svc in order payment inventory shipping; do dlq --json list "$svc"; done | jq -s '{services: [.[].services[]]}')
@@ -193,7 +193,7 @@ jq -r '.messages[0].x_death | map("\(.queue) \(.reason) x\(.count)") | join("; "
 dlq --json show inventory >"$SR_OUT/show-inventory.json"
 expect_eq "inventory: rejected PaymentSucceeded names items; malformed raw body" \
     "$(jq -c '[.messages[] | [.reason, (.event_type // ""), (if .envelope then .envelope.aggregate_id else .body end)]] | sort' "$SR_OUT/show-inventory.json")" \
-    "[[\"malformed\",\"\",\"<xml>not for us</xml>\"],[\"invalid-data\",\"PaymentSucceeded\",\"$inv_id\"]]"
+    "[[\"invalid-data\",\"PaymentSucceeded\",\"$inv_id\"],[\"malformed\",\"\",\"<xml>not for us</xml>\"]]"
 grep -q 'member "items"' <<<"$(jq -r '.messages[] | select(.reason == "invalid-data") | .error' "$SR_OUT/show-inventory.json")" ||
     fail "inventory's rejection does not name data.items"
 
@@ -246,7 +246,7 @@ done
 expect_eq "no-handler back after its requeue" \
     "$(dlq --json show payment --id "$nh_id" | jq -c '[.messages[] | [.reason, .requeues]]')" '[["no-handler",1]]'
 expect_eq "payment groups after the requeues" "$(groups payment)" \
-    "malformed -=2,no-handler OrderShipped=1,invalid-data OrderPlaced=2"
+    "invalid-data OrderPlaced=2,malformed -=2,no-handler OrderShipped=1"
 
 # shipping with the carrier up: by id, then all; each is scheduled
 sr_stop shipping
@@ -285,18 +285,18 @@ expect_eq "after the refusals: every DLQ as before" \
     "$(totals)" "$before_all"
 expect_eq "purge payment --reason malformed --yes" \
     "$(dlq --json purge payment --reason malformed --yes | jq -c '[.matched, .purged, .remaining]')" "[2,2,3]"
-expect_eq "payment groups after it" "$(groups payment)" "no-handler OrderShipped=1,invalid-data OrderPlaced=2"
-expect_eq "inventory untouched" "$(groups inventory)" "malformed -=1,invalid-data PaymentSucceeded=1"
+expect_eq "payment groups after it" "$(groups payment)" "invalid-data OrderPlaced=2,no-handler OrderShipped=1"
+expect_eq "inventory untouched" "$(groups inventory)" "invalid-data PaymentSucceeded=1,malformed -=1"
 expect_eq "purge inventory --event-type PaymentSucceeded --yes" \
     "$(dlq --json purge inventory --event-type PaymentSucceeded --yes | jq -c '[.matched, .purged, .remaining]')" "[1,1,1]"
 expect_eq "inventory groups after it" "$(groups inventory)" "malformed -=1"
-expect_eq "payment untouched" "$(groups payment)" "no-handler OrderShipped=1,invalid-data OrderPlaced=2"
+expect_eq "payment untouched" "$(groups payment)" "invalid-data OrderPlaced=2,no-handler OrderShipped=1"
 expect_eq "purge payment --id (one of the rejected) --yes" \
     "$(dlq --json purge payment --id "$bad2" --yes | jq -c '[.matched, .purged]')" "[0,0]"
 bad2_event=$(dlq --json show payment | jq -r --arg a "$bad2" '.messages[] | select(.envelope.aggregate_id == $a) | .event_id')
 expect_eq "purge payment --id EVENT_ID --yes" \
     "$(dlq --json purge payment --id "$bad2_event" --yes | jq -c '[.matched, .purged, .remaining]')" "[1,1,2]"
-expect_eq "payment groups at last" "$(groups payment)" "no-handler OrderShipped=1,invalid-data OrderPlaced=1"
+expect_eq "payment groups at last" "$(groups payment)" "invalid-data OrderPlaced=1,no-handler OrderShipped=1"
 
 # ---- export / import -------------------------------------------------------------------
 echo "== export and import"
@@ -322,7 +322,7 @@ done
 cmp -s "$SR_OUT/export1.norm" "$SR_OUT/export2.norm" ||
     { diff "$SR_OUT/export1.norm" "$SR_OUT/export2.norm" | head -n 8 >&2; fail "export / import is not a round trip"; }
 echo "ok: export, purge --all, import, export: bodies, properties and headers identical, in order"
-expect_eq "list after the import" "$(groups payment)" "malformed -=1,no-handler OrderShipped=1,invalid-data OrderPlaced=1"
+expect_eq "list after the import" "$(groups payment)" "invalid-data OrderPlaced=1,malformed -=1,no-handler OrderShipped=1"
 expect_eq "import of a broken line exit" "$(echo '{"body_base64": 12' | dlq_rc import payment)" 1
 expect_eq "payment total after the broken import" "$(total payment)" 3
 
