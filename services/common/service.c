@@ -153,7 +153,7 @@ static void on_signal(int sig) {
     chorus_stop(running); /* async-signal-safe */
 }
 
-int svc_run(chorus_t *ch, void (*tick)(chorus_t *, void *), int tick_ms, void *opaque) {
+int svc_run(chorus_t *ch) {
     chorus_err_t rc = chorus_start(ch);
     if (rc) {
         fprintf(stderr, "%s: cannot start: %s (see the log above)\n", chorus_service(ch),
@@ -166,16 +166,8 @@ int svc_run(chorus_t *ch, void (*tick)(chorus_t *, void *), int tick_ms, void *o
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     fprintf(stderr, "%s: running (queue %s)\n", chorus_service(ch), chorus_queue_name(ch));
-    struct timespec last = {0};
-    while ((rc = chorus_poll(ch, tick ? (tick_ms < 200 ? tick_ms : 200) : 200)) == CHORUS_OK) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long ms = (now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000;
-        if (tick && ms >= tick_ms) {
-            tick(ch, opaque);
-            last = now;
-        }
-    }
+    while ((rc = chorus_poll(ch, 200)) == CHORUS_OK)
+        ;
     chorus_flush(ch, 5000);
     chorus_stats_t st;
     chorus_stats(ch, &st);

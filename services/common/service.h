@@ -48,10 +48,10 @@ bool svc_create_tables(chorus_t *ch, const char *const *ddl, size_t n,
  * space) from @p service's tables; the process exit code. */
 int svc_dump(const char *service, const char *const *ddl, size_t n, const char *sql);
 
-/* chorus_start(), then chorus_run() until SIGTERM or SIGINT; returns the
- * process exit code.  @p tick, when not NULL, runs about every
- * tick_ms between polls (for timers such as a saga deadline). */
-int svc_run(chorus_t *ch, void (*tick)(chorus_t *, void *), int tick_ms, void *opaque);
+/* chorus_start(), then chorus_poll() until SIGTERM or SIGINT; returns the
+ * process exit code.  (Timers, a saga's deadline included, are
+ * libchorus': chorus_timer_schedule().) */
+int svc_run(chorus_t *ch);
 
 /* Runs SQL in @p tx with text parameters (a NULL-terminated list, so a
  * parameter itself cannot be SQL NULL: pass "" and use NULLIF($n, ''));

@@ -248,7 +248,7 @@ static int cmd_run(void) {
         !chorus_register(ch, "PaymentSucceeded", on_payment_succeeded, NULL) &&
         !chorus_register(ch, "ShippingFailed", on_compensate, NULL) &&
         !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
-        rc = svc_run(ch, NULL, 0, NULL);
+        rc = svc_run(ch);
     chorus_destroy(ch);
     return rc;
 }

@@ -220,7 +220,7 @@ static int monitor_run(monitor_t *mon) {
         chorus_register(mon->ch, types[i], on_event, mon->saga);
     if (!svc_create_tables(mon->ch, DDL, sizeof(DDL) / sizeof(DDL[0]), NULL, NULL))
         return 1; /* it said why */
-    return svc_run(mon->ch, NULL, 0, NULL);
+    return svc_run(mon->ch);
 }
 
 /* ------------------------------------------------------- status and list */

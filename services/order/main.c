@@ -107,7 +107,7 @@ int order_run(int argc, char **argv) {
         chorus_destroy(ch);
         return 1;
     }
-    int code = svc_run(ch, NULL, 0, NULL);
+    int code = svc_run(ch);
     chorus_destroy(ch);
     return code;
 }

@@ -155,7 +155,7 @@ static int cmd_run(void) {
         !chorus_register(ch, "InsufficientStock", on_compensate, NULL) &&
         !chorus_register(ch, "InventoryReleased", on_compensate, NULL) &&
         !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
-        rc = svc_run(ch, NULL, 0, NULL);
+        rc = svc_run(ch);
     chorus_destroy(ch);
     return rc;
 }

@@ -113,7 +113,7 @@ static int cmd_run(void) {
     int rc = 1;
     if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
         !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL))
-        rc = svc_run(ch, NULL, 0, NULL);
+        rc = svc_run(ch);
     chorus_destroy(ch);
     return rc;
 }
