@@ -507,6 +507,13 @@ chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaq
         chorus_envelope_destroy(env);
         return CHORUS_ERR_SCHEMA; /* breaks the declared contract */
     }
+    if (ch->store.enabled && chorus__saga_starts(ch, env)) {
+        /* its first step's record, deadline and timer go with a transaction */
+        chorus__log_env(ch, CHORUS_LOG_ERR, env, "not published: a saga's first event is "
+                        "emitted in a transaction (chorus_tx_emit)");
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_STATE;
+    }
     /* A free-standing publish starts a flow: it is its own correlation. */
     if (!chorus_envelope_correlation_id(env) &&
         chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env))) {

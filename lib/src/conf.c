@@ -134,7 +134,12 @@ static const prop_t props[] = {
     {"store.inbox.retention.hours", P_INT, "168", 1, 87600, NULL,
      "Inbox rows older than this are deleted (a duplicate arriving later is "
      "no longer recognised), and so are outbox rows published that long ago, "
-     "commands' idempotency keys, saga step guards and settled timers."},
+     "commands' idempotency keys and settled timers."},
+    {"store.saga.retention.hours", P_INT, "2160", 1, 876000, NULL,
+     "Saga step guards (saga_guards) older than this are deleted.  A step's "
+     "trigger arriving later (a dead letter requeued after that long) is no "
+     "longer recognised as refused or done; keep it above the time a dead "
+     "letter may wait.  Default: 90 days."},
     {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
      "Immediate re-runs of a handler after a version conflict, serialization "
      "failure or deadlock, before it is retried later instead."},

@@ -306,7 +306,19 @@ static chorus_err_t adopt_cause(chorus_tx_t *tx, chorus_envelope_t *env) {
     int64_t deadline = cause ? chorus_envelope_deadline_ms(cause) : 0;
     if (!rc && deadline && !chorus_envelope_deadline_ms(env))
         rc = chorus_envelope_set_deadline_ms(env, deadline);
-    return rc ? rc : chorus__saga_stamp(tx->ch, env);
+    if (!rc)
+        rc = chorus__saga_stamp(tx->ch, env);
+    /* the declared contract before anything is stored or applied */
+    char why[400];
+    if (!rc && !chorus__saga_data_ok(tx->ch, env, why, sizeof(why))) {
+        chorus__log_env(tx->ch, CHORUS_LOG_ERR, env, "not appended: %s", why);
+        if (tx->d)
+            snprintf(tx->d->error, sizeof(tx->d->error), "emitted %s breaks its declared "
+                     "schema: %s", chorus_envelope_event_type(env), why);
+        tx->invalid_emit = true;
+        rc = CHORUS_ERR_SCHEMA;
+    }
+    return rc;
 }
 
 static chorus_err_t insert_event(chorus_tx_t *tx, const chorus_aggregate_type_t *type,

@@ -46,8 +46,9 @@ void chorus__inbox_prune(chorus_t *ch) {
         chorus__store_lost(ch, "inbox prune failed");
         return;
     }
-    /* Published outbox rows, commands' idempotency keys, saga guards and
-     * settled timers are kept as long as inbox rows, then go too. */
+    /* Published outbox rows, commands' idempotency keys and settled timers
+     * are kept as long as inbox rows, then go too; saga guards as long as
+     * store.saga.retention.hours says. */
     if (chorus__pg_exec(ch, ch->store.pg,
                         "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
                         1, p, NULL, &lost) != CHORUS_OK && lost) {
@@ -58,9 +59,13 @@ void chorus__inbox_prune(chorus_t *ch) {
                         "DELETE FROM idempotency WHERE created_at < now() - make_interval(hours => $1::int)",
                         1, p, NULL, &lost) != CHORUS_OK && lost)
         chorus__store_lost(ch, "idempotency prune failed");
+    char guard_hours[32];
+    snprintf(guard_hours, sizeof(guard_hours), "%ld",
+             chorus__conf_int(ch->conf, "store.saga.retention.hours"));
+    const char *gp[] = {guard_hours};
     if (chorus__pg_exec(ch, ch->store.pg,
                         "DELETE FROM saga_guards WHERE updated_at < now() - make_interval(hours => $1::int)",
-                        1, p, NULL, &lost) != CHORUS_OK && lost) {
+                        1, gp, NULL, &lost) != CHORUS_OK && lost) {
         chorus__store_lost(ch, "saga_guards prune failed");
         return;
     }

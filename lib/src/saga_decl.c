@@ -11,8 +11,11 @@
  * the event it emits when it has).  chorus refuses the declaration rather
  * than run a saga that can get stuck:
  *
- *   - a step other than the last without compensation (nothing could undo
- *     it when a later step fails);
+ *   - a step before the pivot without compensation, a step after it that
+ *     can fail or compensate (nothing could undo the pivot);
+ *   - a compensation that can run around the pivot (one that may follow
+ *     anything but failures, the pivot's acceptance of a cancellation, or
+ *     other compensations), a pivot with a deadline but no "cancellation";
  *   - an event consumed but produced by nobody (a handler that never runs,
  *     a step that never starts);
  *   - a failure handled by nobody (the saga would stop half done);
@@ -712,6 +715,11 @@ static bool check_saga_level(ctx_t *c, const chorus_saga_t *s) {
     if (s->deadline_owner && !strs_has(&s->services, s->deadline_owner))
         return refuse(c, "deadline: owner '%s' is not a service of saga '%s'", s->deadline_owner,
                       s->name);
+    /* the timer is armed with the first event, in the transaction emitting it */
+    if (s->deadline_owner && strcmp(s->deadline_owner, s->steps[0].service) != 0)
+        return refuse(c, "deadline: owner '%s' must be '%s', the service of the first step: it "
+                      "arms the deadline's timer with the saga's first event", s->deadline_owner,
+                      s->steps[0].service);
     return true;
 }
 
@@ -848,6 +856,62 @@ static bool check_guard_roles(ctx_t *c, const chorus_saga_t *s) {
                                       "and in %s); an event has one role per service",
                                       a->service, e, a->label, b->label);
                 }
+            if (i < j && a->trigger && b->trigger && strcmp(a->trigger, b->trigger) == 0)
+                return refuse(c, "service '%s': %s and %s are both started by '%s'; an event "
+                              "has one role per service", a->service, a->label, b->label,
+                              a->trigger);
+        }
+        /* the completion's events reach its handler unguarded */
+        if (s->completion_service && strcmp(s->completion_service, a->service) == 0) {
+            const strs_t *lists[] = {&a->comp_on, &a->refuses_after};
+            for (size_t k = 0; k < 2; k++)
+                for (size_t m = 0; m < lists[k]->n; m++)
+                    if (strs_has(&s->completion_on, lists[k]->v[m]))
+                        return refuse(c, "service '%s': event '%s' means two things to it (in %s "
+                                      "and in the completion); an event has one role per service",
+                                      a->service, lists[k]->v[m], a->label);
+            if (a->trigger && strs_has(&s->completion_on, a->trigger))
+                return refuse(c, "service '%s': event '%s' means two things to it (in %s and in "
+                              "the completion); an event has one role per service", a->service,
+                              a->trigger, a->label);
+        }
+        /* an observer hears everything: its steps' events would mean two things */
+        if (strs_has(&s->observers, a->service))
+            return refuse(c, "service '%s' is an observer, so it cannot also take %s; give the "
+                          "step another service", a->service, a->label);
+        /* at the pivot or after it, nothing may stop a step: the pivot answers a
+         * cancellation itself, and the steps after it must run */
+        if (s->pivot >= 0 && i >= (size_t)s->pivot && a->refuses_after.n)
+            return refuse(c, "%s: \"refuses_after\" is for steps before the pivot; %s",
+                          a->label, (int)i == s->pivot
+                              ? "the pivot refuses only by answering a cancellation request"
+                              : "a step after the pivot must run (it is retried until it does)");
+    }
+    return true;
+}
+
+/* The events chorus writes itself ({"reason": ...}) must pass the schemas
+ * the declaration gives them, or every cancellation would be dead-lettered. */
+static bool check_library_events(ctx_t *c, const chorus_saga_t *s) {
+    static const char *const reasons[] = {
+        "deadline passed", "cancellation requested", "the deadline passed before the pivot ran",
+        "the pivot already ran; the saga completes"};
+    const char *events[] = {s->cancel_request, s->cancel_accepted, s->cancel_refused};
+    for (size_t i = 0; s->cancel_request && i < 3; i++) {
+        const chorus__schema_t *schema = chorus__saga_data_schema(s, events[i]);
+        for (size_t k = 0; schema && k < sizeof(reasons) / sizeof(*reasons); k++) {
+            cJSON *data = cJSON_CreateObject();
+            if (!data || !cJSON_AddStringToObject(data, "reason", reasons[k])) {
+                cJSON_Delete(data);
+                return oom(c);
+            }
+            char why[300];
+            bool ok = chorus__schema_validate(schema, data, "data", why, sizeof(why));
+            cJSON_Delete(data);
+            if (!ok)
+                return refuse(c, "events: '%s': schema: chorus writes this event itself with data "
+                              "{\"reason\": \"%s\"}, which it refuses (%s)", events[i],
+                              reasons[k], why);
         }
     }
     return true;
@@ -964,6 +1028,7 @@ chorus_saga_t *chorus_saga_parse(const char *json, const char *name, char *errst
         !build_services(&c, s) || !check_steps(&c, s) || !check_commands(&c, s) ||
         !check_consumed(&c, s) || !check_failures(&c, s) || !check_saga_level(&c, s) ||
         !check_events(&c, s) || !check_cancellation(&c, s) || !check_guard_roles(&c, s) ||
+        !check_library_events(&c, s) ||
         !derive_roles(&c, s))
         goto fail;
     return s;

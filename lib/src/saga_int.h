@@ -64,6 +64,8 @@ chorus_err_t chorus__saga_on_emit(struct chorus_tx_s *tx, chorus_envelope_t *env
 /* The data of @p env against its declared schema: true when valid (or
  * none declared); else false and the reason in @p err. */
 bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char *err, size_t n);
+/* Whether @p env is the saga's first event, emitted by this participant. */
+bool chorus__saga_starts(const chorus_t *ch, const chorus_envelope_t *env);
 /* A saga's first event gets its deadline (metadata.deadline). */
 chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env);
 chorus_err_t chorus__saga_arm_deadline(struct chorus_tx_s *tx, const chorus_envelope_t *cause,

@@ -86,8 +86,16 @@ static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *ste
         3, p, NULL);
 }
 
-/* The pivot's answer ("accepted" or "refused"), caused by the delivery. */
+/* The pivot's answer ("accepted" or "refused"), caused by the delivery.
+ * The request's reason goes with it when the answer's schema takes it
+ * (the declaration was checked to take chorus' fixed reasons). */
 static chorus_err_t answer(chorus_delivery_t *d, const char *type, const char *reason) {
+    const chorus__schema_t *schema = chorus__saga_data_schema(d->ch->saga, type);
+    cJSON *probe = schema ? cJSON_CreateObject() : NULL;
+    if (probe && cJSON_AddStringToObject(probe, "reason", reason) &&
+        !chorus__schema_validate(schema, probe, "data", NULL, 0))
+        reason = "cancellation requested";
+    cJSON_Delete(probe);
     cJSON *data = cJSON_CreateObject();
     if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
         cJSON_Delete(data);
@@ -149,6 +157,12 @@ static chorus_outcome_t on_action(chorus_t *ch, chorus_delivery_t *d, const chor
     chorus_outcome_t out = chorus__call_handler(ch, d, hd);
     if (out != CHORUS_HANDLED || d->tx.failed || d->tx.conflict)
         return out;
+    if (d->tx.saga_emit != CHORUS__EMIT_SUCCESS && d->tx.saga_emit != CHORUS__EMIT_FAILURE) {
+        /* it did nothing the saga can see: as if it had not run */
+        chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "saga %s: step '%s' handled its trigger "
+                        "but emitted neither its success nor a failure", corr, name);
+        return CHORUS_HANDLED;
+    }
     return guard_set(&d->tx, corr, name, d->tx.saga_emit == CHORUS__EMIT_FAILURE ? "failed" : "done")
                ? db_trouble(d)
                : CHORUS_HANDLED;
@@ -242,7 +256,7 @@ static chorus_err_t deadline_key(const char *corr, char *key, size_t n) {
 
 /* The saga starts: its deadline goes into the first event, the owner arms
  * the timer that asks for the cancellation, and the first step is done. */
-static bool starts_saga(const chorus_t *ch, const chorus_envelope_t *env) {
+bool chorus__saga_starts(const chorus_t *ch, const chorus_envelope_t *env) {
     size_t step = 0;
     return ch->saga &&
            chorus__saga_emit_role(ch->saga, ch->service, chorus_envelope_event_type(env),
@@ -251,7 +265,7 @@ static bool starts_saga(const chorus_t *ch, const chorus_envelope_t *env) {
 
 chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env) {
     int64_t ms = ch->saga ? chorus_saga_deadline_ms(ch->saga) : 0;
-    if (!ms || chorus_envelope_deadline_ms(env) || !starts_saga(ch, env))
+    if (!ms || chorus_envelope_deadline_ms(env) || !chorus__saga_starts(ch, env))
         return CHORUS_OK;
     int64_t at = chorus_envelope_timestamp_ms(env) + ms;
     return chorus_envelope_set_deadline_ms(env, at < CHORUS__TS_MAX_MS ? at : CHORUS__TS_MAX_MS);
@@ -260,7 +274,11 @@ chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env) {
 static chorus_err_t saga_starts(chorus_tx_t *tx, chorus_envelope_t *env) {
     chorus_t *ch = tx->ch;
     const chorus_saga_t *s = ch->saga;
-    chorus_err_t rc = guard_set(tx, instance_of(env), chorus_saga_step_name(s, 0), "done");
+    const char *p[] = {instance_of(env), chorus_saga_step_name(s, 0)};
+    /* a record there (the saga already started, or was cancelled) stays */
+    chorus_err_t rc = chorus_tx_exec(tx, "INSERT INTO saga_guards (correlation_id, step, state)"
+                                         " VALUES ($1, $2, 'done') ON CONFLICT DO NOTHING",
+                                     2, p, NULL);
     if (!rc)
         rc = chorus__saga_stamp(ch, env);
     int64_t deadline = chorus_envelope_deadline_ms(env);
@@ -327,7 +345,7 @@ chorus_err_t chorus__saga_on_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
     chorus__emit_t role = chorus__saga_emit_role(s, ch->service, type, &step);
     if (role != CHORUS__EMIT_OTHER)
         tx->saga_emit = role; /* read by the guard of the delivery being handled */
-    if (starts_saga(ch, env))
+    if (chorus__saga_starts(ch, env))
         return saga_starts(tx, env);
     if (chorus_saga_is_terminal(s, type) && chorus_saga_deadline_ms(s) &&
         strcmp(chorus_saga_deadline_owner(s), ch->service) == 0) {

@@ -83,7 +83,8 @@ const char *const chorus__migrations[] = {
     "  key text PRIMARY KEY,"
     "  fire_at timestamptz NOT NULL,"
     "  envelope text NOT NULL,"
-    "  state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'fired', 'cancelled')),"
+    "  state text NOT NULL DEFAULT 'pending'"
+    "    CHECK (state IN ('pending', 'fired', 'cancelled', 'failed')),"
     "  created_at timestamptz NOT NULL DEFAULT now());"
     "CREATE INDEX timers_due ON timers (fire_at) WHERE state = 'pending';",
 };

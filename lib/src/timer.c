@@ -4,6 +4,8 @@
  *
  *   timers(key PK, fire_at, envelope, state)   state: pending -> fired
  *                                                       pending -> cancelled
+ *                                                       pending -> failed (its
+ *                                                       event cannot be emitted)
  *
  *   chorus_timer_schedule(tx, key, at, env)   INSERT ... ON CONFLICT: (re)arms
  *   chorus_timer_cancel(tx, key)              pending -> cancelled
@@ -45,12 +47,24 @@ chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at
         chorus__inherit(tx->d, env);
     else if (!chorus_envelope_correlation_id(env))
         chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
+    /* refused now, not when it fires: a timer that cannot be emitted */
+    char why[400];
+    chorus_t *ch = tx->ch;
+    if (!chorus__saga_data_ok(ch, env, why, sizeof(why))) {
+        chorus__log_env(ch, CHORUS_LOG_ERR, env, "timer '%s' not armed: %s", key, why);
+        chorus_envelope_destroy(env);
+        return CHORUS_ERR_SCHEMA;
+    }
     char *json = NULL;
     size_t len = 0;
     chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
     chorus_envelope_destroy(env);
     if (rc)
         return rc;
+    if (len > ch->limits.max_bytes) {
+        free(json);
+        return CHORUS_ERR_TOO_LARGE;
+    }
     char at[32];
     snprintf(at, sizeof(at), "%lld", (long long)fire_at_ms);
     const char *p[] = {key, at, json};
@@ -63,8 +77,8 @@ chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at
           " to_timestamp($2::double precision / 1000), $3) ON CONFLICT (key) DO NOTHING",
         3, p, NULL);
     free(json);
-    if (!rc && fire_at_ms < tx->ch->store.next_timer_wall_ms)
-        tx->ch->store.next_timer_wall_ms = fire_at_ms; /* looked at again when due */
+    if (!rc && fire_at_ms < ch->store.next_timer_wall_ms)
+        ch->store.next_timer_wall_ms = fire_at_ms; /* looked at again when due */
     return rc;
 }
 
@@ -79,6 +93,31 @@ chorus_err_t chorus_timer_cancel(chorus_tx_t *tx, const char *key) {
     const char *p[] = {key};
     return chorus_tx_exec(tx, "UPDATE timers SET state = 'cancelled' WHERE key = $1"
                               " AND state = 'pending'", 1, p, NULL);
+}
+
+/* One due timer's event into the outbox, in a savepoint: a row that
+ * cannot be emitted (edited by hand, or a schema tightened since it was
+ * armed) is marked "failed" and the others still fire. */
+static chorus_err_t fire_one(chorus_t *ch, chorus_tx_t *tx, const char *key, const char *json) {
+    chorus_envelope_t *env = NULL;
+    chorus_error_t *err = NULL;
+    chorus_err_t rc = chorus__envelope_parse(json, strlen(json), &ch->limits, ch->max_decoded,
+                                             &env, &err);
+    if (!rc) {
+        chorus_envelope_set_timestamp_ms(env, chorus_now_ms()); /* when it happened */
+        if (!chorus__tx_savepoint(tx))
+            return CHORUS_ERR_DB;
+        rc = chorus__outbox_insert(tx, env); /* takes env */
+        if (!rc)
+            return chorus__tx_release(tx) ? CHORUS_OK : CHORUS_ERR_DB;
+        if (tx->lost || !chorus__tx_rollback_to(tx))
+            return CHORUS_ERR_DB;
+    }
+    chorus__log(ch, CHORUS_LOG_ERR, "timer '%s' cannot be emitted (%s); marked failed", key,
+                err ? chorus_error_string(err) : chorus_strerror(rc));
+    chorus_error_destroy(err);
+    const char *p[] = {key};
+    return chorus_tx_exec(tx, "UPDATE timers SET state = 'failed' WHERE key = $1", 1, p, NULL);
 }
 
 /* One page of due timers: their events into the outbox, in one
@@ -96,21 +135,8 @@ static int fire_page(chorus_t *ch) {
         " WHERE state = 'pending' AND fire_at <= now() ORDER BY fire_at LIMIT $1::int"
         " FOR UPDATE SKIP LOCKED) RETURNING key, envelope", 1, p, &r);
     int n = rc ? 0 : PQntuples(r);
-    for (int i = 0; !rc && i < n; i++) {
-        chorus_envelope_t *env = NULL;
-        chorus_error_t *err = NULL;
-        const char *json = PQgetvalue(r, i, 1);
-        if (chorus__envelope_parse(json, strlen(json), &ch->limits, ch->max_decoded, &env,
-                                   &err)) {
-            /* written by this library; unreadable only if edited by hand */
-            chorus__log(ch, CHORUS_LOG_ERR, "timer '%s' holds an unreadable event (%s); "
-                        "dropped", PQgetvalue(r, i, 0), chorus_error_string(err));
-            chorus_error_destroy(err);
-            continue;
-        }
-        chorus_envelope_set_timestamp_ms(env, chorus_now_ms()); /* when it happened */
-        rc = chorus__outbox_insert(tx, env); /* takes env */
-    }
+    for (int i = 0; !rc && i < n; i++)
+        rc = fire_one(ch, tx, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
     PQclear(r);
     if (rc) {
         chorus_tx_rollback(tx);
@@ -123,6 +149,21 @@ static int fire_page(chorus_t *ch) {
     return n;
 }
 
+/* One statement, no transaction: is any timer due? */
+static bool any_due(chorus_t *ch) {
+    PGresult *r = NULL;
+    bool lost = false;
+    if (chorus__pg_exec(ch, ch->store.pg, "SELECT 1 FROM timers WHERE state = 'pending'"
+                        " AND fire_at <= now() LIMIT 1", 0, NULL, &r, &lost) != CHORUS_OK) {
+        if (lost)
+            chorus__store_lost(ch, "timer check failed");
+        return false;
+    }
+    bool due = PQntuples(r) > 0;
+    PQclear(r);
+    return due;
+}
+
 void chorus__timers_poll(chorus_t *ch) {
     chorus__store_t *s = &ch->store;
     int64_t mono = chorus__mono_ms(), wall = chorus_now_ms();
@@ -130,7 +171,7 @@ void chorus__timers_poll(chorus_t *ch) {
         return;
     s->next_timer_ms = mono + chorus__conf_int(ch->conf, "store.timer.interval.ms");
     s->next_timer_wall_ms = INT64_MAX;
-    for (int page = 0; page < 4; page++)
+    for (int page = 0; page < 4 && any_due(ch); page++)
         if (fire_page(ch) < TIMER_PAGE)
             break;
 }

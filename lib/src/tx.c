@@ -51,6 +51,7 @@ bool chorus__tx_release(chorus_tx_t *tx) { return run(tx, "RELEASE SAVEPOINT cho
 bool chorus__tx_rollback_to(chorus_tx_t *tx) {
     tx->nseqs = 0; /* the rows are gone with the savepoint */
     tx->failed = false;
+    tx->invalid_emit = tx->too_large = false; /* and what they were */
     return run(tx, "ROLLBACK TO SAVEPOINT chorus_delivery") &&
            run(tx, "RELEASE SAVEPOINT chorus_delivery");
 }

@@ -346,6 +346,37 @@ static void refuses_inconsistent_cancellation(void **state) {
                  "'cancel':{}}", LIST("unknown field \"cancel\""));
 }
 
+static void refuses_what_the_runtime_cannot_keep(void **state) {
+    (void)state;
+    /* the deadline's timer is armed with the first event, by its service */
+    refused(HEAD "'deadline':{'ms':1000,'owner':'b','emits':'Stop'},"
+                 "'cancellation':{'requested_by':'b','request':'Stop','pivot':'two',"
+                 "'accepted':'Stopped','refused':'Kept'},'steps':[" STEP1C "," STEP2 TAIL,
+            LIST("deadline: owner 'b' must be 'a', the service of the first step"));
+    /* nothing may stop the pivot but its answer to a request */
+    refused(HEAD CANCEL "'steps':[" STEP1C ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Done','failures':['Failed'],'refuses_after':['Cancelled']}" TAIL,
+            LIST("step 'two' (b): \"refuses_after\" is for steps before the pivot"));
+    /* the completion's event must reach the completion */
+    refused(HEAD "'steps':[" STEP1 "," STEP2 "],'completion':{'service':'a','on':['Failed'],"
+                 "'emits':'Fine'},'terminal':['Fine','Cancelled']}",
+            LIST("event 'Failed' means two things to it", "and in the completion"));
+    /* two steps of a service started by one event */
+    refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'b','trigger':'Started',"
+                 "'emits':'Mid','failures':[],'compensation':{'on':['Failed'],'emits':'Back'}},"
+                 "{'name':'three','service':'b','trigger':'Started','emits':'Done',"
+                 "'failures':['Failed']}" TAIL,
+            LIST("are both started by 'Started'"));
+    /* an observer hears every event: it takes no step */
+    refused(HEAD "'steps':[" STEP1 "," STEP2 "],'terminal':['Done','Cancelled'],"
+                 "'observers':['b']}", LIST("service 'b' is an observer, so it cannot also take"));
+    /* chorus writes the cancellation events itself: their schemas must take them */
+    refused(HEAD CANCEL "'steps':[" STEP1C "," STEP2 "],'terminal':['Done','Cancelled'],"
+                 "'events':{'Stopped':{'schema':{'type':'object','required':['why']}}}}",
+            LIST("events: 'Stopped': schema: chorus writes this event itself",
+                 "required member \"why\" is missing"));
+}
+
 static void refuses_two_roles_for_one_event(void **state) {
     (void)state;
     refused(HEAD "'steps':[" STEP1 ",{'name':'two','service':'a','trigger':'Started',"
@@ -590,6 +621,7 @@ int main(void) {
         cmocka_unit_test(refuses_compensation_around_the_pivot),
         cmocka_unit_test(refuses_inconsistent_cancellation),
         cmocka_unit_test(refuses_two_roles_for_one_event),
+        cmocka_unit_test(refuses_what_the_runtime_cannot_keep),
         cmocka_unit_test(refuses_event_produced_by_nobody),
         cmocka_unit_test(refuses_failure_handled_by_nobody),
         cmocka_unit_test(refuses_malformed_json),
