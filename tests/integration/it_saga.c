@@ -14,7 +14,9 @@
  *  - the deadline: the first event carries it, the owner's timer is armed
  *    with it and disarmed by a terminal event;
  *  - durable timers: fire once with two instances polling, not when
- *    cancelled;
+ *    cancelled or rolled back; one that cannot be emitted is marked failed
+ *    and holds none of the others up; data breaking its schema is refused
+ *    when armed;
  *  - declared data: a delivery breaking its schema is dead-lettered
  *    invalid-data naming the field; a handler emitting data that breaks its
  *    schema is dead-lettered invalid-emit and nothing of it is published.
@@ -334,6 +336,16 @@ static void timers_fire_once(void **state) {
                                            chorus_envelope_new("Stop", AGG, 1, "{}", NULL)),
                      CHORUS_OK);
     chorus_tx_rollback(tx2);
+    /* a row that cannot be emitted, due first: it must not hold the others up */
+    char sql[256];
+    snprintf(sql, sizeof(sql), "INSERT INTO %s.timers (key, fire_at, envelope) VALUES "
+             "('broken', now() - interval '1 s', 'not an envelope')", dur_schema("a"));
+    it_pg_exec(sql, 0, NULL);
+    /* data that breaks its declared schema is refused when armed */
+    assert_int_equal(chorus_timer_schedule(tx, "bad-data", chorus_now_ms(),
+                                           chorus_envelope_new("Started", AGG, 1, "{\"n\":0}",
+                                                               NULL)),
+                     CHORUS_ERR_SCHEMA);
     long before = dur_count("a", "outbox", "routing_key = 'a.Stop'");
     assert_int_equal(chorus_tx_commit(tx), CHORUS_OK);
     char where[128];
@@ -344,6 +356,8 @@ static void timers_fire_once(void **state) {
     snprintf(where, sizeof(where), "key = '%s' AND state = 'cancelled'", gone);
     assert_int_equal(dur_count("a", "timers", where), 1);
     assert_int_equal(dur_count("a", "timers", "key = 'rolled-back'"), 0);
+    assert_int_equal(dur_count("a", "timers", "key = 'broken' AND state = 'failed'"), 1);
+    assert_int_equal(dur_count("a", "timers", "key = 'bad-data'"), 0);
     assert_int_equal(chorus_timer_cancel(NULL, key), CHORUS_ERR_INVALID_ARG);
 }
 
