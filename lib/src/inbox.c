@@ -30,48 +30,46 @@ int chorus__inbox_claim(chorus_tx_t *tx, const char *event_id) {
     return claimed;
 }
 
+/*
+ * What is pruned, and after how long: inbox rows (a duplicate arriving
+ * later is no longer recognised), with them published outbox rows,
+ * commands' idempotency keys and settled timers; saga guards after their
+ * own, longer, retention.
+ */
+static const struct {
+    const char *table, *sql, *retention;
+} PRUNE[] = {
+    {"inbox", "DELETE FROM inbox WHERE processed_at < now() - make_interval(hours => $1::int)",
+     "store.inbox.retention.hours"},
+    {"outbox", "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
+     "store.inbox.retention.hours"},
+    {"idempotency",
+     "DELETE FROM idempotency WHERE created_at < now() - make_interval(hours => $1::int)",
+     "store.inbox.retention.hours"},
+    {"timers", "DELETE FROM timers WHERE state <> 'pending'"
+               " AND created_at < now() - make_interval(hours => $1::int)",
+     "store.inbox.retention.hours"},
+    {"saga_guards",
+     "DELETE FROM saga_guards WHERE updated_at < now() - make_interval(hours => $1::int)",
+     "store.saga.retention.hours"},
+};
+
 void chorus__inbox_prune(chorus_t *ch) {
-    char hours[32];
-    snprintf(hours, sizeof(hours), "%ld", chorus__conf_int(ch->conf, "store.inbox.retention.hours"));
-    const char *p[] = {hours};
-    PGresult *r = NULL;
-    bool lost;
-    if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM inbox WHERE processed_at < now() - make_interval(hours => $1::int)",
-                        1, p, &r, &lost) == CHORUS_OK) {
-        if (strcmp(PQcmdTuples(r), "0") != 0)
-            chorus__log(ch, CHORUS_LOG_INFO, "inbox: pruned %s rows", PQcmdTuples(r));
-        PQclear(r);
-    } else if (lost) {
-        chorus__store_lost(ch, "inbox prune failed");
-        return;
+    for (size_t i = 0; i < sizeof(PRUNE) / sizeof(PRUNE[0]); i++) {
+        char hours[32], what[64];
+        snprintf(hours, sizeof(hours), "%ld", chorus__conf_int(ch->conf, PRUNE[i].retention));
+        const char *p[] = {hours};
+        PGresult *r = NULL;
+        bool lost = false;
+        if (chorus__pg_exec(ch, ch->store.pg, PRUNE[i].sql, 1, p, &r, &lost) == CHORUS_OK) {
+            if (strcmp(PQcmdTuples(r), "0") != 0)
+                chorus__log(ch, CHORUS_LOG_INFO, "%s: pruned %s rows", PRUNE[i].table,
+                            PQcmdTuples(r));
+            PQclear(r);
+        } else if (lost) {
+            snprintf(what, sizeof(what), "%s prune failed", PRUNE[i].table);
+            chorus__store_lost(ch, what);
+            return;
+        }
     }
-    /* Published outbox rows, commands' idempotency keys and settled timers
-     * are kept as long as inbox rows, then go too; saga guards as long as
-     * store.saga.retention.hours says. */
-    if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1::int)",
-                        1, p, NULL, &lost) != CHORUS_OK && lost) {
-        chorus__store_lost(ch, "outbox prune failed");
-        return;
-    }
-    if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM idempotency WHERE created_at < now() - make_interval(hours => $1::int)",
-                        1, p, NULL, &lost) != CHORUS_OK && lost)
-        chorus__store_lost(ch, "idempotency prune failed");
-    char guard_hours[32];
-    snprintf(guard_hours, sizeof(guard_hours), "%ld",
-             chorus__conf_int(ch->conf, "store.saga.retention.hours"));
-    const char *gp[] = {guard_hours};
-    if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM saga_guards WHERE updated_at < now() - make_interval(hours => $1::int)",
-                        1, gp, NULL, &lost) != CHORUS_OK && lost) {
-        chorus__store_lost(ch, "saga_guards prune failed");
-        return;
-    }
-    if (chorus__pg_exec(ch, ch->store.pg,
-                        "DELETE FROM timers WHERE state <> 'pending'"
-                        " AND created_at < now() - make_interval(hours => $1::int)",
-                        1, p, NULL, &lost) != CHORUS_OK && lost)
-        chorus__store_lost(ch, "timers prune failed");
 }

@@ -171,7 +171,7 @@ static void wait_count(fx_t *fx, const char *service, const char *table, const c
     until_t u = {service, table, where, want};
     chorus_t *all[] = {fx->a, fx->a2, fx->b};
     if (!it_poll_until(all, 3, 10000, count_is, &u))
-        fail_msg("%s.%s WHERE %s: %ld rows, want %ld", service, table, where,
+        fail_msg("%s.%s WHERE %s: %ld rows, want %ld", service, table, where ? where : "true",
                  dur_count(service, table, where), want);
 }
 
