@@ -411,6 +411,46 @@ static void declared_data(void **state) {
     assert_null(g); /* rolled back with the delivery */
 }
 
+/* What is pruned at start-up, after how long: inbox rows and settled
+ * timers after store.inbox.retention.hours (a week), saga guards after
+ * store.saga.retention.hours (90 days), pending timers never. */
+static void pruning(void **state) {
+    (void)state;
+    const char *sch = dur_schema("a");
+    const char *stmts[] = {
+        "INSERT INTO %s.saga_guards VALUES ('0190f7d2-0000-7000-8000-00000000a001', 'one', "
+        "'done', now() - interval '10 days')",
+        "INSERT INTO %s.saga_guards VALUES ('0190f7d2-0000-7000-8000-00000000a002', 'one', "
+        "'done', now() - interval '100 days')",
+        "INSERT INTO %s.inbox VALUES ('0190f7d2-0000-7000-8000-00000000a003', 'a', "
+        "now() - interval '10 days')",
+        "INSERT INTO %s.timers (key, fire_at, envelope, state, created_at) VALUES "
+        "('old-fired', now(), '{}', 'fired', now() - interval '10 days'),"
+        "('old-pending', now() + interval '1 day', '{}', 'pending', now() - interval '10 days')",
+    };
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(*stmts); i++) {
+        char sql[512];
+        snprintf(sql, sizeof(sql), stmts[i], sch);
+        it_pg_exec(sql, 0, NULL);
+    }
+    char err[256];
+    chorus_t *a3 = chorus_new(saga_conf("a"), err, sizeof(err));
+    assert_non_null(a3);
+    assert_int_equal(chorus_register(a3, "Failed", on_undo, NULL), CHORUS_OK);
+    assert_int_equal(chorus_register(a3, "Stopped", on_undo, NULL), CHORUS_OK);
+    assert_int_equal(chorus_start(a3), CHORUS_OK);
+    chorus_poll(a3, 50); /* the first poll prunes */
+    chorus_destroy(a3);
+    assert_int_equal(dur_count("a", "saga_guards",
+                               "correlation_id = '0190f7d2-0000-7000-8000-00000000a001'"), 1);
+    assert_int_equal(dur_count("a", "saga_guards",
+                               "correlation_id = '0190f7d2-0000-7000-8000-00000000a002'"), 0);
+    assert_int_equal(dur_count("a", "inbox", "event_id = '0190f7d2-0000-7000-8000-00000000a003'"),
+                     0);
+    assert_int_equal(dur_count("a", "timers", "key = 'old-fired'"), 0);
+    assert_int_equal(dur_count("a", "timers", "key = 'old-pending'"), 1);
+}
+
 int main(void) {
     it_amqp_url();
     it_pg();
@@ -421,6 +461,7 @@ int main(void) {
         cmocka_unit_test(first_step_deadline_and_compensation),
         cmocka_unit_test(timers_fire_once),
         cmocka_unit_test(declared_data),
+        cmocka_unit_test(pruning),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
