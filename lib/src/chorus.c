@@ -501,9 +501,7 @@ chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaq
         chorus_envelope_destroy(env);
         return CHORUS_ERR_QUEUE_FULL;
     }
-    char why[400];
-    if (!chorus__saga_data_ok(ch, env, why, sizeof(why))) {
-        chorus__log_env(ch, CHORUS_LOG_ERR, env, "not published: %s", why);
+    if (chorus__saga_check_emit(ch, NULL, env, "not published")) {
         chorus_envelope_destroy(env);
         return CHORUS_ERR_SCHEMA; /* breaks the declared contract */
     }

@@ -1009,20 +1009,22 @@ void chorus__crash_point(const chorus_t *ch, const char *point) {
 
 /* ---- the handler's API --------------------------------------------------- */
 
-void chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env) {
+chorus_err_t chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env) {
     const chorus_envelope_t *cause = d->env;
+    chorus_err_t rc = CHORUS_OK;
     if (!chorus_envelope_correlation_id(env)) {
         const char *corr = chorus_envelope_correlation_id(cause);
-        chorus_envelope_set_correlation_id(env, corr ? corr : chorus_envelope_event_id(cause));
+        rc = chorus_envelope_set_correlation_id(env, corr ? corr : chorus_envelope_event_id(cause));
     }
-    if (!chorus_envelope_causation_id(env))
-        chorus_envelope_set_causation_id(env, chorus_envelope_event_id(cause));
+    if (!rc && !chorus_envelope_causation_id(env))
+        rc = chorus_envelope_set_causation_id(env, chorus_envelope_event_id(cause));
     const char *tp = chorus_envelope_traceparent(cause);
-    if (tp && !chorus_envelope_traceparent(env))
-        chorus_envelope_set_traceparent(env, tp);
+    if (!rc && tp && !chorus_envelope_traceparent(env))
+        rc = chorus_envelope_set_traceparent(env, tp);
     int64_t deadline = chorus_envelope_deadline_ms(cause);
-    if (deadline && !chorus_envelope_deadline_ms(env))
-        chorus_envelope_set_deadline_ms(env, deadline);
+    if (!rc && deadline && !chorus_envelope_deadline_ms(env))
+        rc = chorus_envelope_set_deadline_ms(env, deadline);
+    return rc;
 }
 
 chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
@@ -1030,16 +1032,14 @@ chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
         chorus_envelope_destroy(env);
         return CHORUS_ERR_INVALID_ARG;
     }
-    chorus__inherit(d, env);
     if (d->ch->store.enabled)
         return chorus__outbox_insert(&d->tx, env); /* in the handler's transaction */
-    char why[400];
-    if (!chorus__saga_data_ok(d->ch, env, why, sizeof(why))) {
+    chorus_err_t rc = chorus__inherit(d, env);
+    if (!rc && (rc = chorus__saga_check_emit(d->ch, d, env, "not emitted")) == CHORUS_ERR_SCHEMA)
         d->tx.invalid_emit = true;
-        snprintf(d->error, sizeof(d->error), "emitted %s breaks its declared schema: %s",
-                 chorus_envelope_event_type(env), why);
+    if (rc) {
         chorus_envelope_destroy(env);
-        return CHORUS_ERR_SCHEMA;
+        return rc;
     }
     if (d->nemitted == d->capemitted) {
         size_t ncap = d->capemitted ? d->capemitted * 2 : 4;

@@ -292,32 +292,12 @@ chorus_err_t chorus_es_load(chorus_tx_t *tx, const chorus_aggregate_type_t *type
  * (the same rules as chorus__outbox_insert(), which then finds them set):
  * inside a handler, caused by its delivery; otherwise a flow of its own. */
 static chorus_err_t adopt_cause(chorus_tx_t *tx, chorus_envelope_t *env) {
-    const chorus_envelope_t *cause = tx->d ? tx->d->env : NULL;
-    const char *corr = cause ? chorus_envelope_correlation_id(cause) : NULL;
-    const char *tp = cause ? chorus_envelope_traceparent(cause) : NULL;
-    chorus_err_t rc = CHORUS_OK;
-    if (cause && !chorus_envelope_causation_id(env))
-        rc = chorus_envelope_set_causation_id(env, chorus_envelope_event_id(cause));
-    if (!rc && !chorus_envelope_correlation_id(env))
-        rc = chorus_envelope_set_correlation_id(
-            env, corr ? corr : chorus_envelope_event_id(cause ? cause : env));
-    if (!rc && tp && !chorus_envelope_traceparent(env))
-        rc = chorus_envelope_set_traceparent(env, tp);
-    int64_t deadline = cause ? chorus_envelope_deadline_ms(cause) : 0;
-    if (!rc && deadline && !chorus_envelope_deadline_ms(env))
-        rc = chorus_envelope_set_deadline_ms(env, deadline);
+    chorus_err_t rc = chorus__tx_adopt(tx, env);
     if (!rc)
         rc = chorus__saga_stamp(tx->ch, env);
     /* the declared contract before anything is stored or applied */
-    char why[400];
-    if (!rc && !chorus__saga_data_ok(tx->ch, env, why, sizeof(why))) {
-        chorus__log_env(tx->ch, CHORUS_LOG_ERR, env, "not appended: %s", why);
-        if (tx->d)
-            snprintf(tx->d->error, sizeof(tx->d->error), "emitted %s breaks its declared "
-                     "schema: %s", chorus_envelope_event_type(env), why);
-        tx->invalid_emit = true;
-        rc = CHORUS_ERR_SCHEMA;
-    }
+    if (!rc && (rc = chorus__saga_check_emit(tx->ch, tx->d, env, "not appended")))
+        tx->invalid_emit = rc == CHORUS_ERR_SCHEMA;
     return rc;
 }
 

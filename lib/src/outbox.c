@@ -34,17 +34,22 @@
 
 #define RELAY_PAGE 500
 
+chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env) {
+    if (tx->d)
+        return chorus__inherit(tx->d, env); /* a handler's events carry the flow's ids */
+    if (chorus_envelope_correlation_id(env))
+        return CHORUS_OK;
+    return chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
+}
+
 chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
     chorus_t *ch = tx->ch;
-    if (tx->d)
-        chorus__inherit(tx->d, env); /* a handler's events carry the flow's ids */
-    else if (!chorus_envelope_correlation_id(env)) {
-        chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
-    }
     char *json = NULL;
     size_t len;
-    /* the declared contract and the saga's bookkeeping, in this transaction */
-    chorus_err_t rc = chorus__saga_on_emit(tx, env);
+    /* the flow's ids, the declared contract and the saga's bookkeeping */
+    chorus_err_t rc = chorus__tx_adopt(tx, env);
+    if (!rc)
+        rc = chorus__saga_on_emit(tx, env);
     if (!rc)
         rc = chorus_envelope_serialize(env, &json, &len);
     if (!rc && len > ch->limits.max_bytes) {

@@ -68,6 +68,10 @@ bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char
 bool chorus__saga_starts(const chorus_t *ch, const chorus_envelope_t *env);
 /* A saga's first event gets its deadline (metadata.deadline). */
 chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env);
+/* chorus__saga_data_ok(), and when it fails: the reason logged ("@p what:
+ * ..."), written on @p d (if not NULL), CHORUS_ERR_SCHEMA. */
+chorus_err_t chorus__saga_check_emit(const chorus_t *ch, chorus_delivery_t *d,
+                                     const chorus_envelope_t *env, const char *what);
 chorus_err_t chorus__saga_arm_deadline(struct chorus_tx_s *tx, const chorus_envelope_t *cause,
                                        int64_t deadline);
 

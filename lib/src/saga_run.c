@@ -86,30 +86,42 @@ static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *ste
         3, p, NULL);
 }
 
-/* The pivot's answer ("accepted" or "refused"), caused by the delivery.
- * The request's reason goes with it when the answer's schema takes it
- * (the declaration was checked to take chorus' fixed reasons). */
-static chorus_err_t answer(chorus_delivery_t *d, const char *type, const char *reason) {
-    const chorus__schema_t *schema = chorus__saga_data_schema(d->ch->saga, type);
-    cJSON *probe = schema ? cJSON_CreateObject() : NULL;
-    if (probe && cJSON_AddStringToObject(probe, "reason", reason) &&
-        !chorus__schema_validate(schema, probe, "data", NULL, 0))
-        reason = "cancellation requested";
-    cJSON_Delete(probe);
+/* The events chorus writes itself (a cancellation request, the pivot's
+ * answers): @p type with data {"reason": @p reason}, in saga instance
+ * @p corr when not NULL (else the cause's, filled in on emit). */
+static chorus_err_t reason_event(const char *type, const char *aggregate, int64_t version,
+                                 const char *corr, const char *reason, chorus_envelope_t **evp) {
+    *evp = NULL;
     cJSON *data = cJSON_CreateObject();
     if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
         cJSON_Delete(data);
         return CHORUS_ERR_NOMEM;
     }
     chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = chorus_envelope_new_json(
-        type, chorus_envelope_aggregate_id(d->env), chorus_envelope_version(d->env), data, &err);
-    if (!ev) {
-        chorus_err_t rc = err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-        chorus_error_destroy(err);
+    chorus_envelope_t *ev = chorus_envelope_new_json(type, aggregate, version, data, &err);
+    chorus_err_t rc = ev ? CHORUS_OK : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
+    chorus_error_destroy(err);
+    if (!rc && corr && (rc = chorus_envelope_set_correlation_id(ev, corr))) {
+        chorus_envelope_destroy(ev);
         return rc;
     }
-    return chorus_emit(d, ev);
+    *evp = ev;
+    return rc;
+}
+
+/* The pivot's answer ("accepted" or "refused"), caused by the delivery.
+ * The request's reason goes with it when the answer's schema takes it
+ * (the declaration was checked to take chorus' fixed reasons). */
+static chorus_err_t answer(chorus_delivery_t *d, const char *type, const char *reason) {
+    const char *agg = chorus_envelope_aggregate_id(d->env);
+    int64_t version = chorus_envelope_version(d->env);
+    chorus_envelope_t *ev;
+    chorus_err_t rc = reason_event(type, agg, version, NULL, reason, &ev);
+    if (!rc && !chorus__saga_data_ok(d->ch, ev, NULL, 0)) {
+        chorus_envelope_destroy(ev);
+        rc = reason_event(type, agg, version, NULL, "cancellation requested", &ev);
+    }
+    return rc ? rc : chorus_emit(d, ev);
 }
 
 /* The reason a request gives, for the answer ("deadline passed", ...). */
@@ -296,18 +308,11 @@ chorus_err_t chorus__saga_arm_deadline(chorus_tx_t *tx, const chorus_envelope_t 
     chorus_err_t rc = deadline_key(corr, key, sizeof(key));
     if (rc)
         return rc;
-    cJSON *data = cJSON_CreateObject();
-    if (!data || !cJSON_AddStringToObject(data, "reason", "deadline passed")) {
-        cJSON_Delete(data);
-        return CHORUS_ERR_NOMEM;
-    }
-    chorus_envelope_t *ev = chorus_envelope_new_json(chorus__saga_deadline_event(s),
-                                                     chorus_envelope_aggregate_id(cause),
-                                                     chorus_envelope_version(cause), data, NULL);
-    if (!ev)
-        return CHORUS_ERR_NOMEM;
-    if (chorus_envelope_set_correlation_id(ev, corr) ||
-        chorus_envelope_set_causation_id(ev, chorus_envelope_event_id(cause)) ||
+    chorus_envelope_t *ev;
+    if ((rc = reason_event(chorus__saga_deadline_event(s), chorus_envelope_aggregate_id(cause),
+                           chorus_envelope_version(cause), corr, "deadline passed", &ev)))
+        return rc;
+    if (chorus_envelope_set_causation_id(ev, chorus_envelope_event_id(cause)) ||
         chorus_envelope_set_deadline_ms(ev, deadline)) {
         chorus_envelope_destroy(ev);
         return CHORUS_ERR_NOMEM;
@@ -321,17 +326,23 @@ bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char
     return !schema || chorus__schema_validate(schema, chorus_envelope_data(env), "data", err, n);
 }
 
-static chorus_err_t check_data(chorus_tx_t *tx, const chorus_envelope_t *env) {
+chorus_err_t chorus__saga_check_emit(const chorus_t *ch, chorus_delivery_t *d,
+                                     const chorus_envelope_t *env, const char *what) {
     char err[400];
-    if (chorus__saga_data_ok(tx->ch, env, err, sizeof(err)))
+    if (chorus__saga_data_ok(ch, env, err, sizeof(err)))
         return CHORUS_OK;
-    tx->invalid_emit = true;
-    tx->failed = true;
-    if (tx->d)
-        snprintf(tx->d->error, sizeof(tx->d->error), "emitted %s breaks its declared schema: %s",
+    if (d)
+        snprintf(d->error, sizeof(d->error), "emitted %s breaks its declared schema: %s",
                  chorus_envelope_event_type(env), err);
-    chorus__log_env(tx->ch, CHORUS_LOG_ERR, env, "not emitted: %s", err);
+    chorus__log_env(ch, CHORUS_LOG_ERR, env, "%s: %s", what, err);
     return CHORUS_ERR_SCHEMA;
+}
+
+static chorus_err_t check_data(chorus_tx_t *tx, const chorus_envelope_t *env) {
+    chorus_err_t rc = chorus__saga_check_emit(tx->ch, tx->d, env, "not emitted");
+    if (rc)
+        tx->invalid_emit = tx->failed = true;
+    return rc;
 }
 
 chorus_err_t chorus__saga_on_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
@@ -366,21 +377,7 @@ chorus_err_t chorus_saga_cancel(chorus_tx_t *tx, const char *correlation_id,
                                : NULL;
     if (!req || !chorus__saga_produces(ch->saga, ch->service, req))
         return CHORUS_ERR_STATE; /* no cancellation declared, or not ours to ask */
-    cJSON *data = cJSON_CreateObject();
-    if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
-        cJSON_Delete(data);
-        return CHORUS_ERR_NOMEM;
-    }
-    chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = chorus_envelope_new_json(req, aggregate_id, 1, data, &err);
-    if (!ev) {
-        chorus_err_t rc = err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-        chorus_error_destroy(err);
-        return rc;
-    }
-    if (chorus_envelope_set_correlation_id(ev, correlation_id)) {
-        chorus_envelope_destroy(ev);
-        return CHORUS_ERR_NOMEM;
-    }
-    return chorus_tx_emit(tx, ev);
+    chorus_envelope_t *ev;
+    chorus_err_t rc = reason_event(req, aggregate_id, 1, correlation_id, reason, &ev);
+    return rc ? rc : chorus_tx_emit(tx, ev);
 }

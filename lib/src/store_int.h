@@ -91,6 +91,9 @@ void chorus__inbox_prune(chorus_t *ch);
 
 /* outbox.c */
 /* Inserts the outbox row for @p env (taken) in @p tx. */
+/* The flow's ids an event emitted in @p tx carries: the delivery's, or a
+ * flow of its own (its event id as correlation). */
+chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env);
 chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env);
 
 /* timer.c */

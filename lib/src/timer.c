@@ -43,21 +43,15 @@ chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at
         chorus_envelope_destroy(env);
         return CHORUS_ERR_INVALID_ARG;
     }
-    if (tx->d)
-        chorus__inherit(tx->d, env);
-    else if (!chorus_envelope_correlation_id(env))
-        chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
-    /* refused now, not when it fires: a timer that cannot be emitted */
-    char why[400];
     chorus_t *ch = tx->ch;
-    if (!chorus__saga_data_ok(ch, env, why, sizeof(why))) {
-        chorus__log_env(ch, CHORUS_LOG_ERR, env, "timer '%s' not armed: %s", key, why);
-        chorus_envelope_destroy(env);
-        return CHORUS_ERR_SCHEMA;
-    }
     char *json = NULL;
     size_t len = 0;
-    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
+    /* refused now, not when it fires: a timer that cannot be emitted */
+    chorus_err_t rc = chorus__tx_adopt(tx, env);
+    if (!rc)
+        rc = chorus__saga_check_emit(ch, NULL, env, "timer not armed");
+    if (!rc)
+        rc = chorus_envelope_serialize(env, &json, &len);
     chorus_envelope_destroy(env);
     if (rc)
         return rc;
