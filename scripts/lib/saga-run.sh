@@ -2,7 +2,8 @@
 # saga-run.sh — run the four services and the saga monitor, wait for every saga to settle,
 # print each order across all services and check that they agree.  Sourced by scripts/demo
 # and by the end-to-end tests (tests/e2e); expects ROOT, and the variables of
-# .chorus/env.sh in the environment.
+# .chorus/env.sh in the environment.  SR_BUILD is the build directory whose programs run
+# (default $ROOT/build; scripts/bench uses its optimized build-bench).
 
 SR_SERVICES=(order payment inventory shipping monitor)
 declare -A SR_PID=()
@@ -74,7 +75,7 @@ sr_provision() {
     for s in "${SR_SERVICES[@]}"; do
         up=$(printf '%s' "$s" | tr 'a-z-' 'A-Z_')
         pass=$(sr_secret)
-        perms=$("$ROOT/build/lib/tools/chorus-saga" permissions "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE")
+        perms=$("${SR_BUILD:-$ROOT/build}/lib/tools/chorus-saga" permissions "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE")
         conf=$(sed -n 's/^configure //p' <<<"$perms")
         write=$(sed -n 's/^write //p' <<<"$perms")
         read=$(sed -n 's/^read //p' <<<"$perms")
@@ -95,7 +96,7 @@ sr_provision() {
 }
 
 # sr_bin SERVICE: its program (the saga monitor is build/services/monitor/monitor).
-sr_bin() { printf '%s\n' "$ROOT/build/services/$1/$1"; }
+sr_bin() { printf '%s\n' "${SR_BUILD:-$ROOT/build}/services/$1/$1"; }
 
 # sr_start [SERVICE...]: starts them in the background and waits until each runs.
 sr_start() {
