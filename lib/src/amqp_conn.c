@@ -229,6 +229,7 @@ void chorus__conn_lost(chorus_t *ch, const char *why) {
     chorus__log(ch, CHORUS_LOG_WARNING, "connection lost: %s; reconnecting", why);
     destroy_state(ch);
     chorus__backlog_clear(ch);
+    chorus__consumer_lost(ch);
     chorus__publisher_reset(ch);
     chorus__schedule_reconnect(ch);
 }
@@ -392,6 +393,7 @@ static chorus_err_t on_channel_close(chorus_t *ch, amqp_frame_t *f) {
     if (n == CHORUS__CH_CONSUME) {
         ch->consuming = false;
         chorus__backlog_clear(ch); /* the broker requeues them */
+        chorus__consumer_lost(ch);
     } else if (n == CHORUS__CH_PUBLISH) {
         chorus__publisher_reset(ch);
     }
@@ -501,9 +503,10 @@ void chorus__redeclare_if_needed(chorus_t *ch) {
 }
 
 void chorus__dispatch_drain(chorus_t *ch) {
-    /* A zero timeout polls the socket too, not only rabbitmq-c's buffer. */
-    while (ch->st && ch->backlog_len < (size_t)ch->batch_max) {
+    /* A zero timeout polls the socket too, not only rabbitmq-c's buffer.
+     * Everything waiting is read (confirms too, while the backlog is full:
+     * the broker's prefetch bounds the deliveries), a bounded number. */
+    for (int n = 0; ch->st && n < 4096; n++)
         if (chorus__dispatch(ch, 0) != CHORUS_OK)
             break;
-    }
 }

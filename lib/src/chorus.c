@@ -110,7 +110,10 @@ void chorus_destroy(chorus_t *ch) {
     chorus__conn_close(ch);
     chorus__backlog_clear(ch);
     chorus__publisher_destroy(ch);
+    chorus__consumer_free(ch);
     chorus__store_close(ch);
+    chorus__sql_free(&ch->store.sql);
+    chorus__marks_free(&ch->store.marks);
     chorus__upcasters_free(ch);
     chorus__topology_free(&ch->topo);
     free_bindings(ch);
@@ -440,9 +443,21 @@ static void store_poll(chorus_t *ch) {
         chorus__consume_resume(ch);
         chorus__unlock(ch);
     }
-    chorus__relay_poll(ch);
+    chorus__relay_poll(ch, !ch->backlog_head && !ch->inflight);
     if (s->up)
         chorus__timers_poll(ch);
+}
+
+/* Reads what is there (waiting at most @p wait_ms for a first frame) and
+ * moves the deliveries on. */
+static void poll_once(chorus_t *ch, int wait_ms) {
+    chorus__lock(ch);
+    chorus__redeclare_if_needed(ch);
+    if (wait_ms > 0)
+        chorus__dispatch(ch, wait_ms);
+    chorus__dispatch_drain(ch);
+    chorus__unlock(ch);
+    chorus__consumer_process(ch);
 }
 
 chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
@@ -452,17 +467,34 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
         return CHORUS_ERR_STOPPED;
     if (!ch->started)
         return CHORUS_ERR_STATE;
+    int64_t until = chorus__mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     bool connected = ensure_connected(ch, timeout_ms);
     store_poll(ch);
     if (!connected)
         return CHORUS_OK;
-    chorus__lock(ch);
-    chorus__redeclare_if_needed(ch);
-    if (!ch->backlog_head)
-        chorus__dispatch(ch, timeout_ms);
-    chorus__dispatch_drain(ch);
-    chorus__unlock(ch);
-    chorus__consumer_process(ch);
+    /* Nothing to handle now (no backlog, or no room while batches wait for
+     * their confirms): wait for a frame, at most until a confirm is late. */
+    int64_t now = chorus__mono_ms();
+    int wait = 0;
+    if (!ch->backlog_head || !chorus__consumer_room(ch)) {
+        int64_t due = chorus__consumer_due(ch);
+        int64_t w = (due < until ? due : until) - now;
+        wait = w < 0 ? 0 : (int)w;
+    }
+    poll_once(ch, wait);
+    /* A batch under way and nothing else to do: its confirms are waited for
+     * here, so that one poll handles and acks it (while other deliveries
+     * arrive, the next poll handles them and the two batches overlap). */
+    while (ch->st && ch->inflight && !ch->backlog_head && chorus__consumer_waiting(ch) &&
+           (now = chorus__mono_ms()) < until && !ch->stop) {
+        int64_t due = chorus__consumer_due(ch);
+        int64_t w = (due < until ? due : until) - now;
+        poll_once(ch, w < 1 ? 1 : (int)w);
+    }
+    /* Gone idle: rows confirmed meanwhile are marked now rather than with
+     * a next transaction that may be long in coming. */
+    if (ch->store.marks.n && !ch->backlog_head && !ch->inflight)
+        chorus__outbox_mark_now(ch);
     chorus__lock(ch);
     if (ch->st)
         amqp_maybe_release_buffers(ch->st);
@@ -476,7 +508,8 @@ chorus_err_t chorus_run(chorus_t *ch) {
         ;
     if (rc != CHORUS_ERR_STOPPED)
         return rc;
-    /* Let what was published go out before the caller destroys us. */
+    /* Let what was published go out, and the batches under way be acked,
+     * before the caller destroys us; nothing new is taken meanwhile. */
     ch->stop = 0;
     chorus_flush(ch, 5000);
     ch->stop = 1;
@@ -546,16 +579,24 @@ chorus_err_t chorus_publish(chorus_t *ch, chorus_envelope_t *env, void *msg_opaq
 chorus_err_t chorus_flush(chorus_t *ch, int timeout_ms) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
+    /* What is under way: the application's publishes, and the batches
+     * being handled (their events confirmed, their deliveries acked).
+     * Nothing new is taken from the backlog meanwhile. */
     int64_t deadline = chorus__mono_ms() + timeout_ms;
-    while (ch->outq > 0) {
+    chorus_err_t rc = CHORUS_OK;
+    bool was = ch->draining;
+    ch->draining = true;
+    while (ch->outq > 0 || ch->inflight) {
         int64_t left = deadline - chorus__mono_ms();
-        if (left <= 0)
-            return CHORUS_ERR_TIMEOUT;
-        chorus_err_t rc = chorus_poll(ch, left > 100 ? 100 : (int)left);
-        if (rc)
-            return rc;
+        if (left <= 0) {
+            rc = CHORUS_ERR_TIMEOUT;
+            break;
+        }
+        if ((rc = chorus_poll(ch, left > 100 ? 100 : (int)left)))
+            break;
     }
-    return CHORUS_OK;
+    ch->draining = was;
+    return rc;
 }
 
 size_t chorus_outq_len(const chorus_t *ch) { return ch ? ch->outq : 0; }

@@ -15,6 +15,7 @@
 #ifndef CHORUS_INT_H
 #define CHORUS_INT_H
 
+#include "batch_int.h"
 #include "confirm_int.h"
 #include "store_int.h"
 #include "conf_int.h"
@@ -86,32 +87,50 @@ typedef struct chorus__pub_s {
     bool returned;
     chorus_envelope_t *env;         /* for the delivery report; may be NULL */
     void *msg_opaque;
-    chorus__waiter_t *waiter;       /* who waits for it; NULL: free-standing */
-    int64_t outbox_seq;             /* outbox row it publishes, or 0 */
+    chorus__waiter_t *waiter;       /* who waits for it; NULL: nobody */
+    /* An outbox row's publish: told how it settled (marks it published);
+     * with neither, it is the application's (delivery report). */
+    void (*done)(chorus_t *ch, struct chorus__pub_s *p, chorus_err_t res);
 } chorus__pub_t;
 
 struct chorus_delivery_s {
     struct chorus_delivery_s *next;
     chorus_t *ch;
+    chorus__dstate_t state;         /* batch.c: what became of it */
     uint64_t tag;
     bool redelivered;
     char *routing_key;
     amqp_message_t msg;             /* properties (in msg.pool) and body */
     chorus_envelope_t *env;
     int attempt;
-    chorus_outcome_t outcome;
     const char *reason;             /* fault reason when dead-lettered */
     char error[512];
-    chorus_envelope_t **emitted;
+    chorus_envelope_t **emitted;    /* plain: its events, published after it */
     size_t nemitted, capemitted;
     chorus__waiter_t w;             /* its retry / DLQ / emitted publishes */
-    bool duplicate;                 /* inbox says: handled before */
-    bool recount;                   /* classic queue: sent back with its redelivery count */
     const chorus__handler_t *hd;    /* its handler, once decoded */
-    chorus_tx_t tx;                 /* store.type=postgres: its transaction */
+    chorus_tx_t *tx;                /* durable: its batch's transaction, while handled */
+    bool fresh;                     /* durable: the batch's inbox claim was its first */
+    long runs;                      /* durable: handler runs so far (conflicts) */
+    bool bad_emit;                  /* plain: an emitted event broke its schema */
+    size_t row_from, nrows;         /* durable: its events among the batch's rows */
     uint64_t gen;                   /* consume generation it came with */
     int64_t handled_ms;             /* wall clock when handling started */
 };
+
+/* Deliveries handled and acked together (batch.c has the states). */
+typedef struct chorus__batch_s {
+    struct chorus__batch_s *next;   /* in flight, oldest first */
+    chorus__bstate_t state;
+    chorus_delivery_t *head;
+    size_t n;
+    chorus_tx_t tx;                 /* durable: the transaction being run */
+    chorus_delivery_t *resume;      /* durable: the first not committed yet */
+    chorus__row_t *rows;            /* durable: committed events, to publish */
+    size_t nrows, caprows;
+    int64_t due_ms;                 /* monotonic: its confirms are late after this */
+    bool alone;                     /* no other batch is handled until it is acked */
+} chorus__batch_t;
 
 struct chorus_s {
     chorus_conf_t *conf;
@@ -162,6 +181,9 @@ struct chorus_s {
     chorus_delivery_t *backlog_head, *backlog_tail;
     size_t backlog_len;
     int batch_max;
+    chorus__batch_t *inflight;      /* batches not yet acked, oldest first */
+    size_t ninflight;
+    bool draining;                  /* stopping: no new batch is taken */
 
     /* durable participants (store.type = postgres) */
     chorus__store_t store;
@@ -214,9 +236,13 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p);
 void chorus__on_confirm(chorus_t *ch, uint64_t tag, bool multiple, bool nack);
 void chorus__on_return(chorus_t *ch, const amqp_message_t *msg);
+/* The same with the envelope already serialized: @p json (malloc'd) is
+ * taken on success. */
+chorus_err_t chorus__pub_fill(chorus_t *ch, chorus__pub_t *p, chorus_envelope_t *env, char *json,
+                             size_t len, const char *exchange, const char *routing_key);
 /* Parses a stored envelope and makes a publish of it (outbox rows). */
 chorus__pub_t *chorus__pub_from_text(chorus_t *ch, const char *json, size_t len,
-                                     const char *routing_key);
+                                     const char *routing_key, size_t rk_len);
 /* After a lost publish channel: unconfirmed publishes of deliveries fail
  * (those deliveries come again); free-standing ones are queued to resend. */
 void chorus__publisher_reset(chorus_t *ch);
@@ -227,7 +253,18 @@ chorus_err_t chorus__wait_until(chorus_t *ch, int64_t deadline_ms,
                                 bool (*done)(chorus_t *, void *), void *arg);
 
 /* consumer.c */
+/* Moves the batches in flight on (settled ones acked, oldest first) and
+ * handles a new one from the backlog when there is room.  Never waits. */
 void chorus__consumer_process(chorus_t *ch);
+/* Whether a batch waits for confirms (the poll then reads frames). */
+bool chorus__consumer_waiting(const chorus_t *ch);
+/* When the oldest confirm wait runs out (monotonic ms; INT64_MAX: none). */
+int64_t chorus__consumer_due(const chorus_t *ch);
+/* The connection or consume channel is gone: batches in flight are void. */
+void chorus__consumer_lost(chorus_t *ch);
+/* Whether another batch may be taken now. */
+bool chorus__consumer_room(const chorus_t *ch);
+void chorus__consumer_free(chorus_t *ch);
 void chorus__delivery_free(chorus_delivery_t *d);
 void chorus__backlog_clear(chorus_t *ch);
 chorus_err_t chorus__consume_start(chorus_t *ch);

@@ -67,7 +67,6 @@
 void chorus__delivery_free(chorus_delivery_t *d) {
     if (!d)
         return;
-    chorus__tx_clear(&d->tx);
     free(d->routing_key);
     amqp_destroy_message(&d->msg);
     chorus_envelope_destroy(d->env);
@@ -126,20 +125,34 @@ static const chorus__handler_t *find_handler(const chorus_t *ch, const char *typ
     return NULL;
 }
 
+/* The one way a delivery's state changes (batch.c has the table). */
+static void to(chorus_delivery_t *d, chorus__devent_t ev) {
+    int next = chorus__delivery_next(d->state, ev);
+    if (next < 0) {
+        /* a bug in chorus: say so loudly, keep the delivery where it is */
+        chorus__log(d->ch, CHORUS_LOG_ERR, "delivery in state %s: transition %d refused",
+                    chorus__dstate_name(d->state), (int)ev);
+        return;
+    }
+    d->state = (chorus__dstate_t)next;
+}
+
 static void dead_letter(chorus_delivery_t *d, const char *reason) {
-    d->outcome = CHORUS_REJECT;
+    to(d, CHORUS__DE_REFUSE);
     d->reason = reason;
 }
+
+static bool is_handled(const chorus_delivery_t *d) { return d->state == CHORUS__D_HANDLED; }
 
 /* Records what the handler decided: retries run out become DLQ. */
 static void set_outcome(chorus_t *ch, chorus_delivery_t *d, chorus_outcome_t out) {
     d->reason = NULL;
     if (out == CHORUS_HANDLED) {
-        d->outcome = CHORUS_HANDLED;
+        to(d, CHORUS__DE_SUCCEED);
         return;
     }
     if (out == CHORUS_RETRY_LATER) {
-        d->outcome = CHORUS_RETRY_LATER;
+        to(d, CHORUS__DE_RETRY);
         if (chorus__retry_decide(&ch->retry, d->attempt).dead_letter)
             dead_letter(d, "retries-exhausted");
     } else {
@@ -231,9 +244,10 @@ static bool admissible(chorus_t *ch, chorus_delivery_t *d, const chorus__handler
                  "schema_version %d of %s is newer than %d, the newest this consumer knows", sv,
                  type, hd->newest_schema);
         chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "%s", d->error);
-        d->outcome = CHORUS_RETRY_LATER;
         if (!hd->newer_retry || chorus__retry_decide(&ch->retry, d->attempt).dead_letter)
             dead_letter(d, "unknown-schema-version");
+        else
+            to(d, CHORUS__DE_RETRY);
         return false;
     }
     return true;
@@ -258,7 +272,7 @@ static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
         return NULL;
     }
     if (!ch->topo.quorum && d->redelivered) {
-        d->recount = true; /* counted, and handled when it comes back */
+        to(d, CHORUS__DE_RECOUNT); /* counted, and handled when it comes back */
         return NULL;
     }
 
@@ -298,6 +312,7 @@ static const chorus__handler_t *decode(chorus_t *ch, chorus_delivery_t *d) {
         dead_letter(d, "invalid-data");
         return NULL;
     }
+    to(d, CHORUS__DE_DECODE);
     return hd;
 }
 
@@ -309,8 +324,7 @@ static void undecode(chorus_delivery_t *d) {
     d->hd = NULL;
     d->reason = NULL;
     d->error[0] = '\0';
-    d->recount = false;
-    d->outcome = CHORUS_HANDLED;
+    to(d, CHORUS__DE_UNDECODE);
 }
 
 chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
@@ -325,57 +339,94 @@ chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
 }
 
 static void handle_plain(chorus_t *ch, chorus_delivery_t *d) {
-    if (!d->hd)
+    if (d->state != CHORUS__D_DECODED)
         return;
     set_outcome(ch, d, chorus__call_handler(ch, d, d->hd));
-    if (d->tx.invalid_emit) {
+    if (d->bad_emit) {
         dead_letter(d, "invalid-emit");
         chorus__log_env(ch, CHORUS_LOG_ERR, d->env, "%s", d->error);
     }
 }
 
+/* What became of one delivery in a batch transaction. */
+typedef enum {
+    ONE_DONE,    /* it has its outcome; the transaction goes on */
+    ONE_SPLIT,   /* it conflicted with another transaction: commit those
+                    before it, and run it again in a transaction of its own */
+    ONE_BROKEN,  /* the transaction is aborted: the batch runs again, careful */
+    ONE_LOST     /* the connection died */
+} one_rc_t;
+
+/* A failed delivery leaves nothing: its savepoint, its events and (claimed
+ * for the whole batch) its inbox row are undone. */
+static void undo(chorus_tx_t *tx, chorus_delivery_t *d) {
+    chorus__tx_undo(tx);
+    if (!tx->careful && d->fresh)
+        chorus__inbox_unclaim(tx, chorus_envelope_event_id(d->env));
+}
+
 /*
- * One delivery inside the batch transaction, in its own savepoint: the
- * inbox row, then the handler.  A conflict (another writer took the
- * aggregate version, a serialization failure, a deadlock) undoes the
- * savepoint and runs the handler again at once, a bounded number of times.
+ * One delivery inside the batch transaction: the inbox's verdict, then the
+ * handler (behind its saga guard).  A conflict (another writer took the
+ * aggregate version, a serialization failure, a deadlock) undoes it and
+ * runs it again -- at once when it is the first of its transaction,
+ * otherwise in a transaction of its own after the ones before it commit
+ * (their row locks may be what the other side waits for) -- a bounded
+ * number of times.
  */
-static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd) {
-    chorus_tx_t *tx = &d->tx;
+static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t *d, bool first,
+                               long *runs) {
     long max_runs = 1 + chorus__conf_int(ch->conf, "store.conflict.retries");
-    for (long run = 1;; run++) {
-        if (!chorus__tx_savepoint(tx))
-            return;
-        int claim = chorus__inbox_claim(tx, chorus_envelope_event_id(d->env));
-        if (claim == 0) {
-            d->duplicate = true;
-            chorus__tx_release(tx);
-            return;
+    for (;;) {
+        ++*runs;
+        chorus__tx_enter(tx, d);
+        d->tx = tx;
+        if (tx->careful) {
+            int claim = chorus__inbox_claim(tx, chorus_envelope_event_id(d->env));
+            if (tx->lost)
+                return ONE_LOST;
+            if (claim < 0)
+                return ONE_BROKEN; /* even in its savepoint: give the batch back */
+            d->fresh = claim == 1;
         }
-        if (claim < 0) {
-            chorus__tx_rollback_to(tx);
-            snprintf(d->error, sizeof(d->error), "inbox insert failed");
-            set_outcome(ch, d, CHORUS_RETRY_LATER);
-            return;
+        if (!d->fresh) {
+            to(d, CHORUS__DE_DUPLICATE);
+            chorus__tx_keep(tx);
+            return ONE_DONE;
         }
-        chorus_outcome_t out = chorus__saga_deliver(ch, d, hd);
+        chorus_outcome_t out = chorus__saga_deliver(ch, d, d->hd);
         if (tx->lost)
-            return;
-        if (tx->conflict && run < max_runs) {
+            return ONE_LOST;
+        if (tx->broken && !tx->careful)
+            return ONE_BROKEN;
+        if (tx->broken) /* careful: its savepoint could not save it */
+            return ONE_BROKEN;
+        if (tx->conflict && *runs < max_runs) {
             ch->stats.conflicts++;
-            chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "conflict; running the handler again");
-            chorus__tx_rollback_to(tx);
-            tx->conflict = false;
+            chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "conflict; running the handler again%s",
+                            first ? "" : " in a transaction of its own");
+            undo(tx, d);
             d->error[0] = '\0';
+            if (!first)
+                return ONE_SPLIT;
+            if (tx->careful || !d->fresh)
+                continue;
+            /* its claim was just taken back: claim it again, alone */
+            bool fresh;
+            const char *id = chorus_envelope_event_id(d->env);
+            if (!chorus__inbox_claim_all(tx, &id, 1, &fresh))
+                return tx->lost ? ONE_LOST : ONE_BROKEN;
+            d->fresh = fresh;
             continue;
         }
         if (tx->invalid_emit) {
             /* the handler's output breaks the declared contract: a bug no
              * retry mends, and nothing of it may leave */
-            dead_letter(d, "invalid-emit");
             chorus__log_env(ch, CHORUS_LOG_ERR, d->env, "%s", d->error);
-            chorus__tx_rollback_to(tx);
-            return;
+            undo(tx, d);
+            to(d, CHORUS__DE_REFUSE);
+            d->reason = "invalid-emit";
+            return ONE_DONE;
         }
         if (tx->too_large) {
             /* it would be too large on every attempt: no retry helps */
@@ -383,109 +434,179 @@ static void handle_durable(chorus_t *ch, chorus_delivery_t *d, const chorus__han
                      "message.max.bytes");
             out = CHORUS_REJECT;
         } else if (tx->conflict) {
-            snprintf(d->error, sizeof(d->error), "still conflicting after %ld runs", run);
+            snprintf(d->error, sizeof(d->error), "still conflicting after %ld runs", *runs);
             out = CHORUS_RETRY_LATER;
         } else if (out == CHORUS_HANDLED && tx->failed) {
-            snprintf(d->error, sizeof(d->error), "an SQL statement of the handler failed");
+            snprintf(d->error, sizeof(d->error), "an SQL statement of the handler failed%s%s",
+                     tx->err.rc ? ": " : "", tx->err.rc ? tx->err.message : "");
             out = CHORUS_RETRY_LATER;
         }
         set_outcome(ch, d, out);
-        if (out == CHORUS_HANDLED)
-            chorus__tx_release(tx);
-        else
-            chorus__tx_rollback_to(tx);
-        return;
+        if (out == CHORUS_HANDLED) {
+            d->row_from = tx->rows_mark;
+            d->nrows = tx->nrows - tx->rows_mark;
+            chorus__tx_keep(tx);
+        } else {
+            undo(tx, d);
+        }
+        return ONE_DONE;
     }
 }
 
 typedef enum { BATCH_OK, BATCH_AGAIN, BATCH_STORE_DOWN } batch_rc_t;
 
-/* The whole batch in one transaction; every delivery in a savepoint. */
-static batch_rc_t process_durable(chorus_t *ch, chorus_delivery_t *batch) {
-    chorus_tx_t btx;
-    if (chorus__tx_open(ch, &btx) != CHORUS_OK) {
-        chorus__store_lost(ch, "BEGIN failed");
-        return BATCH_STORE_DOWN;
+/* The committed transaction's rows join the batch's, each delivery's
+ * range moved along. */
+static bool adopt_rows(chorus__batch_t *b, chorus_tx_t *tx, chorus_delivery_t *from,
+                       const chorus_delivery_t *to_excl) {
+    if (b->nrows + tx->nrows > b->caprows) {
+        size_t cap = (b->nrows + tx->nrows) * 2;
+        chorus__row_t *r = realloc(b->rows, cap * sizeof(*r));
+        if (!r)
+            return false;
+        b->rows = r;
+        b->caprows = cap;
     }
-    for (chorus_delivery_t *d = batch; d; d = d->next) {
-        d->tx = btx;
-        d->tx.d = d;
-        if (d->hd)
-            handle_durable(ch, d, d->hd);
-        if (d->tx.lost) {
+    memcpy(b->rows + b->nrows, tx->rows, tx->nrows * sizeof(*tx->rows));
+    for (chorus_delivery_t *d = from; d != to_excl; d = d->next)
+        if (is_handled(d))
+            d->row_from += b->nrows;
+    b->nrows += tx->nrows;
+    tx->nrows = 0; /* moved, not freed */
+    return true;
+}
+
+/* The batch's inbox rows, in one statement at the start of a transaction:
+ * every delivery from @p d on. */
+static bool claim_from(chorus_tx_t *tx, chorus_delivery_t *d) {
+    size_t n = 0;
+    for (chorus_delivery_t *e = d; e; e = e->next)
+        n += e->state == CHORUS__D_DECODED;
+    if (n == 0)
+        return true;
+    const char **ids = calloc(n, sizeof(*ids));
+    bool *fresh = calloc(n, sizeof(*fresh));
+    bool ok = ids && fresh;
+    size_t k = 0;
+    for (chorus_delivery_t *e = d; ok && e; e = e->next)
+        if (e->state == CHORUS__D_DECODED)
+            ids[k++] = chorus_envelope_event_id(e->env);
+    ok = ok && chorus__inbox_claim_all(tx, ids, n, fresh);
+    k = 0;
+    for (chorus_delivery_t *e = d; ok && e; e = e->next)
+        if (e->state == CHORUS__D_DECODED)
+            e->fresh = fresh[k++];
+    free(ids);
+    free(fresh);
+    if (!ok && !tx->lost)
+        tx->broken = true;
+    return ok;
+}
+
+/* Takes back the claims of deliveries not handled in this transaction. */
+static void unclaim_from(chorus_tx_t *tx, chorus_delivery_t *d) {
+    for (; d; d = d->next)
+        if (d->state == CHORUS__D_DECODED && d->fresh)
+            chorus__inbox_unclaim(tx, chorus_envelope_event_id(d->env));
+}
+
+/*
+ * The whole batch in as few transactions as conflicts allow (one when
+ * nothing conflicts).  @p careful: every delivery in a savepoint from its
+ * start, its inbox row claimed inside it, statements not merged -- the
+ * slow, exact way, for a batch whose fast run broke its transaction.
+ */
+static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful) {
+    chorus_delivery_t *d = b->resume;
+    while (d) {
+        chorus_tx_t *tx = &b->tx;
+        if (chorus__tx_open(ch, tx, careful) != CHORUS_OK) {
+            chorus__store_lost(ch, "BEGIN failed");
+            return BATCH_STORE_DOWN;
+        }
+        if (!careful && !claim_from(tx, d)) {
+            chorus__tx_abort(tx);
+            if (tx->lost)
+                chorus__store_lost(ch, "the inbox claim failed");
+            return tx->lost ? BATCH_STORE_DOWN : BATCH_AGAIN;
+        }
+        chorus_delivery_t *start = d;
+        one_rc_t orc = ONE_DONE;
+        for (; d; d = d->next) {
+            if (d->state != CHORUS__D_DECODED)
+                continue;
+            orc = handle_durable(ch, tx, d, d == start, &d->runs);
+            d->tx = NULL;
+            if (orc != ONE_DONE)
+                break;
+        }
+        if (orc == ONE_LOST) {
+            chorus__tx_abort(tx);
             chorus__store_lost(ch, "a statement failed");
             return BATCH_STORE_DOWN;
         }
-        if (d->tx.failed) { /* a savepoint could not be undone: start over */
-            chorus__tx_abort(&btx);
+        if (orc == ONE_BROKEN) {
+            chorus__tx_abort(tx);
             return BATCH_AGAIN;
         }
+        if (orc == ONE_SPLIT && !careful)
+            unclaim_from(tx, d); /* claimed with this transaction, handled in the next */
+        chorus__crash_point(ch, "before-commit");
+        chorus_err_t rc = chorus__tx_finish(tx);
+        if (rc == CHORUS_ERR_CONN_CLOSED) {
+            chorus__store_lost(ch, "COMMIT failed");
+            return BATCH_STORE_DOWN;
+        }
+        if (rc) {
+            if (rc == CHORUS_ERR_CONFLICT)
+                ch->stats.conflicts++;
+            return BATCH_AGAIN;
+        }
+        chorus__crash_point(ch, "after-commit");
+        b->resume = d; /* what came before is committed: it stays */
+        if (!adopt_rows(b, tx, start, d)) {
+            /* out of memory: the rows are committed; the relay sends them */
+            ch->store.relay_wanted = true;
+            for (chorus_delivery_t *e = start; e != d; e = e->next)
+                e->nrows = 0;
+        }
+        chorus__tx_clear(tx);
     }
-    chorus__crash_point(ch, "before-commit");
-    chorus_err_t rc = chorus__tx_finish(&btx);
-    if (rc == CHORUS_ERR_CONN_CLOSED) {
-        chorus__store_lost(ch, "COMMIT failed");
-        return BATCH_STORE_DOWN;
-    }
-    if (rc) {
-        if (rc == CHORUS_ERR_CONFLICT)
-            ch->stats.conflicts++;
-        return BATCH_AGAIN;
-    }
-    chorus__crash_point(ch, "after-commit");
     return BATCH_OK;
 }
 
 /* What handling a delivery in a batch transaction left on it, undone so
  * the batch can run again (its decoding stays). */
 static void unhandle(chorus_delivery_t *d) {
-    if (!d->hd)
+    if (d->state == CHORUS__D_RECEIVED || d->state == CHORUS__D_REFUSED ||
+        d->state == CHORUS__D_RECOUNT || !d->hd)
         return;
-    chorus__tx_clear(&d->tx);
-    d->duplicate = false;
-    d->outcome = CHORUS_HANDLED;
+    to(d, CHORUS__DE_RESET);
     d->reason = NULL;
     d->error[0] = '\0';
+    d->fresh = false;
+    d->row_from = d->nrows = 0;
+    d->runs = 0;
 }
 
 /*
  * A batch whose transaction failed as a whole (a serialization failure at
- * COMMIT, a savepoint that could not be undone) runs again here, with the
- * deliveries still held, a bounded number of times: handing it back to the
- * broker would count against every delivery's delivery limit, though
- * nothing was wrong with them.
+ * COMMIT, a statement outside any savepoint) runs again here, careful, with
+ * the deliveries still held, a bounded number of times: handing it back to
+ * the broker would count against every delivery's delivery limit, though
+ * nothing was wrong with them.  Transactions of it that committed before
+ * stay committed: their deliveries are duplicates now, as the inbox says.
  */
-static batch_rc_t process_durable_again(chorus_t *ch, chorus_delivery_t *batch) {
+static batch_rc_t process_durable_again(chorus_t *ch, chorus__batch_t *b) {
     long runs = 1 + chorus__conf_int(ch->conf, "store.conflict.retries");
-    batch_rc_t brc = process_durable(ch, batch);
+    b->resume = b->head;
+    batch_rc_t brc = process_durable(ch, b, false);
     for (long run = 1; brc == BATCH_AGAIN && run < runs; run++) {
-        for (chorus_delivery_t *d = batch; d; d = d->next)
+        for (chorus_delivery_t *d = b->resume; d; d = d->next)
             unhandle(d);
-        brc = process_durable(ch, batch);
+        brc = process_durable(ch, b, true);
     }
     return brc;
-}
-
-/* After the commit: publish what the batch wrote to the outbox. */
-static void flush_batch_outbox(chorus_t *ch, chorus_delivery_t *batch) {
-    size_t n = 0, cap = 0;
-    int64_t *seqs = NULL;
-    for (chorus_delivery_t *d = batch; d; d = d->next) {
-        if (d->outcome != CHORUS_HANDLED || d->duplicate || d->tx.nseqs == 0)
-            continue;
-        if (n + d->tx.nseqs > cap) {
-            cap = (n + d->tx.nseqs) * 2;
-            int64_t *g = realloc(seqs, cap * sizeof(*g));
-            if (!g)
-                break; /* the relay will publish them */
-            seqs = g;
-        }
-        memcpy(seqs + n, d->tx.seqs, d->tx.nseqs * sizeof(*seqs));
-        n += d->tx.nseqs;
-    }
-    if (n)
-        chorus__outbox_flush(ch, seqs, n);
-    free(seqs);
 }
 
 /* ---- copies for retry, DLQ and counting (lock held) ----------------------- */
@@ -805,60 +926,81 @@ static bool make_emits(chorus_t *ch, chorus_delivery_t *d, chorus__pub_t **pubs)
     return true;
 }
 
-static void send_outcome(chorus_t *ch, chorus_delivery_t *d) {
-    if (d->recount) {
+/* What a delivery's outcome sends: its events (durable: the committed rows
+ * from memory; plain: made now), or a retry, DLQ or recount copy. */
+static void send_outcome(chorus_t *ch, chorus__batch_t *b, chorus_delivery_t *d) {
+    switch (d->state) {
+    case CHORUS__D_RECOUNT:
         send_for(ch, d, recount_copy(ch, d));
         return;
-    }
-    if (d->outcome == CHORUS_HANDLED && d->nemitted) {
-        chorus__pub_t **pubs = calloc(d->nemitted, sizeof(*pubs));
-        if (!pubs || !make_emits(ch, d, pubs)) {
-            free(pubs);
-            if (!d->reason) /* out of memory: it comes again */
-                send_for(ch, d, NULL);
-            else
-                send_for(ch, d, fault_copy(ch, d));
+    case CHORUS__D_HANDLED:
+        if (d->nrows) { /* durable */
+            chorus__outbox_send(ch, b->rows + d->row_from, d->nrows, &d->w);
             return;
         }
-        for (size_t i = 0; i < d->nemitted; i++)
-            send_for(ch, d, ch->st ? pubs[i] : (chorus__pub_destroy(pubs[i]), NULL));
-        free(pubs);
-    } else if (d->outcome == CHORUS_HANDLED) {
-        return;
-    } else if (d->reason) {
+        if (!d->nemitted)
+            return;
+        break;
+    case CHORUS__D_DEAD:
+    case CHORUS__D_REFUSED:
         send_for(ch, d, fault_copy(ch, d));
-    } else {
+        return;
+    case CHORUS__D_RETRY:
         send_for(ch, d, retry_copy(ch, d));
+        return;
+    default: /* duplicates: nothing */
+        return;
     }
+    chorus__pub_t **pubs = calloc(d->nemitted, sizeof(*pubs));
+    if (!pubs || !make_emits(ch, d, pubs)) {
+        free(pubs);
+        if (!d->reason) /* out of memory: it comes again */
+            send_for(ch, d, NULL);
+        else
+            send_for(ch, d, fault_copy(ch, d));
+        return;
+    }
+    for (size_t i = 0; i < d->nemitted; i++)
+        send_for(ch, d, ch->st ? pubs[i] : (chorus__pub_destroy(pubs[i]), NULL));
+    free(pubs);
 }
 
 /* ---- the batch ----------------------------------------------------------- */
 
-static bool batch_settled(chorus_t *ch, void *arg) {
-    (void)ch;
-    for (chorus_delivery_t *d = arg; d; d = d->next)
+/* The one way a batch's state changes (batch.c has the table). */
+static void batch_to(chorus_t *ch, chorus__batch_t *b, chorus__bevent_t ev) {
+    int next = chorus__batch_next(b->state, ev);
+    if (next < 0) {
+        chorus__log(ch, CHORUS_LOG_ERR, "batch in state %s: transition %d refused",
+                    chorus__bstate_name(b->state), (int)ev);
+        return;
+    }
+    b->state = (chorus__bstate_t)next;
+}
+
+static bool batch_settled(const chorus__batch_t *b) {
+    for (chorus_delivery_t *d = b->head; d; d = d->next)
         if (d->w.pending > 0)
             return false;
     return true;
 }
 
 static void count(chorus_t *ch, const chorus_delivery_t *d) {
-    if (d->recount)
-        return; /* sent back to be handled later: counted then */
-    if (d->duplicate)
-        ch->stats.duplicates++;
-    else if (d->outcome == CHORUS_HANDLED)
-        ch->stats.handled++;
-    else if (d->reason)
-        ch->stats.dead_lettered++;
-    else
-        ch->stats.retried++;
+    switch (d->state) {
+    case CHORUS__D_DUPLICATE: ch->stats.duplicates++; break;
+    case CHORUS__D_HANDLED: ch->stats.handled++; break;
+    case CHORUS__D_DEAD:
+    case CHORUS__D_REFUSED: ch->stats.dead_lettered++; break;
+    case CHORUS__D_RETRY: ch->stats.retried++; break;
+    default: break; /* a recount is counted when it comes back */
+    }
 }
 
-static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
+/* Acks a settled batch: one multiple ack when every publish went well. */
+static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
     bool all_ok = true;
     uint64_t last = 0;
-    for (chorus_delivery_t *d = batch; d; d = d->next) {
+    for (chorus_delivery_t *d = b->head; d; d = d->next) {
         all_ok = all_ok && !d->w.failed;
         last = d->tag;
     }
@@ -867,11 +1009,12 @@ static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
             chorus__conn_lost(ch, "ack failed");
             return;
         }
-        for (chorus_delivery_t *d = batch; d; d = d->next)
+        for (chorus_delivery_t *d = b->head; d; d = d->next)
             count(ch, d);
+        batch_to(ch, b, CHORUS__BE_ACK);
         return;
     }
-    for (chorus_delivery_t *d = batch; d && ch->st; d = d->next) {
+    for (chorus_delivery_t *d = b->head; d && ch->st; d = d->next) {
         int s;
         if (d->w.failed) {
             chorus__log_env(ch, CHORUS_LOG_WARNING, d->env,
@@ -884,23 +1027,34 @@ static void settle_batch(chorus_t *ch, chorus_delivery_t *batch) {
         if (s != AMQP_STATUS_OK)
             chorus__conn_lost(ch, "ack failed");
     }
+    if (ch->st)
+        batch_to(ch, b, CHORUS__BE_ACK);
 }
 
-/* Gives a batch back to the broker (nack, requeue): nothing of it is
- * acked, nothing dead-lettered; it comes again. */
-static void requeue(chorus_t *ch, chorus_delivery_t *batch) {
-    for (chorus_delivery_t *d = batch; d && ch->st; d = d->next)
+/* Gives deliveries back to the broker (nack, requeue): nothing of them is
+ * acked, nothing dead-lettered; they come again. */
+static void requeue(chorus_t *ch, chorus_delivery_t *head) {
+    for (chorus_delivery_t *d = head; d && ch->st; d = d->next)
         if (d->gen == ch->consume_gen &&
             amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, d->tag, 0, 1) != AMQP_STATUS_OK)
             chorus__conn_lost(ch, "nack failed");
 }
 
-static void free_batch(chorus_delivery_t *batch) {
-    while (batch) {
-        chorus_delivery_t *next = batch->next;
-        chorus__delivery_free(batch);
-        batch = next;
+static void free_deliveries(chorus_delivery_t *d) {
+    while (d) {
+        chorus_delivery_t *next = d->next;
+        chorus__delivery_free(d);
+        d = next;
     }
+}
+
+static void batch_free(chorus__batch_t *b) {
+    free_deliveries(b->head);
+    chorus__tx_clear(&b->tx);
+    for (size_t i = 0; i < b->nrows; i++)
+        chorus__row_free(&b->rows[i]);
+    free(b->rows);
+    free(b);
 }
 
 /*
@@ -910,12 +1064,15 @@ static void free_batch(chorus_delivery_t *batch) {
  * always taken), which goes back to the head of the backlog undecoded, with
  * everything after it.
  */
-static chorus_delivery_t *take_batch(chorus_t *ch) {
-    chorus_delivery_t *batch = ch->backlog_head, *prev = NULL;
+static chorus__batch_t *take_batch(chorus_t *ch) {
+    chorus__batch_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->head = ch->backlog_head;
     ch->backlog_head = ch->backlog_tail = NULL;
     ch->backlog_len = 0;
     size_t total = 0;
-    for (chorus_delivery_t *d = batch; d; prev = d, d = d->next) {
+    for (chorus_delivery_t *d = b->head, *prev = NULL; d; prev = d, d = d->next) {
         d->hd = decode(ch, d);
         size_t size = d->env ? chorus__envelope_decoded(d->env) : 0;
         if (prev && total + size > ch->batch_max_decoded) {
@@ -929,43 +1086,154 @@ static chorus_delivery_t *take_batch(chorus_t *ch) {
             break;
         }
         total += size;
+        b->n++;
     }
-    return batch;
+    return b;
 }
 
-void chorus__consumer_process(chorus_t *ch) {
-    if (!ch->backlog_head)
-        return;
-    chorus_delivery_t *batch = take_batch(ch);
-
+/* TAKEN -> HANDLED (or REQUEUED): the handlers, and for a durable
+ * participant the transaction.  No lock: heartbeats go on meanwhile. */
+static void handle_batch(chorus_t *ch, chorus__batch_t *b) {
     batch_rc_t brc = BATCH_OK;
     if (!ch->store.enabled) {
-        for (chorus_delivery_t *d = batch; d; d = d->next)
+        for (chorus_delivery_t *d = b->head; d; d = d->next)
             handle_plain(ch, d);
     } else if (ch->store.paused || !ch->store.up) {
         brc = BATCH_STORE_DOWN;
-    } else if ((brc = process_durable_again(ch, batch)) == BATCH_OK) {
-        flush_batch_outbox(ch, batch);
+    } else {
+        brc = process_durable_again(ch, b);
     }
-
     chorus__lock(ch);
-    if (brc != BATCH_OK) {
-        requeue(ch, batch);
+    if (chorus__batch_done(b->state)) {
+        /* lost meanwhile (void): the broker has them back already */
+    } else if (brc == BATCH_OK) {
+        batch_to(ch, b, CHORUS__BE_HANDLE);
+    } else {
+        /* What committed stays committed: its deliveries are duplicates
+         * when they come back.  The rest was rolled back. */
+        requeue(ch, b->head);
+        batch_to(ch, b, CHORUS__BE_GIVE_BACK);
         if (brc == BATCH_STORE_DOWN)
             chorus__consume_pause(ch);
-    } else {
-        for (chorus_delivery_t *d = batch; d && ch->st; d = d->next)
-            send_outcome(ch, d);
-        int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-        if (ch->st && chorus__wait_until(ch, deadline, batch_settled, batch) == CHORUS_ERR_TIMEOUT)
-            chorus__conn_lost(ch, "publisher confirms timed out");
-        /* Tags of an older consumer (before a reconnect or a reopened
-         * channel) mean nothing now: those deliveries come again. */
-        if (ch->st && batch->gen == ch->consume_gen)
-            settle_batch(ch, batch);
     }
     chorus__unlock(ch);
-    free_batch(batch);
+}
+
+/* HANDLED -> SENT: every publish of the batch at once (lock held). */
+static void send_batch(chorus_t *ch, chorus__batch_t *b) {
+    for (chorus_delivery_t *d = b->head; d && ch->st; d = d->next) {
+        send_outcome(ch, b, d);
+        /* its count goes back to our own queue: it must not be handled
+         * (and die) again before this batch's ack says it was counted */
+        if (d->state == CHORUS__D_RECOUNT)
+            b->alone = true;
+    }
+    b->due_ms = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+    if (ch->st)
+        batch_to(ch, b, CHORUS__BE_SEND);
+}
+
+/* At most this many batches between TAKEN and ACKED: one waiting for its
+ * confirms while the next is handled. */
+#define MAX_INFLIGHT 2
+
+bool chorus__consumer_waiting(const chorus_t *ch) {
+    for (const chorus__batch_t *b = ch->inflight; b; b = b->next)
+        if (b->state == CHORUS__B_SENT)
+            return true;
+    return false;
+}
+
+int64_t chorus__consumer_due(const chorus_t *ch) {
+    int64_t due = INT64_MAX;
+    for (const chorus__batch_t *b = ch->inflight; b; b = b->next)
+        if (b->state == CHORUS__B_SENT && b->due_ms < due)
+            due = b->due_ms;
+    return due;
+}
+
+void chorus__consumer_lost(chorus_t *ch) {
+    for (chorus__batch_t *b = ch->inflight; b; b = b->next) {
+        if (chorus__batch_done(b->state))
+            continue;
+        if (b->nrows && b->state != CHORUS__B_SENT && b->state != CHORUS__B_SETTLED)
+            ch->store.relay_wanted = true; /* committed, not sent */
+        batch_to(ch, b, CHORUS__BE_LOSE);
+    }
+}
+
+bool chorus__consumer_room(const chorus_t *ch) {
+    if (ch->ninflight >= MAX_INFLIGHT || ch->draining)
+        return false;
+    for (const chorus__batch_t *b = ch->inflight; b; b = b->next)
+        if (b->alone)
+            return false;
+    return true;
+}
+
+void chorus__consumer_free(chorus_t *ch) {
+    while (ch->inflight) {
+        chorus__batch_t *b = ch->inflight;
+        ch->inflight = b->next;
+        batch_free(b);
+    }
+    ch->ninflight = 0;
+}
+
+/* Settled batches acked, oldest first (a multiple ack covers every tag
+ * before it: a younger batch waits for the older ones), and finished ones
+ * freed.  Lock held. */
+static void advance(chorus_t *ch) {
+    int64_t now = chorus__mono_ms();
+    for (chorus__batch_t *b = ch->inflight; b && ch->st; b = b->next) {
+        if (b->state == CHORUS__B_SENT && batch_settled(b))
+            batch_to(ch, b, CHORUS__BE_SETTLE);
+        else if (b->state == CHORUS__B_SENT && now >= b->due_ms) {
+            chorus__conn_lost(ch, "publisher confirms timed out");
+            break;
+        }
+    }
+    /* Tags of an older consumer (before a reconnect or a reopened channel)
+     * mean nothing now: those deliveries come again. */
+    for (chorus__batch_t *b = ch->inflight; b; b = b->next)
+        if (!chorus__batch_done(b->state) && b->head && b->head->gen != ch->consume_gen)
+            batch_to(ch, b, CHORUS__BE_LOSE);
+    while (ch->inflight && ch->st && ch->inflight->state == CHORUS__B_SETTLED)
+        ack_batch(ch, ch->inflight);
+    while (ch->inflight && chorus__batch_done(ch->inflight->state)) {
+        chorus__batch_t *b = ch->inflight;
+        ch->inflight = b->next;
+        ch->ninflight--;
+        batch_free(b);
+    }
+    /* an older batch still waiting: the ones after it wait too */
+    while (ch->inflight && ch->st && ch->inflight->state == CHORUS__B_SETTLED)
+        ack_batch(ch, ch->inflight);
+}
+
+void chorus__consumer_process(chorus_t *ch) {
+    chorus__lock(ch);
+    advance(ch);
+    bool room = chorus__consumer_room(ch) && ch->backlog_head && ch->st &&
+                !(ch->store.enabled && ch->store.paused);
+    chorus__unlock(ch);
+    if (!room)
+        return;
+    chorus__batch_t *b = take_batch(ch);
+    if (!b)
+        return; /* out of memory: the backlog waits */
+    /* appended now: a loss while it is handled voids it too */
+    chorus__batch_t **tail = &ch->inflight;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = b;
+    ch->ninflight++;
+    handle_batch(ch, b);
+    chorus__lock(ch);
+    if (b->state == CHORUS__B_HANDLED && ch->st)
+        send_batch(ch, b);
+    advance(ch);
+    chorus__unlock(ch);
 }
 
 void chorus__consume_pause(chorus_t *ch) {
@@ -987,7 +1255,7 @@ void chorus__consume_pause(chorus_t *ch) {
     ch->backlog_head = ch->backlog_tail = NULL;
     ch->backlog_len = 0;
     requeue(ch, late);
-    free_batch(late);
+    free_deliveries(late);
     chorus__log(ch, CHORUS_LOG_WARNING, "consumption paused until PostgreSQL is back");
 }
 
@@ -1032,11 +1300,16 @@ chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
         chorus_envelope_destroy(env);
         return CHORUS_ERR_INVALID_ARG;
     }
-    if (d->ch->store.enabled)
-        return chorus__outbox_insert(&d->tx, env); /* in the handler's transaction */
+    if (d->ch->store.enabled) {
+        if (!d->tx) { /* outside its handler */
+            chorus_envelope_destroy(env);
+            return CHORUS_ERR_STATE;
+        }
+        return chorus__outbox_insert(d->tx, env); /* in the handler's transaction */
+    }
     chorus_err_t rc = chorus__inherit(d, env);
     if (!rc && (rc = chorus__saga_check_emit(d->ch, d, env, "not emitted")) == CHORUS_ERR_SCHEMA)
-        d->tx.invalid_emit = true;
+        d->bad_emit = true;
     if (rc) {
         chorus_envelope_destroy(env);
         return rc;

@@ -104,18 +104,16 @@ static const char SQL_REPLAY_PAGE[] =
 /* ---------------------------------------------------------------- helpers */
 
 static chorus_err_t es_note(chorus_tx_t *tx, chorus_err_t rc) {
-    chorus__tx_note(tx, rc, false);
+    chorus__sql_err_t err = {.rc = rc};
+    snprintf(err.message, sizeof(err.message), "%s", chorus_strerror(rc));
+    chorus__tx_note(tx, &err);
     return rc;
 }
 
 /* One statement on the transaction; a failure is noted. */
 static chorus_err_t es_exec(chorus_tx_t *tx, const char *sql, int n,
                             const char *const *params, PGresult **resp) {
-    bool lost = false;
-    chorus_err_t rc = chorus__pg_exec(tx->ch, tx->pg, sql, n, params, resp, &lost);
-    if (rc)
-        chorus__tx_note(tx, rc, lost);
-    return rc;
+    return chorus_tx_exec(tx, sql, n, params, resp); /* the handler's SQL: in its savepoint */
 }
 
 static void fmt_i64(char out[24], int64_t v) {

@@ -11,23 +11,62 @@
 #include "chorus_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int chorus__inbox_claim(chorus_tx_t *tx, const char *event_id) {
     const char *p[] = {event_id, tx->ch->service};
     PGresult *r = NULL;
-    bool lost;
-    chorus_err_t rc = chorus__pg_exec(tx->ch, tx->pg,
-                                      "INSERT INTO inbox (event_id, consumer) VALUES ($1, $2) "
-                                      "ON CONFLICT DO NOTHING",
-                                      2, p, &r, &lost);
-    if (rc) {
-        chorus__tx_note(tx, rc, lost);
+    if (chorus__tx_exec(tx, "INSERT INTO inbox (event_id, consumer) VALUES ($1, $2) "
+                            "ON CONFLICT DO NOTHING", 2, p, &r))
         return -1;
-    }
     int claimed = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
     return claimed;
+}
+
+bool chorus__inbox_claim_all(chorus_tx_t *tx, const char *const *ids, size_t n, bool *fresh) {
+    /* "{id,id,...}": uuids need no quoting */
+    char *arr = malloc(n * 37 + 3), *o = arr;
+    if (!arr) {
+        tx->failed = tx->broken = true;
+        return false;
+    }
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        memcpy(o, ids[i], 36);
+        o += 36;
+    }
+    *o++ = '}';
+    *o = '\0';
+    const char *p[] = {arr, tx->ch->service};
+    PGresult *r = NULL;
+    /* Sorted: two instances claiming overlapping batches (redeliveries)
+     * take the index entries in one order and cannot deadlock. */
+    chorus_err_t rc = chorus__tx_exec(tx,
+        "INSERT INTO inbox (event_id, consumer) SELECT DISTINCT id, $2 FROM "
+        "unnest($1::uuid[]) AS id ORDER BY id ON CONFLICT DO NOTHING RETURNING event_id", 2, p, &r);
+    free(arr);
+    if (rc)
+        return false;
+    int got = PQntuples(r);
+    memset(fresh, 0, n * sizeof(*fresh));
+    /* each id claimed now is fresh on its first copy in the batch only */
+    for (int k = 0; k < got; k++)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(PQgetvalue(r, k, 0), ids[i]) == 0) {
+                fresh[i] = true;
+                break;
+            }
+    PQclear(r);
+    return true;
+}
+
+void chorus__inbox_unclaim(chorus_tx_t *tx, const char *event_id) {
+    const char *p[] = {event_id, tx->ch->service};
+    chorus__tx_defer(tx, "DELETE FROM inbox WHERE event_id = $1 AND consumer = $2", 2, p);
 }
 
 /*
@@ -61,7 +100,7 @@ void chorus__inbox_prune(chorus_t *ch) {
         const char *p[] = {hours};
         PGresult *r = NULL;
         bool lost = false;
-        if (chorus__pg_exec(ch, ch->store.pg, PRUNE[i].sql, 1, p, &r, &lost) == CHORUS_OK) {
+        if (chorus__store_exec(ch, PRUNE[i].sql, 1, p, &r, &lost) == CHORUS_OK) {
             if (strcmp(PQcmdTuples(r), "0") != 0)
                 chorus__log(ch, CHORUS_LOG_INFO, "%s: pruned %s rows", PRUNE[i].table,
                             PQcmdTuples(r));

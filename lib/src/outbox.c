@@ -2,28 +2,30 @@
  * outbox.c - the transactional outbox and its relay.
  *
  * An emitted event becomes a row in the same transaction as the effects
- * that caused it, so either both happen or neither.  After the commit the
- * rows are published with confirms and only then marked published:
+ * that caused it, so either both happen or neither.  The rows wait in
+ * memory until the transaction ends: one multi-row INSERT writes them,
+ * sent with the COMMIT, and after the commit they are published from
+ * memory -- never read back:
  *
- *   tx (handler): INSERT outbox ... RETURNING seq          -- with effects
- *   COMMIT
- *   flush:  BEGIN
- *           SELECT ... WHERE seq = ANY(these) AND published_at IS NULL
- *                  FOR UPDATE SKIP LOCKED
- *           publish each, wait for the confirms
- *           UPDATE outbox SET published_at = now() WHERE seq = ANY(confirmed)
- *           COMMIT
+ *   handler: chorus_emit()         -> a row in tx->rows (checked, serialized)
+ *   commit:  INSERT INTO outbox VALUES (...), (...); COMMIT   -- one round trip
+ *   publish: each row, with confirms (the batch's one confirm wait)
+ *   confirm: its event id joins the marks; the next transaction (or the idle
+ *            poll) runs UPDATE outbox SET published_at ... for all of them
  *
- * Rows left behind (a crash between COMMIT and the flush, a nack, a
+ * Rows left behind (a crash between COMMIT and the confirm, a nack, a
  * command-line tool that only wrote rows) are found by the relay: at
  * start-up, every "store.relay.interval.ms", and whenever a NOTIFY from
- * the outbox trigger arrives.  Several instances relay side by side: an
- * aggregate's pending rows go to whichever relay takes its advisory lock
- * first (the others skip that aggregate until it commits), so each
- * aggregate's events leave in order, and FOR UPDATE SKIP LOCKED keeps a
- * relay off rows another flush is publishing.  A row is marked published only
- * after its confirm; publishing twice (a crash after the confirm, before
- * the mark) is possible and harmless: consumers' inboxes drop duplicates.
+ * the outbox trigger arrives.  A running participant's own transactions
+ * set chorus.relay = 'self', which the trigger skips: nobody is woken for
+ * rows their writer publishes itself.  The periodic relay leaves rows
+ * younger than a second alone (another instance is publishing them); one
+ * woken by NOTIFY, or at start-up, takes every unpublished row.  The
+ * relay runs only when none of this process' rows is in flight and every
+ * confirmed one is marked, so it never publishes its own rows twice.
+ * Publishing twice is otherwise possible (a crash after the confirm,
+ * before the mark; two instances' relays) and harmless: consumers'
+ * inboxes drop duplicates.
  */
 #include "chorus_int.h"
 #include "saga_int.h"
@@ -33,6 +35,7 @@
 #include <string.h>
 
 #define RELAY_PAGE 500
+#define INSERT_ROWS 200 /* rows per INSERT: 4 parameters each */
 
 chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env) {
     if (tx->d)
@@ -60,36 +63,288 @@ chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
         rc = CHORUS_ERR_TOO_LARGE;
         tx->too_large = true;
     }
-    char rk[CHORUS__NAME_MAX];
-    snprintf(rk, sizeof(rk), "%s.%s", ch->service, chorus_envelope_event_type(env));
-    PGresult *r = NULL;
-    bool lost = false;
-    if (!rc) {
-        const char *p[] = {chorus_envelope_event_id(env), chorus_envelope_aggregate_id(env), rk,
-                           json};
-        rc = chorus__pg_exec(ch, tx->pg,
-                             "INSERT INTO outbox (event_id, aggregate_id, routing_key, envelope) "
-                             "VALUES ($1, $2, $3, $4) RETURNING seq",
-                             4, p, &r, &lost);
-    }
-    if (!rc && tx->nseqs == tx->capseqs) {
-        size_t ncap = tx->capseqs ? tx->capseqs * 2 : 8;
-        int64_t *n = realloc(tx->seqs, ncap * sizeof(*n));
+    if (!rc && tx->nrows == tx->caprows) {
+        size_t ncap = tx->caprows ? tx->caprows * 2 : 8;
+        chorus__row_t *n = realloc(tx->rows, ncap * sizeof(*n));
         if (n) {
-            tx->seqs = n;
-            tx->capseqs = ncap;
+            tx->rows = n;
+            tx->caprows = ncap;
         } else {
             rc = CHORUS_ERR_NOMEM;
         }
     }
-    if (!rc)
-        tx->seqs[tx->nseqs++] = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    else
-        chorus__tx_note(tx, rc, lost);
-    PQclear(r);
-    free(json);
-    chorus_envelope_destroy(env);
-    return rc;
+    if (rc) {
+        if (!tx->too_large && !tx->invalid_emit)
+            tx->failed = true;
+        free(json);
+        chorus_envelope_destroy(env);
+        return rc;
+    }
+    chorus__row_t *row = &tx->rows[tx->nrows++];
+    row->env = env;
+    row->json = json;
+    row->len = len;
+    snprintf(row->routing_key, sizeof(row->routing_key), "%s.%s", ch->service,
+             chorus_envelope_event_type(env));
+    return CHORUS_OK;
+}
+
+/* "INSERT INTO outbox ... VALUES ($1,$2,$3,$4),($5,...)" for @p n rows: one
+ * text per row count, each prepared once. */
+static char *insert_sql(size_t n, bool own) {
+    static const char head[] = "INSERT INTO outbox (event_id, aggregate_id, routing_key, envelope, "
+                               "own) VALUES ";
+    static const char tail[] = " ON CONFLICT (event_id) DO NOTHING";
+    size_t cap = sizeof(head) + sizeof(tail) + n * 56;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    size_t o = (size_t)snprintf(s, cap, "%s", head);
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(s + o, cap - o, "%s($%zu,$%zu,$%zu,$%zu,%s)", i ? "," : "",
+                              4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4, own ? "true" : "false");
+    snprintf(s + o, cap - o, "%s", tail);
+    return s;
+}
+
+void chorus__outbox_write(chorus_tx_t *tx, size_t from) {
+    /* An event id is the event: a second row with one (a timer's event
+     * fired twice, a handler's fixed id) is the same event, not a new one. */
+    for (size_t at = from; at < tx->nrows && !tx->broken;) {
+        size_t n = tx->nrows - at < INSERT_ROWS ? tx->nrows - at : INSERT_ROWS;
+        const char *p[4 * INSERT_ROWS];
+        for (size_t i = 0; i < n; i++) {
+            const chorus__row_t *r = &tx->rows[at + i];
+            p[4 * i] = chorus_envelope_event_id(r->env);
+            p[4 * i + 1] = chorus_envelope_aggregate_id(r->env);
+            p[4 * i + 2] = r->routing_key;
+            p[4 * i + 3] = r->json;
+        }
+        /* a running participant publishes its rows itself after COMMIT */
+        char *sql = insert_sql(n, tx->ch->started);
+        if (!sql) {
+            tx->failed = tx->broken = true;
+            return;
+        }
+        /* with its parameters: too many to queue, so it is sent with the
+         * queue in front of it; its answer is the next round trip's */
+        chorus__tx_exec(tx, sql, (int)(4 * n), p, NULL);
+        free(sql);
+        at += n;
+    }
+}
+
+/* ---- marks: confirmed rows, marked published later ---------------------- */
+
+bool chorus__marks_reserve(chorus__marks_t *m, size_t n) {
+    if (n <= m->cap)
+        return true;
+    size_t cap = m->cap ? m->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    char(*ids)[37] = realloc(m->ids, cap * sizeof(*ids));
+    if (!ids)
+        return false;
+    m->ids = ids;
+    m->cap = cap;
+    return true;
+}
+
+static char *marks_array(const chorus__marks_t *m) {
+    char *arr = malloc(m->n * 37 + 3), *o = arr;
+    if (!arr)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < m->n; i++) {
+        if (i)
+            *o++ = ',';
+        memcpy(o, m->ids[i], 36);
+        o += 36;
+    }
+    *o++ = '}';
+    *o = '\0';
+    return arr;
+}
+
+static const char MARK_SQL[] =
+    "UPDATE outbox SET published_at = now() WHERE event_id = ANY($1::uuid[]) "
+    "AND published_at IS NULL";
+
+void chorus__outbox_mark_sql(chorus_tx_t *tx, const chorus__marks_t *m) {
+    char *arr = marks_array(m);
+    if (!arr)
+        return; /* published again later by the relay: harmless */
+    const char *p[] = {arr};
+    chorus__tx_defer(tx, MARK_SQL, 1, p);
+    free(arr);
+}
+
+void chorus__outbox_mark_now(chorus_t *ch) {
+    chorus__marks_t *m = &ch->store.marks;
+    if (!ch->store.up || m->n == 0)
+        return;
+    char *arr = marks_array(m);
+    const char *p[] = {arr};
+    bool lost = false;
+    if (arr && chorus__store_exec(ch, MARK_SQL, 1, p, NULL, &lost) == CHORUS_OK)
+        m->n = 0;
+    free(arr);
+    if (lost)
+        chorus__store_lost(ch, "marking outbox rows failed");
+}
+
+/* A row's publish settled: confirmed rows are marked later; a failed one
+ * stays unpublished, for the relay. */
+static void row_settled(chorus_t *ch, chorus__pub_t *p, chorus_err_t res) {
+    chorus__store_t *s = &ch->store;
+    if (res || !s->up || !chorus__marks_reserve(&s->marks, s->marks.n + 1)) {
+        s->relay_wanted = true;
+        return;
+    }
+    snprintf(s->marks.ids[s->marks.n++], 37, "%.36s", (const char *)p->props.message_id.bytes);
+}
+
+chorus__pub_t *chorus__outbox_pub(chorus_t *ch, chorus__row_t *row) {
+    chorus__pub_t *p = chorus__pub_new();
+    if (!p || chorus__pub_fill(ch, p, row->env, row->json, row->len, ch->topo.names.exchange,
+                               row->routing_key)) {
+        chorus__pub_destroy(p);
+        return NULL;
+    }
+    row->env = NULL; /* the publish owns them now */
+    row->json = NULL;
+    p->done = row_settled;
+    return p;
+}
+
+/* Extra copies of a row (debug.publish.copies), for duplicate tests. */
+static chorus__pub_t *copy_pub(chorus_t *ch, const chorus__pub_t *orig) {
+    chorus__pub_t *p = chorus__pub_from_text(ch, orig->body.bytes, orig->body.len,
+                                             (const char *)orig->routing_key.bytes,
+                                             orig->routing_key.len);
+    if (p)
+        p->done = row_settled;
+    return p;
+}
+
+/* Hands @p p to the publisher for row duty; false when it was not taken. */
+static bool send_row(chorus_t *ch, chorus__pub_t *p, chorus__waiter_t *w) {
+    p->waiter = w;
+    if (w)
+        w->pending++;
+    chorus_err_t rc = chorus__pub_send(ch, p);
+    if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
+        if (w) {
+            w->pending--;
+            w->failed = true;
+        }
+        ch->store.relay_wanted = true;
+        chorus__pub_destroy(p);
+        return false;
+    }
+    return true;
+}
+
+int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__waiter_t *w) {
+    long copies = chorus__conf_int(ch->conf, "debug.publish.copies");
+    int sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        chorus__pub_t *p = ch->st ? chorus__outbox_pub(ch, &rows[i]) : NULL;
+        if (!p) {
+            ch->store.relay_wanted = true;
+            if (w)
+                w->failed = true;
+            continue;
+        }
+        chorus__pub_t *extra[2] = {NULL, NULL};
+        for (long k = 1; k < copies && k <= 2; k++)
+            extra[k - 1] = copy_pub(ch, p);
+        if (send_row(ch, p, w))
+            sent++;
+        for (int k = 0; k < 2; k++)
+            if (extra[k] && ch->st)
+                send_row(ch, extra[k], w);
+            else
+                chorus__pub_destroy(extra[k]);
+    }
+    return sent;
+}
+
+static bool waiter_settled(chorus_t *ch, void *arg) {
+    (void)ch;
+    return ((chorus__waiter_t *)arg)->pending == 0;
+}
+
+void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t n, bool wait) {
+    if (!ch->started || !ch->st) {
+        ch->store.relay_wanted = true;
+        return; /* a command-line tool: the service's relay (NOTIFY) publishes them */
+    }
+    chorus__waiter_t w = {0};
+    chorus__lock(ch);
+    chorus__outbox_send(ch, rows, n, wait ? &w : NULL);
+    int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+    if (wait && ch->st && chorus__wait_until(ch, deadline, waiter_settled, &w) == CHORUS_ERR_TIMEOUT)
+        chorus__conn_lost(ch, "publisher confirms timed out");
+    chorus__unlock(ch);
+}
+
+/* ---- the relay ------------------------------------------------------------ */
+
+typedef struct {
+    chorus__waiter_t *each;
+    int n;
+} rows_wait_t;
+
+static bool rows_settled(chorus_t *ch, void *arg) {
+    (void)ch;
+    const rows_wait_t *w = arg;
+    for (int i = 0; i < w->n; i++)
+        if (w->each[i].pending)
+            return false;
+    return true;
+}
+
+/* Publishes the selected rows and waits for their confirms (from the poll
+ * loop, never inside a batch); returns how many were confirmed, their seqs
+ * in @p ok.  A row counts only when its own confirm came. */
+static size_t publish_rows(chorus_t *ch, PGresult *rows, int64_t *ok) {
+    rows_wait_t w = {.n = PQntuples(rows)};
+    if (w.n == 0 || !(w.each = calloc((size_t)w.n, sizeof(*w.each))))
+        return 0;
+    long copies = chorus__conf_int(ch->conf, "debug.publish.copies");
+    chorus__lock(ch);
+    for (int i = 0; i < w.n; i++) {
+        w.each[i].failed = true; /* until a copy is handed to the publisher */
+        for (long k = 0; k < copies && ch->st; k++) {
+            chorus__pub_t *p = chorus__pub_from_text(ch, PQgetvalue(rows, i, 2),
+                                                     (size_t)PQgetlength(rows, i, 2),
+                                                     PQgetvalue(rows, i, 1),
+                                                     (size_t)PQgetlength(rows, i, 1));
+            if (!p)
+                break; /* an unparseable row (logged): left unpublished for a human */
+            if (k == 0)
+                w.each[i].failed = false;
+            p->waiter = &w.each[i];
+            w.each[i].pending++;
+            chorus_err_t rc = chorus__pub_send(ch, p);
+            if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
+                w.each[i].pending--;
+                w.each[i].failed = true;
+                chorus__pub_destroy(p);
+            }
+        }
+    }
+    int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
+    if (ch->st && chorus__wait_until(ch, deadline, rows_settled, &w) == CHORUS_ERR_TIMEOUT)
+        chorus__conn_lost(ch, "publisher confirms timed out");
+    chorus__unlock(ch);
+    size_t nok = 0;
+    for (int i = 0; i < w.n; i++)
+        if (w.each[i].pending == 0 && !w.each[i].failed)
+            ok[nok++] = strtoll(PQgetvalue(rows, i, 0), NULL, 10);
+    free(w.each);
+    return nok;
 }
 
 static char *seq_array(const int64_t *seqs, size_t n) {
@@ -106,108 +361,45 @@ static char *seq_array(const int64_t *seqs, size_t n) {
     return s;
 }
 
-typedef struct {
-    chorus__waiter_t *each;
-    int n;
-} rows_wait_t;
+/*
+ * One page of rows left behind, in a transaction that holds them: the
+ * advisory lock per aggregate keeps each aggregate with one relay at a
+ * time (its rows then leave in seq order), SKIP LOCKED passes over rows
+ * another relay is publishing, and rows a running participant is
+ * publishing itself ("own") are left alone for RELAY_OWN_AGE.  Published,
+ * confirmed, marked, committed.  The number published, or -1.
+ */
+#define RELAY_OWN_AGE "3"
 
-static bool rows_settled(chorus_t *ch, void *arg) {
-    (void)ch;
-    const rows_wait_t *w = arg;
-    for (int i = 0; i < w->n; i++)
-        if (w->each[i].pending)
-            return false;
-    return true;
-}
-
-/* Hands row @p i to the publisher with @p wt waiting for its confirm; the
- * first copy of a row clears the "failed" a row starts with. */
-static void send_row(chorus_t *ch, PGresult *rows, int i, chorus__waiter_t *wt, bool first) {
-    chorus__pub_t *p = chorus__pub_from_text(ch, PQgetvalue(rows, i, 2),
-                                             (size_t)PQgetlength(rows, i, 2),
-                                             PQgetvalue(rows, i, 1));
-    if (!p)
-        return; /* an unparseable row (logged): left unpublished for a human */
-    p->waiter = wt;
-    if (first)
-        wt->failed = false;
-    wt->pending++;
-    chorus_err_t rc = chorus__pub_send(ch, p);
-    if (rc == CHORUS_ERR_STATE || rc == CHORUS_ERR_NOMEM || rc == CHORUS_ERR_TOO_LARGE) {
-        wt->pending--;
-        wt->failed = true;
-        chorus__pub_destroy(p);
-    }
-}
-
-/* Publishes the selected rows; returns how many were confirmed and writes
- * their seqs to @p ok.  A row counts only when its own confirm came. */
-static size_t publish_rows(chorus_t *ch, PGresult *rows, int64_t *ok) {
-    rows_wait_t w = {.n = PQntuples(rows)};
-    if (w.n == 0 || !(w.each = calloc((size_t)w.n, sizeof(*w.each))))
-        return 0;
-    long copies = chorus__conf_int(ch->conf, "debug.publish.copies");
-    chorus__lock(ch);
-    for (int i = 0; i < w.n; i++) {
-        w.each[i].failed = true; /* until a copy is handed to the publisher */
-        for (long k = 0; k < copies && ch->st; k++)
-            send_row(ch, rows, i, &w.each[i], k == 0);
-    }
-    int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-    if (ch->st && chorus__wait_until(ch, deadline, rows_settled, &w) == CHORUS_ERR_TIMEOUT)
-        chorus__conn_lost(ch, "publisher confirms timed out");
-    chorus__unlock(ch);
-    size_t nok = 0;
-    for (int i = 0; i < w.n; i++)
-        if (w.each[i].pending == 0 && !w.each[i].failed)
-            ok[nok++] = strtoll(PQgetvalue(rows, i, 0), NULL, 10);
-    free(w.each);
-    return nok;
-}
-
-int chorus__outbox_flush(chorus_t *ch, const int64_t *seqs, size_t n) {
-    if (!ch->store.up || !ch->st)
-        return -1;
+static int relay_page(chorus_t *ch) {
     chorus_tx_t tx;
-    if (chorus__tx_open(ch, &tx) != CHORUS_OK) {
+    if (chorus__tx_open(ch, &tx, false) != CHORUS_OK) {
         chorus__store_lost(ch, "BEGIN failed");
         return -1;
     }
     PGresult *rows = NULL;
-    chorus_err_t rc;
-    char *arr = NULL;
-    if (seqs) {
-        arr = seq_array(seqs, n);
-        const char *p[] = {arr};
-        rc = chorus_tx_exec(&tx,
-                            "SELECT seq, routing_key, envelope FROM outbox "
-                            "WHERE seq = ANY($1::bigint[]) AND published_at IS NULL "
-                            "ORDER BY seq FOR UPDATE SKIP LOCKED",
-                            1, p, &rows);
-    } else {
-        /* The advisory lock per aggregate keeps each aggregate with one
-         * relay at a time (its rows then leave in seq order); SKIP LOCKED
-         * passes over rows a flush elsewhere is publishing. */
-        rc = chorus_tx_exec(&tx,
-                            "SELECT seq, routing_key, envelope FROM outbox "
-                            "WHERE published_at IS NULL AND pg_try_advisory_xact_lock("
-                            "  hashtext(current_schema()), hashtext(aggregate_id::text)) "
-                            "ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED",
-                            0, NULL, &rows);
-    }
-    free(arr);
+    char page[16];
+    snprintf(page, sizeof(page), "%d", RELAY_PAGE);
+    const char *p[] = {page, RELAY_OWN_AGE};
+    chorus_err_t rc = chorus__tx_exec(&tx,
+        "SELECT seq, routing_key, envelope FROM outbox "
+        "WHERE published_at IS NULL AND (NOT own OR created_at < now() - make_interval(secs => "
+        "$2::int)) AND pg_try_advisory_xact_lock(hashtext(current_schema()), "
+        "hashtext(aggregate_id::text)) ORDER BY seq LIMIT $1::int FOR UPDATE SKIP LOCKED",
+        2, p, &rows);
     int published = -1;
     int64_t *ok = rows ? calloc((size_t)PQntuples(rows) + 1, sizeof(int64_t)) : NULL;
     if (!rc && ok) {
         size_t nok = publish_rows(ch, rows, ok);
         char *done = seq_array(ok, nok);
-        const char *p[] = {done};
-        if (nok == 0 ||
-            chorus_tx_exec(&tx, "UPDATE outbox SET published_at = now() "
-                                "WHERE seq = ANY($1::bigint[])", 1, p, NULL) == CHORUS_OK)
+        const char *dp[] = {done};
+        if (nok == 0 || (done && chorus__tx_exec(&tx, "UPDATE outbox SET published_at = now() "
+                                                      "WHERE seq = ANY($1::bigint[])",
+                                                 1, dp, NULL) == CHORUS_OK))
             published = (int)nok;
         free(done);
     }
+    int found = rows ? PQntuples(rows) : 0;
     free(ok);
     PQclear(rows);
     if (published >= 0 && chorus__tx_finish(&tx) != CHORUS_OK)
@@ -215,16 +407,16 @@ int chorus__outbox_flush(chorus_t *ch, const int64_t *seqs, size_t n) {
     else if (published < 0)
         chorus__tx_abort(&tx);
     if (tx.lost)
-        chorus__store_lost(ch, "outbox flush failed");
+        chorus__store_lost(ch, "outbox relay failed");
     chorus__tx_clear(&tx);
-    if (!seqs && published > 0) {
+    if (published > 0) {
         ch->stats.relayed += (uint64_t)published;
         chorus__log(ch, CHORUS_LOG_INFO, "outbox relay published %d rows left behind", published);
     }
-    return published;
+    return published < 0 ? -1 : found;
 }
 
-void chorus__relay_poll(chorus_t *ch) {
+void chorus__relay_poll(chorus_t *ch, bool idle) {
     chorus__store_t *s = &ch->store;
     if (!s->up)
         return;
@@ -246,11 +438,15 @@ void chorus__relay_poll(chorus_t *ch) {
         s->next_prune_ms = now + 3600 * 1000;
         chorus__inbox_prune(ch);
     }
-    if (!s->relay_wanted || !ch->st)
+    /* Confirmed rows are marked with the next transaction; when none comes
+     * (idle), now. */
+    if (idle)
+        chorus__outbox_mark_now(ch);
+    if (!s->relay_wanted || !ch->st || !s->up)
         return;
     s->relay_wanted = false;
     /* A few pages at most per poll: consuming must not starve. */
-    for (int page = 0; page < 4; page++)
-        if (chorus__outbox_flush(ch, NULL, 0) < RELAY_PAGE)
+    for (int page = 0; page < 4 && s->up && ch->st; page++)
+        if (relay_page(ch) < RELAY_PAGE)
             break;
 }

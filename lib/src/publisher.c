@@ -83,23 +83,14 @@ long long chorus__table_int(const amqp_table_t *t, const char *key, long long df
     }
 }
 
-chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
-                                       chorus_envelope_t *env, const char *exchange,
-                                       const char *routing_key) {
-    char *json = NULL;
-    size_t len = 0;
-    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
-    if (rc)
-        return rc;
+chorus_err_t chorus__pub_fill(chorus_t *ch, chorus__pub_t *p, chorus_envelope_t *env, char *json,
+                             size_t len, const char *exchange, const char *routing_key) {
     if (len > ch->limits.max_bytes) {
         /* A consumer with the same limits would only dead-letter it. */
         chorus__log_env(ch, CHORUS_LOG_ERR, env, "envelope of %zu bytes exceeds "
                         "message.max.bytes (%zu); not published", len, ch->limits.max_bytes);
-        free(json);
         return CHORUS_ERR_TOO_LARGE;
     }
-    p->body.bytes = json;
-    p->body.len = len;
     p->exchange = pool_str(&p->pool, exchange);
     p->routing_key = pool_str(&p->pool, routing_key);
     p->mandatory = true;
@@ -132,24 +123,45 @@ chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
         pr->_flags |= AMQP_BASIC_HEADERS_FLAG;
         pr->headers = (amqp_table_t){.num_entries = 1, .entries = e};
     }
+    if (!p->exchange.bytes || !p->routing_key.bytes || !pr->message_id.bytes)
+        return CHORUS_ERR_NOMEM;
+    p->body.bytes = json;
+    p->body.len = len;
     p->env = env;
     return CHORUS_OK;
 }
 
+chorus_err_t chorus__pub_from_envelope(chorus_t *ch, chorus__pub_t *p,
+                                       chorus_envelope_t *env, const char *exchange,
+                                       const char *routing_key) {
+    char *json = NULL;
+    size_t len = 0;
+    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
+    if (!rc && (rc = chorus__pub_fill(ch, p, env, json, len, exchange, routing_key)))
+        free(json);
+    return rc;
+}
+
 chorus__pub_t *chorus__pub_from_text(chorus_t *ch, const char *json, size_t len,
-                                     const char *routing_key) {
+                                     const char *routing_key, size_t rk_len) {
     chorus_envelope_t *env = NULL;
     chorus_error_t *err = NULL;
     chorus__pub_t *p = NULL;
+    char rk[CHORUS__NAME_MAX];
+    snprintf(rk, sizeof(rk), "%.*s", (int)rk_len, routing_key);
     if (chorus_envelope_parse(json, len, &ch->limits, &env, &err) != CHORUS_OK) {
         chorus__log(ch, CHORUS_LOG_ERR, "outbox row for '%s' is not a valid envelope: %s",
-                    routing_key, chorus_error_string(err));
+                    rk, chorus_error_string(err));
         chorus_error_destroy(err);
         return NULL;
     }
+    char *body = malloc(len ? len : 1);
+    if (body)
+        memcpy(body, json, len);
     /* On failure the envelope is still ours (p takes it only on success). */
-    if (!(p = chorus__pub_new()) ||
-        chorus__pub_from_envelope(ch, p, env, ch->topo.names.exchange, routing_key)) {
+    if (!body || !(p = chorus__pub_new()) ||
+        chorus__pub_fill(ch, p, env, body, len, ch->topo.names.exchange, rk)) {
+        free(body);
         chorus__pub_destroy(p);
         chorus_envelope_destroy(env);
         return NULL;
@@ -202,11 +214,13 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
 }
 
 static void report(chorus_t *ch, chorus__pub_t *p, chorus_err_t res) {
+    if (p->done)
+        p->done(ch, p, res);
     if (p->waiter) {
         p->waiter->pending--;
         if (res)
             p->waiter->failed = true;
-    } else {
+    } else if (!p->done) {
         ch->outq--;
         if (ch->conf->dr_cb)
             ch->conf->dr_cb(ch, p->env, res, p->msg_opaque, ch->conf->dr_opaque);
@@ -264,8 +278,8 @@ void chorus__on_return(chorus_t *ch, const amqp_message_t *msg) {
 static void reset_one(void *item, void *opaque) {
     chorus_t *ch = opaque;
     chorus__pub_t *p = item;
-    if (p->waiter)
-        report(ch, p, CHORUS_ERR_CONN_CLOSED);
+    if (p->waiter || p->done)
+        report(ch, p, CHORUS_ERR_CONN_CLOSED); /* it comes again: a delivery, the relay */
     else
         resend_push(ch, p);
 }

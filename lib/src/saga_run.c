@@ -67,7 +67,7 @@ static chorus_err_t guard_lock(chorus_tx_t *tx, const char *corr, const char *st
                                char *state, size_t n) {
     const char *p[] = {corr, step};
     PGresult *r = NULL;
-    chorus_err_t rc = chorus_tx_exec(tx,
+    chorus_err_t rc = chorus__tx_exec(tx,
         "INSERT INTO saga_guards (correlation_id, step, state) VALUES ($1, $2, '')"
         " ON CONFLICT (correlation_id, step) DO UPDATE SET updated_at = now()"
         " RETURNING state", 2, p, &r);
@@ -77,13 +77,16 @@ static chorus_err_t guard_lock(chorus_tx_t *tx, const char *corr, const char *st
     return rc;
 }
 
+/* Queued: its answer is not needed, it goes out with the next statement
+ * (its failure then breaks the transaction, which runs again). */
 static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *step,
                               const char *state) {
     const char *p[] = {corr, step, state};
-    return chorus_tx_exec(tx,
+    chorus__tx_defer(tx,
         "INSERT INTO saga_guards (correlation_id, step, state) VALUES ($1, $2, $3)"
         " ON CONFLICT (correlation_id, step) DO UPDATE SET state = $3, updated_at = now()",
-        3, p, NULL);
+        3, p);
+    return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
 }
 
 /* The events chorus writes itself (a cancellation request, the pivot's
@@ -140,7 +143,7 @@ static chorus_outcome_t db_trouble(chorus_delivery_t *d) {
 static chorus_outcome_t accept_cancel(chorus_t *ch, chorus_delivery_t *d, const char *corr,
                                       const char *step, const char *reason) {
     const char *accepted = chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_ACCEPTED);
-    if (guard_set(&d->tx, corr, step, "cancelled") || answer(d, accepted, reason))
+    if (guard_set(d->tx, corr, step, "cancelled") || answer(d, accepted, reason))
         return db_trouble(d);
     chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' will not run (%s); "
                     "cancellation accepted: %s", corr, step, reason, accepted);
@@ -155,7 +158,7 @@ static chorus_outcome_t on_action(chorus_t *ch, chorus_delivery_t *d, const chor
         if (strcmp(state, "cancelled") == 0) {
             chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' refused: the saga "
                             "was cancelled before its trigger arrived", corr, name);
-            return guard_set(&d->tx, corr, name, "refused") ? db_trouble(d) : CHORUS_HANDLED;
+            return guard_set(d->tx, corr, name, "refused") ? db_trouble(d) : CHORUS_HANDLED;
         }
         chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "saga %s: step '%s' is already %s", corr,
                         name, state);
@@ -165,17 +168,17 @@ static chorus_outcome_t on_action(chorus_t *ch, chorus_delivery_t *d, const chor
     if ((int)step == chorus_saga_pivot(ch->saga) && deadline && chorus_now_ms() >= deadline &&
         chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_ACCEPTED))
         return accept_cancel(ch, d, corr, name, "the deadline passed before the pivot ran");
-    d->tx.saga_emit = CHORUS__EMIT_OTHER;
+    d->tx->saga_emit = CHORUS__EMIT_OTHER;
     chorus_outcome_t out = chorus__call_handler(ch, d, hd);
-    if (out != CHORUS_HANDLED || d->tx.failed || d->tx.conflict)
+    if (out != CHORUS_HANDLED || d->tx->failed || d->tx->conflict)
         return out;
-    if (d->tx.saga_emit != CHORUS__EMIT_SUCCESS && d->tx.saga_emit != CHORUS__EMIT_FAILURE) {
+    if (d->tx->saga_emit != CHORUS__EMIT_SUCCESS && d->tx->saga_emit != CHORUS__EMIT_FAILURE) {
         /* it did nothing the saga can see: as if it had not run */
         chorus__log_env(ch, CHORUS_LOG_WARNING, d->env, "saga %s: step '%s' handled its trigger "
                         "but emitted neither its success nor a failure", corr, name);
         return CHORUS_HANDLED;
     }
-    return guard_set(&d->tx, corr, name, d->tx.saga_emit == CHORUS__EMIT_FAILURE ? "failed" : "done")
+    return guard_set(d->tx, corr, name, d->tx->saga_emit == CHORUS__EMIT_FAILURE ? "failed" : "done")
                ? db_trouble(d)
                : CHORUS_HANDLED;
 }
@@ -187,7 +190,7 @@ static chorus_outcome_t on_undo(chorus_t *ch, chorus_delivery_t *d, const chorus
     if (!*state) {
         chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' has not run; nothing "
                         "to undo, and it will refuse to run", corr, name);
-        return guard_set(&d->tx, corr, name, "cancelled") ? db_trouble(d) : CHORUS_HANDLED;
+        return guard_set(d->tx, corr, name, "cancelled") ? db_trouble(d) : CHORUS_HANDLED;
     }
     if (strcmp(state, "done") != 0) {
         chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "saga %s: step '%s' is %s; nothing to undo",
@@ -195,9 +198,9 @@ static chorus_outcome_t on_undo(chorus_t *ch, chorus_delivery_t *d, const chorus
         return CHORUS_HANDLED;
     }
     chorus_outcome_t out = chorus__call_handler(ch, d, hd);
-    if (out != CHORUS_HANDLED || d->tx.failed || d->tx.conflict)
+    if (out != CHORUS_HANDLED || d->tx->failed || d->tx->conflict)
         return out;
-    return guard_set(&d->tx, corr, name, "compensated") ? db_trouble(d) : CHORUS_HANDLED;
+    return guard_set(d->tx, corr, name, "compensated") ? db_trouble(d) : CHORUS_HANDLED;
 }
 
 /* A cancellation request, at the pivot. */
@@ -209,7 +212,7 @@ static chorus_outcome_t on_request(chorus_t *ch, chorus_delivery_t *d, const cha
     if (strcmp(state, "done") == 0) {
         const char *refused =
             chorus_saga_cancellation_event(ch->saga, CHORUS_SAGA_CANCEL_REFUSED);
-        if (guard_set(&d->tx, corr, name, "kept") ||
+        if (guard_set(d->tx, corr, name, "kept") ||
             answer(d, refused, "the pivot already ran; the saga completes"))
             return db_trouble(d);
         chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' already ran; "
@@ -239,7 +242,7 @@ chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
         return chorus__call_handler(ch, d, hd);
     const char *corr = instance_of(d->env);
     char state[32];
-    if (guard_lock(&d->tx, corr, chorus_saga_step_name(ch->saga, step), state, sizeof(state)))
+    if (guard_lock(d->tx, corr, chorus_saga_step_name(ch->saga, step), state, sizeof(state)))
         return db_trouble(d);
     switch (g) {
     case CHORUS__GUARD_ACTION:
@@ -251,7 +254,7 @@ chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
     case CHORUS__GUARD_REFUSE_AFTER:
         if (*state)
             return CHORUS_HANDLED;
-        return guard_set(&d->tx, corr, chorus_saga_step_name(ch->saga, step), "cancelled")
+        return guard_set(d->tx, corr, chorus_saga_step_name(ch->saga, step), "cancelled")
                    ? db_trouble(d)
                    : CHORUS_HANDLED;
     case CHORUS__GUARD_NONE:
@@ -288,9 +291,9 @@ static chorus_err_t saga_starts(chorus_tx_t *tx, chorus_envelope_t *env) {
     const chorus_saga_t *s = ch->saga;
     const char *p[] = {instance_of(env), chorus_saga_step_name(s, 0)};
     /* a record there (the saga already started, or was cancelled) stays */
-    chorus_err_t rc = chorus_tx_exec(tx, "INSERT INTO saga_guards (correlation_id, step, state)"
-                                         " VALUES ($1, $2, 'done') ON CONFLICT DO NOTHING",
-                                     2, p, NULL);
+    chorus__tx_defer(tx, "INSERT INTO saga_guards (correlation_id, step, state)"
+                         " VALUES ($1, $2, 'done') ON CONFLICT DO NOTHING", 2, p);
+    chorus_err_t rc = tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
     if (!rc)
         rc = chorus__saga_stamp(ch, env);
     int64_t deadline = chorus_envelope_deadline_ms(env);

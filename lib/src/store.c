@@ -87,6 +87,13 @@ const char *const chorus__migrations[] = {
     "    CHECK (state IN ('pending', 'fired', 'cancelled', 'failed')),"
     "  created_at timestamptz NOT NULL DEFAULT now());"
     "CREATE INDEX timers_due ON timers (fire_at) WHERE state = 'pending';",
+    /* 4: rows a running participant publishes itself right after COMMIT
+     * ("own") wake nobody, and other relays leave them alone for a while;
+     * rows a command-line tool writes still wake the relays at once. */
+    "ALTER TABLE outbox ADD COLUMN own boolean NOT NULL DEFAULT false;"
+    "DROP TRIGGER outbox_notify ON outbox;"
+    "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH ROW"
+    "  WHEN (NOT NEW.own) EXECUTE FUNCTION outbox_notify();",
 };
 const int chorus__nmigrations = (int)(sizeof(chorus__migrations) / sizeof(chorus__migrations[0]));
 
@@ -130,6 +137,18 @@ chorus_err_t chorus__pg_exec(chorus_t *ch, PGconn *pg, const char *sql, int n,
                     (int)strcspn(msg, "\n"), msg);
     }
     PQclear(r);
+    return rc;
+}
+
+chorus_err_t chorus__store_exec(chorus_t *ch, const char *sql, int n, const char *const *params,
+                                PGresult **resp, bool *lost) {
+    chorus__sql_err_t err;
+    chorus_err_t rc = chorus__sql_exec(&ch->store.sql, sql, n, params, resp, &err);
+    if (lost)
+        *lost = rc && err.lost;
+    if (rc && rc != CHORUS_ERR_CONFLICT)
+        chorus__log(ch, err.lost ? CHORUS_LOG_WARNING : CHORUS_LOG_ERR, "SQL failed (%s): %s",
+                    *err.sqlstate ? err.sqlstate : "no SQLSTATE", err.message);
     return rc;
 }
 
@@ -236,6 +255,7 @@ chorus_err_t chorus__store_connect(chorus_t *ch) {
         chorus__store_lost(ch, "could not connect and prepare the schema");
         return CHORUS_ERR_DB;
     }
+    chorus__sql_reset(&s->sql, s->pg);
     s->up = true;
     s->backoff_ms = 0;
     s->relay_wanted = true; /* rows may have been left behind */
@@ -248,6 +268,9 @@ void chorus__store_close(chorus_t *ch) {
     PQfinish(s->pg);
     PQfinish(s->listen);
     s->pg = s->listen = NULL;
+    chorus__sql_reset(&s->sql, NULL);
+    /* confirmed rows not marked yet are published again by a relay */
+    s->marks.n = 0;
     s->up = false;
 }
 

@@ -12,11 +12,30 @@
 
 #include "chorus/chorus_pg.h"
 #include "common_int.h"
+#include "sql_int.h"
 
 typedef struct chorus__waiter_s chorus__waiter_t;
 
+/* An emitted event waiting in memory for its transaction's commit: one
+ * multi-row INSERT writes a transaction's rows, and after COMMIT they are
+ * published from here, not read back. */
+typedef struct {
+    chorus_envelope_t *env;
+    char *json;           /* serialized envelope: the row's and the message's body */
+    size_t len;
+    char routing_key[256];
+} chorus__row_t;
+
+/* Event ids whose publish was confirmed, to be marked published in the
+ * next transaction (or by the idle poll). */
+typedef struct {
+    char (*ids)[37];
+    size_t n, cap;
+} chorus__marks_t;
+
 typedef struct {
     PGconn *pg;           /* transactions */
+    chorus__sql_t sql;    /* its statements: prepared, pipelined */
     PGconn *listen;       /* LISTEN chorus_outbox */
     char schema[64];
     char channel[128];    /* NOTIFY channel: "chorus_outbox_<schema>" */
@@ -29,23 +48,32 @@ typedef struct {
     int64_t next_timer_ms;       /* monotonic: the next look for due timers */
     int64_t next_timer_wall_ms;  /* wall clock: a timer this process armed */
     bool relay_wanted;    /* NOTIFY arrived or rows left behind */
+    chorus__marks_t marks;  /* confirmed, not yet marked published */
     bool paused;          /* consumer cancelled while the store is down */
 } chorus__store_t;
 
 struct chorus_tx_s {
     chorus_t *ch;
     PGconn *pg;                  /* borrowed from the store */
-    struct chorus_delivery_s *d; /* the delivery it runs for, or NULL */
+    chorus__sql_t *sql;          /* the store's statement session */
+    struct chorus_delivery_s *d; /* the delivery being handled in it, or NULL */
     bool conflict;               /* a conflict happened: run the handler again */
     bool failed;                 /* an SQL error aborted the (sub)transaction */
+    bool broken;                 /* ... outside any savepoint: the whole transaction */
     bool lost;                   /* the connection died */
     bool own;                    /* begun by chorus_tx_begin() */
+    bool internal;               /* chorus' own (timers): publishes without waiting */
+    bool careful;                /* every delivery in a savepoint from its start */
+    bool savepoint;              /* the current delivery's savepoint is set (or queued) */
     bool keyed;                  /* recorded an idempotency key */
     bool too_large;              /* an emitted event exceeds message.max.bytes */
     bool invalid_emit;           /* an emitted event's data breaks its declared schema */
     int saga_emit;               /* chorus__emit_t: what the handler's events say of its step */
-    int64_t *seqs;               /* outbox rows this transaction inserted */
-    size_t nseqs, capseqs;
+    chorus__row_t *rows;         /* emitted in it, written at commit */
+    size_t nrows, caprows;
+    size_t rows_mark;            /* the current delivery's rows start here */
+    chorus__marks_t marking;     /* marks sent with it: kept only if it commits */
+    chorus__sql_err_t err;       /* its last SQL failure (chorus_tx_sqlstate) */
 };
 
 typedef struct {
@@ -65,49 +93,81 @@ void chorus__store_close(chorus_t *ch);
  * Sets *lost when the connection is gone. */
 chorus_err_t chorus__pg_exec(chorus_t *ch, PGconn *pg, const char *sql, int n,
                              const char *const *params, PGresult **resp, bool *lost);
+/* One statement on the store's transaction connection, outside any
+ * transaction (through its statement session: prepared when repeated). */
+chorus_err_t chorus__store_exec(chorus_t *ch, const char *sql, int n, const char *const *params,
+                                PGresult **resp, bool *lost);
 /* The migrations, in order (exposed for the unit test). */
 extern const char *const chorus__migrations[];
 extern const int chorus__nmigrations;
 
 /* tx.c */
-/* A transaction for a batch of deliveries (store up, BEGIN done). */
-chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx);
-/* Savepoint helpers for one delivery; false when the connection died. */
-bool chorus__tx_savepoint(chorus_tx_t *tx);
-bool chorus__tx_release(chorus_tx_t *tx);
-bool chorus__tx_rollback_to(chorus_tx_t *tx);
-/* COMMIT; CHORUS_ERR_CONFLICT on serialization failure, CONN_CLOSED when
- * lost (the outcome of the commit is then unknown). */
+/* A transaction for a batch of deliveries (store up; BEGIN queued, sent
+ * with its first statement). */
+chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx, bool careful);
+/* chorus' own statement in @p tx: no savepoint of its own; a failure is
+ * noted (outside a savepoint it breaks the transaction). */
+chorus_err_t chorus__tx_exec(chorus_tx_t *tx, const char *sql, int n,
+                             const char *const *params, PGresult **resp);
+/* The same, queued: sent with the next statement that is needed. */
+void chorus__tx_defer(chorus_tx_t *tx, const char *sql, int n, const char *const *params);
+/* A delivery's part of a batch transaction: enter, then keep or undo. */
+void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d);
+void chorus__tx_keep(chorus_tx_t *tx);
+void chorus__tx_undo(chorus_tx_t *tx);
+/* Writes the rows and COMMITs, in one round trip; CHORUS_ERR_CONFLICT on a
+ * serialization failure, CONN_CLOSED when lost (its outcome unknown). */
 chorus_err_t chorus__tx_finish(chorus_tx_t *tx);
 void chorus__tx_abort(chorus_tx_t *tx);
+/* Frees what @p tx holds (rows, marks: given back to the store). */
 void chorus__tx_clear(chorus_tx_t *tx);
-/* Records that an operation in @p tx saw a conflict / an error. */
-void chorus__tx_note(chorus_tx_t *tx, chorus_err_t rc, bool lost);
+/* Records that an operation in @p tx failed as @p err says. */
+void chorus__tx_note(chorus_tx_t *tx, const chorus__sql_err_t *err);
+void chorus__row_free(chorus__row_t *r);
 
 /* inbox.c */
 /* 1: first time (row inserted), 0: duplicate, -1: error (tx noted). */
 int chorus__inbox_claim(chorus_tx_t *tx, const char *event_id);
+/* The inbox rows of a whole batch in one statement, in a stable order (no
+ * two instances wait on each other's rows in a circle): fresh[i] true for
+ * the first copy of an event not handled before.  False on an error. */
+bool chorus__inbox_claim_all(chorus_tx_t *tx, const char *const *ids, size_t n, bool *fresh);
+/* Takes back a claim made by chorus__inbox_claim_all() (queued). */
+void chorus__inbox_unclaim(chorus_tx_t *tx, const char *event_id);
 void chorus__inbox_prune(chorus_t *ch);
 
 /* outbox.c */
-/* Inserts the outbox row for @p env (taken) in @p tx. */
 /* The flow's ids an event emitted in @p tx carries: the delivery's, or a
  * flow of its own (its event id as correlation). */
 chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env);
+/* Keeps the outbox row for @p env (taken) in @p tx, written at commit. */
 chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env);
+/* Queues the multi-row INSERT of rows [from, tx->nrows) in @p tx. */
+void chorus__outbox_write(chorus_tx_t *tx, size_t from);
+/* Makes the publish of a committed row (taken); NULL when it cannot be
+ * made (the row stays for the relay).  Its confirm marks it published. */
+struct chorus__pub_s *chorus__outbox_pub(chorus_t *ch, chorus__row_t *row);
+/* Marks confirmed rows published now, outside any transaction. */
+void chorus__outbox_mark_now(chorus_t *ch);
+/* After a command's COMMIT: its rows (taken) to the publisher, and, when
+ * @p wait, their confirms waited for (the application's own call). */
+void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t n, bool wait);
+/* Queues the UPDATE that marks @p m's rows published in @p tx. */
+void chorus__outbox_mark_sql(chorus_tx_t *tx, const chorus__marks_t *m);
+bool chorus__marks_reserve(chorus__marks_t *m, size_t n);
+void chorus__marks_free(chorus__marks_t *m);
 
 /* timer.c */
 chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
                                chorus_envelope_t *env, bool rearm);
 void chorus__timers_poll(chorus_t *ch);
-/* Publishes unpublished rows with confirms and marks them published:
- * exactly @p seqs when given (rows a committed transaction just wrote),
- * otherwise the oldest rows left behind (the relay).  Rows another
- * instance holds are skipped (FOR UPDATE SKIP LOCKED).  Returns the number
- * published, or -1 when the store or broker failed. */
-int chorus__outbox_flush(chorus_t *ch, const int64_t *seqs, size_t n);
-/* Relay duty from chorus_poll(): NOTIFYs, the interval, retention. */
-void chorus__relay_poll(chorus_t *ch);
+/* Hands committed rows (taken) to the publisher, @p w waiting for their
+ * confirms (NULL: nobody); how many were sent. */
+int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__waiter_t *w);
+/* Relay duty from chorus_poll(): NOTIFYs, the interval, retention; the
+ * rows left behind are handed to the publisher, marked when confirmed.
+ * @p idle: no batch is under way (confirmed rows are marked now). */
+void chorus__relay_poll(chorus_t *ch, bool idle);
 
 /* upcast.c */
 /* Upcasts @p env to the newest schema version registered for its type. */

@@ -62,15 +62,17 @@ chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at
     char at[32];
     snprintf(at, sizeof(at), "%lld", (long long)fire_at_ms);
     const char *p[] = {key, at, json};
-    rc = chorus_tx_exec(tx, rearm
+    /* queued: sent with the transaction's next statement */
+    chorus__tx_defer(tx, rearm
         ? "INSERT INTO timers (key, fire_at, envelope) VALUES ($1,"
           " to_timestamp($2::double precision / 1000), $3) ON CONFLICT (key) DO UPDATE SET"
           " fire_at = EXCLUDED.fire_at, envelope = EXCLUDED.envelope, state = 'pending',"
           " created_at = now()"
         : "INSERT INTO timers (key, fire_at, envelope) VALUES ($1,"
           " to_timestamp($2::double precision / 1000), $3) ON CONFLICT (key) DO NOTHING",
-        3, p, NULL);
+        3, p);
     free(json);
+    rc = tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
     if (!rc && fire_at_ms < ch->store.next_timer_wall_ms)
         ch->store.next_timer_wall_ms = fire_at_ms; /* looked at again when due */
     return rc;
@@ -85,13 +87,15 @@ chorus_err_t chorus_timer_cancel(chorus_tx_t *tx, const char *key) {
     if (!tx || !key_ok(key))
         return CHORUS_ERR_INVALID_ARG;
     const char *p[] = {key};
-    return chorus_tx_exec(tx, "UPDATE timers SET state = 'cancelled' WHERE key = $1"
-                              " AND state = 'pending'", 1, p, NULL);
+    chorus__tx_defer(tx, "UPDATE timers SET state = 'cancelled' WHERE key = $1"
+                         " AND state = 'pending'", 1, p);
+    return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
 }
 
-/* One due timer's event into the outbox, in a savepoint: a row that
- * cannot be emitted (edited by hand, or a schema tightened since it was
- * armed) is marked "failed" and the others still fire. */
+/* One due timer's event into the outbox: a row that cannot be emitted
+ * (edited by hand, or a schema tightened since it was armed) is refused
+ * before any SQL (outbox rows are written at commit), marked "failed",
+ * and the others still fire. */
 static chorus_err_t fire_one(chorus_t *ch, chorus_tx_t *tx, const char *key, const char *json) {
     chorus_envelope_t *env = NULL;
     chorus_error_t *err = NULL;
@@ -99,19 +103,19 @@ static chorus_err_t fire_one(chorus_t *ch, chorus_tx_t *tx, const char *key, con
                                              &env, &err);
     if (!rc) {
         chorus_envelope_set_timestamp_ms(env, chorus_now_ms()); /* when it happened */
-        if (!chorus__tx_savepoint(tx))
-            return CHORUS_ERR_DB;
         rc = chorus__outbox_insert(tx, env); /* takes env */
         if (!rc)
-            return chorus__tx_release(tx) ? CHORUS_OK : CHORUS_ERR_DB;
-        if (tx->lost || !chorus__tx_rollback_to(tx))
+            return CHORUS_OK;
+        if (tx->broken)
             return CHORUS_ERR_DB;
+        tx->failed = tx->invalid_emit = tx->too_large = false; /* this row only */
     }
     chorus__log(ch, CHORUS_LOG_ERR, "timer '%s' cannot be emitted (%s); marked failed", key,
                 err ? chorus_error_string(err) : chorus_strerror(rc));
     chorus_error_destroy(err);
     const char *p[] = {key};
-    return chorus_tx_exec(tx, "UPDATE timers SET state = 'failed' WHERE key = $1", 1, p, NULL);
+    chorus__tx_defer(tx, "UPDATE timers SET state = 'failed' WHERE key = $1", 1, p);
+    return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
 }
 
 /* One page of due timers: their events into the outbox, in one
@@ -120,11 +124,12 @@ static int fire_page(chorus_t *ch) {
     chorus_tx_t *tx;
     if (chorus_tx_begin(ch, &tx))
         return -1;
+    tx->internal = true; /* its events are published without waiting */
     PGresult *r = NULL;
     char page[16];
     snprintf(page, sizeof(page), "%d", TIMER_PAGE);
     const char *p[] = {page};
-    chorus_err_t rc = chorus_tx_exec(tx,
+    chorus_err_t rc = chorus__tx_exec(tx,
         "UPDATE timers SET state = 'fired' WHERE key IN (SELECT key FROM timers"
         " WHERE state = 'pending' AND fire_at <= now() ORDER BY fire_at LIMIT $1::int"
         " FOR UPDATE SKIP LOCKED) RETURNING key, envelope", 1, p, &r);
@@ -147,8 +152,8 @@ static int fire_page(chorus_t *ch) {
 static bool any_due(chorus_t *ch) {
     PGresult *r = NULL;
     bool lost = false;
-    if (chorus__pg_exec(ch, ch->store.pg, "SELECT 1 FROM timers WHERE state = 'pending'"
-                        " AND fire_at <= now() LIMIT 1", 0, NULL, &r, &lost) != CHORUS_OK) {
+    if (chorus__store_exec(ch, "SELECT 1 FROM timers WHERE state = 'pending'"
+                           " AND fire_at <= now() LIMIT 1", 0, NULL, &r, &lost) != CHORUS_OK) {
         if (lost)
             chorus__store_lost(ch, "timer check failed");
         return false;

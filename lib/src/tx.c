@@ -1,12 +1,22 @@
 /*
- * tx.c - transactions: one per batch of deliveries (each delivery in a
- * savepoint of it), or one begun by the application for a command.
+ * tx.c - transactions: one per batch of deliveries, or one begun by the
+ * application for a command.  Statements whose answer nobody reads wait in
+ * the statement session (sql.c) and go out with the next one that is
+ * needed; a batch transaction on the happy path is two round trips:
  *
- *   BEGIN
- *     SAVEPOINT d           -- delivery 1: inbox row, handler SQL, outbox rows
- *     RELEASE | ROLLBACK TO -- kept when handled, undone otherwise
- *     SAVEPOINT d           -- delivery 2 ...
- *   COMMIT
+ *   BEGIN; UPDATE outbox SET published_at (marks)               -- queued
+ *   INSERT INTO inbox ... RETURNING event_id   (the whole batch) -- 1
+ *     delivery 1: guard, handler SQL (SAVEPOINT queued before its
+ *                 first statement, RELEASE queued after), rows in memory
+ *     delivery 2: ...
+ *   INSERT INTO outbox VALUES (...), (...); COMMIT              -- 2
+ *
+ * A delivery gets a savepoint only when its handler runs SQL of its own
+ * (chorus_tx_exec, chorus_tx_pg, the event store); chorus' own statements
+ * (inbox, guards) need none: a failed delivery's inbox claim is taken back
+ * with a DELETE, a guard row left empty means "not run".  A failure
+ * outside a savepoint breaks the whole transaction: the batch is then run
+ * again "careful" (consumer.c), every delivery in a savepoint of its own.
  *
  * A COMMIT in an aborted transaction "succeeds" as a ROLLBACK; tx_finish
  * checks the command tag, so an error a handler ignored can never be
@@ -19,74 +29,193 @@
 #include <stdlib.h>
 #include <string.h>
 
-void chorus__tx_note(chorus_tx_t *tx, chorus_err_t rc, bool lost) {
-    if (rc == CHORUS_ERR_CONFLICT)
+void chorus__row_free(chorus__row_t *r) {
+    chorus_envelope_destroy(r->env);
+    free(r->json);
+    r->env = NULL;
+    r->json = NULL;
+}
+
+void chorus__marks_free(chorus__marks_t *m) {
+    free(m->ids);
+    memset(m, 0, sizeof(*m));
+}
+
+void chorus__tx_note(chorus_tx_t *tx, const chorus__sql_err_t *err) {
+    if (!err->rc)
+        return;
+    tx->err = *err;
+    if (err->rc == CHORUS_ERR_CONFLICT)
         tx->conflict = true;
-    else if (rc)
+    else
         tx->failed = true;
-    if (lost)
+    /* Outside a savepoint, or in a statement queued before this one (a
+     * RELEASE, a guard), the error aborted the whole transaction. */
+    if (!tx->savepoint || err->deferred || !tx->d)
+        tx->broken = true;
+    if (err->lost)
         tx->lost = true;
 }
 
-static bool run(chorus_tx_t *tx, const char *sql) {
-    bool lost;
-    chorus_err_t rc = chorus__pg_exec(tx->ch, tx->pg, sql, 0, NULL, NULL, &lost);
-    if (rc)
-        chorus__tx_note(tx, rc, lost);
-    return rc == CHORUS_OK;
+static void log_err(chorus_tx_t *tx, const chorus__sql_err_t *err) {
+    if (err->rc && err->rc != CHORUS_ERR_CONFLICT)
+        chorus__log(tx->ch, err->lost ? CHORUS_LOG_WARNING : CHORUS_LOG_ERR, "SQL failed (%s): %s",
+                    *err->sqlstate ? err->sqlstate : "no SQLSTATE", err->message);
 }
 
-chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx) {
+chorus_err_t chorus__tx_exec(chorus_tx_t *tx, const char *sql, int n,
+                             const char *const *params, PGresult **resp) {
+    chorus__sql_err_t err;
+    if (tx->broken) { /* the server would only answer "transaction is aborted" */
+        if (resp)
+            *resp = NULL;
+        return CHORUS_ERR_DB;
+    }
+    chorus_err_t rc = chorus__sql_exec(tx->sql, sql, n, params, resp, &err);
+    if (rc) {
+        log_err(tx, &err);
+        chorus__tx_note(tx, &err);
+    }
+    return rc;
+}
+
+void chorus__tx_defer(chorus_tx_t *tx, const char *sql, int n, const char *const *params) {
+    if (tx->broken)
+        return;
+    if (chorus__sql_defer(tx->sql, sql, n, params) != CHORUS_OK) {
+        /* out of memory: the statement is lost, so is the transaction */
+        tx->failed = tx->broken = true;
+        return;
+    }
+    if (chorus__sql_queued(tx->sql) >= CHORUS__SQL_QUEUE_MAX)
+        chorus__tx_exec(tx, NULL, 0, NULL, NULL);
+}
+
+/* Marks of confirmed publishes go with the transaction's first statements;
+ * kept for a later one if it does not commit. */
+static void take_marks(chorus_tx_t *tx) {
+    chorus__marks_t *m = &tx->ch->store.marks;
+    if (m->n == 0)
+        return;
+    tx->marking = *m;
+    memset(m, 0, sizeof(*m));
+    chorus__outbox_mark_sql(tx, &tx->marking);
+}
+
+static void give_back_marks(chorus_tx_t *tx) {
+    chorus__marks_t *m = &tx->ch->store.marks, *t = &tx->marking;
+    if (t->n == 0)
+        return;
+    if (m->n + t->n <= m->cap || chorus__marks_reserve(m, m->n + t->n)) {
+        memcpy(m->ids + m->n, t->ids, t->n * sizeof(*t->ids));
+        m->n += t->n;
+    } /* else: the rows are published twice, later, by the relay */
+    chorus__marks_free(t);
+}
+
+chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx, bool careful) {
     memset(tx, 0, sizeof(*tx));
     tx->ch = ch;
     tx->pg = ch->store.pg;
-    if (!ch->store.up || !tx->pg)
-        return CHORUS_ERR_CONN_CLOSED;
-    return run(tx, "BEGIN") ? CHORUS_OK : tx->lost ? CHORUS_ERR_CONN_CLOSED : CHORUS_ERR_DB;
-}
-
-bool chorus__tx_savepoint(chorus_tx_t *tx) { return run(tx, "SAVEPOINT chorus_delivery"); }
-bool chorus__tx_release(chorus_tx_t *tx) { return run(tx, "RELEASE SAVEPOINT chorus_delivery"); }
-
-bool chorus__tx_rollback_to(chorus_tx_t *tx) {
-    tx->nseqs = 0; /* the rows are gone with the savepoint */
-    tx->failed = false;
-    tx->invalid_emit = tx->too_large = false; /* and what they were */
-    return run(tx, "ROLLBACK TO SAVEPOINT chorus_delivery") &&
-           run(tx, "RELEASE SAVEPOINT chorus_delivery");
-}
-
-chorus_err_t chorus__tx_finish(chorus_tx_t *tx) {
-    if (tx->failed) {
-        chorus__tx_abort(tx);
-        return CHORUS_ERR_DB;
-    }
-    PGresult *r = PQexec(tx->pg, "COMMIT");
-    ExecStatusType st = PQresultStatus(r);
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    bool committed = st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
-    bool conflict = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0);
-    PQclear(r);
-    if (committed)
-        return CHORUS_OK;
-    if (PQstatus(tx->pg) == CONNECTION_BAD) {
+    tx->sql = &ch->store.sql;
+    tx->careful = careful;
+    if (!ch->store.up || !tx->pg) {
         tx->lost = true;
         return CHORUS_ERR_CONN_CLOSED;
     }
+    chorus__sql_drop(tx->sql); /* nothing of an earlier transaction may leak in */
+    chorus__tx_defer(tx, "BEGIN", 0, NULL);
+    take_marks(tx);
+    return tx->broken ? CHORUS_ERR_NOMEM : CHORUS_OK;
+}
+
+void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d) {
+    tx->d = d;
+    tx->conflict = tx->failed = tx->too_large = tx->invalid_emit = false;
+    tx->saga_emit = 0;
+    tx->rows_mark = tx->nrows;
+    tx->savepoint = false;
+    if (tx->careful) {
+        chorus__tx_defer(tx, "SAVEPOINT chorus_delivery", 0, NULL);
+        tx->savepoint = true;
+    }
+}
+
+/* A handler's own SQL is about to run: from here on it needs a savepoint,
+ * sent with its first statement. */
+static void isolate(chorus_tx_t *tx) {
+    if (tx->d && !tx->savepoint) {
+        chorus__tx_defer(tx, "SAVEPOINT chorus_delivery", 0, NULL);
+        tx->savepoint = true;
+    }
+}
+
+void chorus__tx_keep(chorus_tx_t *tx) {
+    if (tx->savepoint)
+        chorus__tx_defer(tx, "RELEASE SAVEPOINT chorus_delivery", 0, NULL);
+    tx->savepoint = false;
+    tx->d = NULL;
+}
+
+void chorus__tx_undo(chorus_tx_t *tx) {
+    for (size_t i = tx->rows_mark; i < tx->nrows; i++)
+        chorus__row_free(&tx->rows[i]);
+    tx->nrows = tx->rows_mark; /* its events go with it */
+    if (tx->savepoint) {
+        chorus__tx_defer(tx, "ROLLBACK TO SAVEPOINT chorus_delivery", 0, NULL);
+        chorus__tx_defer(tx, "RELEASE SAVEPOINT chorus_delivery", 0, NULL);
+        tx->savepoint = false;
+        /* an error inside the savepoint is undone with it */
+        if (!tx->broken)
+            tx->failed = false;
+    }
+    tx->invalid_emit = tx->too_large = false;
+}
+
+chorus_err_t chorus__tx_finish(chorus_tx_t *tx) {
+    if (tx->failed || tx->broken) {
+        chorus__tx_abort(tx);
+        return CHORUS_ERR_DB;
+    }
+    chorus__outbox_write(tx, 0);
+    PGresult *r = NULL;
+    chorus__sql_err_t err = {0};
+    chorus_err_t rc = tx->broken ? CHORUS_ERR_NOMEM
+                                 : chorus__sql_exec(tx->sql, "COMMIT", 0, NULL, &r, &err);
+    bool committed = rc == CHORUS_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    PQclear(r);
+    if (committed) {
+        chorus__marks_free(&tx->marking);
+        return CHORUS_OK;
+    }
+    if (rc && rc != CHORUS_ERR_NOMEM) {
+        log_err(tx, &err);
+        tx->err = err;
+    }
+    if (PQstatus(tx->pg) == CONNECTION_BAD || (rc && err.lost)) {
+        tx->lost = true;
+        give_back_marks(tx);
+        return CHORUS_ERR_CONN_CLOSED;
+    }
     chorus__tx_abort(tx);
-    return conflict ? CHORUS_ERR_CONFLICT : CHORUS_ERR_DB;
+    return rc == CHORUS_ERR_CONFLICT ? CHORUS_ERR_CONFLICT : CHORUS_ERR_DB;
 }
 
 void chorus__tx_abort(chorus_tx_t *tx) {
+    chorus__sql_drop(tx->sql);
+    give_back_marks(tx);
     if (tx->pg && PQstatus(tx->pg) == CONNECTION_OK &&
         PQtransactionStatus(tx->pg) != PQTRANS_IDLE)
         PQclear(PQexec(tx->pg, "ROLLBACK"));
 }
 
 void chorus__tx_clear(chorus_tx_t *tx) {
-    free(tx->seqs);
-    tx->seqs = NULL;
-    tx->nseqs = tx->capseqs = 0;
+    for (size_t i = 0; i < tx->nrows; i++)
+        chorus__row_free(&tx->rows[i]);
+    free(tx->rows);
+    tx->rows = NULL;
+    tx->nrows = tx->caprows = tx->rows_mark = 0;
+    give_back_marks(tx);
 }
 
 /* ---- the public API ------------------------------------------------------ */
@@ -100,7 +229,7 @@ chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp) {
     chorus_tx_t *tx = malloc(sizeof(*tx));
     if (!tx)
         return CHORUS_ERR_NOMEM;
-    chorus_err_t rc = chorus__tx_open(ch, tx);
+    chorus_err_t rc = chorus__tx_open(ch, tx, false);
     if (rc) {
         if (tx->lost)
             chorus__store_lost(ch, "BEGIN failed");
@@ -116,7 +245,8 @@ chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp) {
  * arrives, but is dropped with the connection, unread. */
 static chorus_err_t commit_answer_lost(chorus_tx_t *tx) {
     PGconn *pg = tx->pg;
-    if (!PQsendQuery(pg, "COMMIT"))
+    chorus__outbox_write(tx, 0);
+    if (chorus__tx_exec(tx, NULL, 0, NULL, NULL) != CHORUS_OK || !PQsendQuery(pg, "COMMIT"))
         return CHORUS_ERR_CONN_CLOSED;
     struct pollfd fd = {.fd = PQsocket(pg), .events = POLLIN};
     while (PQflush(pg) == 1)
@@ -140,7 +270,9 @@ chorus_err_t chorus_tx_commit(chorus_tx_t *tx) {
     bool was_up = tx->pg && PQstatus(tx->pg) == CONNECTION_OK;
     if (rc)
         chorus__tx_abort(tx);
-    else if (!tx->failed && was_up && tx->keyed &&
+    else if (tx->failed || tx->broken)
+        rc = chorus__tx_finish(tx); /* refuses: rolls back */
+    else if (was_up && tx->keyed &&
              strcmp(chorus__conf_str(ch->conf, "debug.commit.answer"), "lost") == 0)
         rc = commit_answer_lost(tx);
     else
@@ -152,8 +284,8 @@ chorus_err_t chorus_tx_commit(chorus_tx_t *tx) {
                                    ? "the connection was lost during COMMIT; its outcome is unknown"
                                    : "commit failed");
     /* Publish now when we can; otherwise a relay does (NOTIFY woke it). */
-    if (rc == CHORUS_OK && tx->nseqs && ch->started && ch->st)
-        chorus__outbox_flush(ch, tx->seqs, tx->nseqs);
+    if (rc == CHORUS_OK && tx->nrows)
+        chorus__outbox_publish_committed(ch, tx->rows, tx->nrows, !tx->internal);
     chorus__tx_clear(tx);
     free(tx);
     return rc;
@@ -197,17 +329,32 @@ chorus_err_t chorus_tx_idempotent(chorus_tx_t *tx, const char *key, const char *
     return CHORUS_ERR_DUPLICATE;
 }
 
-PGconn *chorus_tx_pg(chorus_tx_t *tx) { return tx ? tx->pg : NULL; }
+PGconn *chorus_tx_pg(chorus_tx_t *tx) {
+    if (!tx)
+        return NULL;
+    /* The handler talks to libpq itself: what is queued goes first, and
+     * its statements get their savepoint now. */
+    isolate(tx);
+    chorus__tx_exec(tx, NULL, 0, NULL, NULL);
+    return tx->pg;
+}
 
 chorus_err_t chorus_tx_exec(chorus_tx_t *tx, const char *sql, int nparams,
                             const char *const *params, PGresult **resp) {
-    if (!tx || !sql)
+    if (resp)
+        *resp = NULL;
+    if (!tx || !sql || nparams < 0 || (nparams && !params))
         return CHORUS_ERR_INVALID_ARG;
-    bool lost;
-    chorus_err_t rc = chorus__pg_exec(tx->ch, tx->pg, sql, nparams, params, resp, &lost);
-    if (rc)
-        chorus__tx_note(tx, rc, lost);
-    return rc;
+    isolate(tx);
+    return chorus__tx_exec(tx, sql, nparams, params, resp);
+}
+
+const char *chorus_tx_sqlstate(const chorus_tx_t *tx) {
+    return tx && tx->err.rc ? tx->err.sqlstate : NULL;
+}
+
+const char *chorus_tx_error_message(const chorus_tx_t *tx) {
+    return tx && tx->err.rc ? tx->err.message : NULL;
 }
 
 chorus_err_t chorus_tx_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
@@ -221,5 +368,5 @@ chorus_err_t chorus_tx_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
 }
 
 chorus_tx_t *chorus_delivery_tx(chorus_delivery_t *d) {
-    return d && d->ch->store.enabled ? &d->tx : NULL;
+    return d && d->ch->store.enabled ? d->tx : NULL;
 }

@@ -5,21 +5,25 @@
  * runs its own SQL in the participant's transaction) and cJSON (upcasters
  * rewrite event data).
  *
- * A participant whose "store.type" is "postgres" handles each delivery in
- * one PostgreSQL transaction:
+ * A participant whose "store.type" is "postgres" handles the deliveries
+ * already waiting (a batch) in one PostgreSQL transaction:
  *
  *   BEGIN
- *     INSERT inbox (event_id, consumer)     -- already there: duplicate,
- *                                              acked and skipped
- *     handler(...)                          -- its own SQL on chorus_tx_pg()
- *     INSERT outbox rows for emitted events -- chorus_emit / chorus_tx_emit
+ *     INSERT inbox (event_id, consumer) for the batch -- already there:
+ *                                              duplicate, acked and skipped
+ *     handler(...)                          -- its own SQL (chorus_tx_exec),
+ *                                              in a savepoint of its own
+ *     outbox rows for emitted events        -- chorus_emit / chorus_tx_emit
  *   COMMIT
- *   publish the outbox rows with confirms, mark them published, ack
+ *   publish the outbox rows with confirms, ack; marked published later
  *
- * Deliveries already waiting are handled in one transaction, each in its
- * own savepoint.  An outbox relay publishes rows left unpublished (after a
- * crash, or written by a command-line tool) at start-up, periodically and
- * on LISTEN/NOTIFY.
+ * A handler whose own SQL fails (or that returns anything but
+ * CHORUS_HANDLED) is undone alone: its savepoint, its inbox row, its
+ * events.  Statements whose results nobody waits for go out with the next
+ * one that is needed (one round trip), and statement texts that repeat
+ * are prepared once per connection, handlers' included.  An outbox relay
+ * publishes rows left unpublished (after a crash, or written by a
+ * command-line tool) at start-up, periodically and on LISTEN/NOTIFY.
  *
  * Thread safety: as chorus.h; a chorus_tx_t belongs to the thread that
  * began it (or to the handler it was given to).
@@ -81,18 +85,29 @@ CHORUS_API chorus_err_t chorus_tx_idempotent(chorus_tx_t *tx, const char *key, c
                                              char *prev, size_t prev_size);
 
 /* The connection, inside the open transaction: run parameterized SQL on it
- * (PQexecParams); never COMMIT, ROLLBACK or close it. */
+ * (PQexecParams); never COMMIT, ROLLBACK or close it, nor leave it in
+ * pipeline mode.  chorus_tx_exec() is cheaper: it prepares repeated
+ * statements and sends chorus' queued ones along. */
 CHORUS_API PGconn *chorus_tx_pg(chorus_tx_t *tx);
 
 /*
- * PQexecParams on the transaction, with the outcome classified: CHORUS_OK
- * (and *resp, when not NULL, the result for the caller to PQclear), or
- * CHORUS_ERR_CONFLICT for a unique violation, serialization failure or
- * deadlock (chorus runs the handler again at once, a bounded number of
- * times), or CHORUS_ERR_DB with the message logged.
+ * A parameterized statement on the transaction, with the outcome
+ * classified: CHORUS_OK (and *resp, when not NULL, the result for the
+ * caller to PQclear), or CHORUS_ERR_CONFLICT for a unique violation,
+ * serialization failure or deadlock (chorus runs the handler again, a
+ * bounded number of times), or CHORUS_ERR_DB with the message logged
+ * (chorus_tx_sqlstate() and chorus_tx_error_message() say what failed).
+ * A text used twice on a connection runs as a prepared statement from
+ * then on: pass values as parameters, never in the text.
  */
 CHORUS_API chorus_err_t chorus_tx_exec(chorus_tx_t *tx, const char *sql, int nparams,
                                        const char *const *params, PGresult **resp);
+
+/* The last failure in @p tx: its SQLSTATE ("" when the connection was lost
+ * without one) and the server's message (first line); NULL when nothing
+ * failed.  Valid until the next statement in @p tx. */
+CHORUS_API const char *chorus_tx_sqlstate(const chorus_tx_t *tx);
+CHORUS_API const char *chorus_tx_error_message(const chorus_tx_t *tx);
 
 /* Emits an event in @p tx (outbox row in the same transaction).  Inside a
  * handler, chorus_emit() is the same with correlation and causation filled
