@@ -10,17 +10,23 @@
  *
  *   chorus__dispatch():  the one frame reader.  rabbitmq-c 0.11 hands out
  *       deliveries, confirms, returns and broker closes on one stream, so
- *       every frame is routed here:
- *           basic.deliver   (ch 1) -> backlog of deliveries
- *           basic.ack/nack  (ch 2) -> confirm tracker
- *           basic.return    (ch 2) -> marks the publish unroutable
- *           basic.cancel    (ch 1) -> re-declare and consume again
- *           channel.close   (any)  -> close-ok, reopen that channel only
+ *       every frame is routed here, and reported to the owner through the
+ *       hooks it registered (ch->hooks; chorus.c sets them).  Nothing here
+ *       calls into the consumer or the publisher, and no hook waits or
+ *       reads frames: the poll loop is the only one that does.
+ *           basic.deliver   (ch 1) -> hooks.deliver (read whole; an oversized
+ *                                     one rejected unread: hooks.refused)
+ *           basic.ack/nack  (ch 2) -> hooks.confirm
+ *           basic.return    (ch 2) -> hooks.returned
+ *           basic.cancel    (ch 1) -> hooks.ready (declare, consume again)
+ *           channel.close   (any)  -> close-ok, hooks.reset, reopen that
+ *                                     channel only, hooks.ready, .reopened
  *           connection.close / socket error -> chorus__conn_lost()
  *
- *   chorus__conn_lost():  drop the socket, forget deliveries (the broker
- *       requeues what was not acked), queue unconfirmed publishes to resend,
- *       and schedule a reconnect with exponential backoff and jitter.
+ *   chorus__conn_lost():  drop the socket, hooks.reset(0) (the owner forgets
+ *       deliveries -- the broker requeues what was not acked -- and settles
+ *       unconfirmed publishes), and schedule a reconnect with the backoff
+ *       policy (backoff.c).
  *
  * rabbitmq-c sends heartbeats only from inside its own calls.  A handler
  * that runs longer than the heartbeat interval would get the connection
@@ -34,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 void chorus__lock(chorus_t *ch) { pthread_mutex_lock(&ch->conn_lock); }
@@ -95,7 +100,7 @@ void chorus__hb_stop(chorus_t *ch) {
 
 /* ---- open ---------------------------------------------------------------- */
 
-static amqp_table_t client_properties(chorus_t *ch, amqp_table_entry_t *e,
+static amqp_table_t client_properties(const char *name, amqp_table_entry_t *e,
                                       amqp_table_entry_t *caps) {
     static const char *const cap_names[] = {
         "consumer_cancel_notify", "connection.blocked", "publisher_confirms",
@@ -107,7 +112,7 @@ static amqp_table_t client_properties(chorus_t *ch, amqp_table_entry_t *e,
     }
     e[0].key = amqp_cstring_bytes("connection_name");
     e[0].value.kind = AMQP_FIELD_KIND_UTF8;
-    e[0].value.value.bytes = amqp_cstring_bytes(ch->conn_name);
+    e[0].value.value.bytes = amqp_cstring_bytes(name);
     e[1].key = amqp_cstring_bytes("product");
     e[1].value.kind = AMQP_FIELD_KIND_UTF8;
     e[1].value.value.bytes = amqp_cstring_bytes("chorus " CHORUS_VERSION_STR);
@@ -138,46 +143,61 @@ static chorus_err_t setup_channel(chorus_t *ch, amqp_channel_t n, char *err,
     return CHORUS_OK;
 }
 
-static chorus_err_t login(chorus_t *ch, const chorus__url_t *u, char *err,
-                          size_t size) {
+static chorus_err_t login(amqp_connection_state_t st, const chorus__url_t *u,
+                          const chorus__amqp_opts_t *o, char *err, size_t size) {
     amqp_table_entry_t e[3], caps[5];
-    amqp_table_t props = client_properties(ch, e, caps);
-    amqp_rpc_reply_t r = amqp_login_with_properties(
-        ch->st, u->vhost, 0, 131072, ch->heartbeat_s, &props,
-        AMQP_SASL_METHOD_PLAIN, u->user, u->pass);
+    amqp_table_t props = client_properties(o->name, e, caps);
+    amqp_rpc_reply_t r = amqp_login_with_properties(st, u->vhost, 0, 131072, o->heartbeat_s,
+                                                    &props, AMQP_SASL_METHOD_PLAIN, u->user,
+                                                    u->pass);
     if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
         r.library_error == AMQP_STATUS_SOCKET_CLOSED) {
         chorus__errstr(err, size, "login refused (check user, password and vhost)");
         return CHORUS_ERR_AUTH;
     }
-    return chorus__amqp_reply_error(ch->st, 0, r, "login", err, size);
+    return chorus__amqp_reply_error(st, 0, r, "login", err, size);
 }
 
-static chorus_err_t try_url(chorus_t *ch, const chorus__url_t *u, char *err,
-                            size_t size) {
-    ch->st = amqp_new_connection();
-    if (!ch->st)
+chorus_err_t chorus__amqp_login(const chorus__url_t *u, const chorus__amqp_opts_t *o,
+                                amqp_connection_state_t *stp, char *err, size_t size) {
+    amqp_connection_state_t st = *stp = amqp_new_connection();
+    if (!st)
         return CHORUS_ERR_NOMEM;
-    amqp_socket_t *sock = amqp_tcp_socket_new(ch->st);
+    amqp_socket_t *sock = amqp_tcp_socket_new(st);
     if (!sock)
         return CHORUS_ERR_NOMEM;
-    struct timeval hs = tv_ms(chorus__conf_int(ch->conf, "amqp.handshake.timeout.ms"));
-    struct timeval rpc = tv_ms(chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms"));
-    struct timeval ct = tv_ms(chorus__conf_int(ch->conf, "amqp.connect.timeout.ms"));
-    amqp_set_handshake_timeout(ch->st, &hs);
-    amqp_set_rpc_timeout(ch->st, &rpc);
+    struct timeval hs = tv_ms(o->handshake_ms), rpc = tv_ms(o->rpc_ms),
+                   ct = tv_ms(o->connect_ms);
+    amqp_set_handshake_timeout(st, &hs);
+    amqp_set_rpc_timeout(st, &rpc);
     int s = amqp_socket_open_noblock(sock, u->host, u->port, &ct);
     if (s != AMQP_STATUS_OK) {
         chorus__errstr(err, size, "TCP connect: %s", amqp_error_string2(s));
         return s == AMQP_STATUS_TIMEOUT ? CHORUS_ERR_TIMEOUT : CHORUS_ERR_CONNECT;
     }
-    chorus_err_t rc = login(ch, u, err, size);
+    return login(st, u, o, err, size);
+}
+
+void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
+                                 chorus__amqp_opts_t *o) {
+    o->connect_ms = chorus__conf_int(conf, "amqp.connect.timeout.ms");
+    o->handshake_ms = chorus__conf_int(conf, "amqp.handshake.timeout.ms");
+    o->rpc_ms = chorus__conf_int(conf, "amqp.rpc.timeout.ms");
+    o->heartbeat_s = (int)chorus__conf_int(conf, "amqp.heartbeat.s");
+    o->name = name;
+}
+
+static chorus_err_t try_url(chorus_t *ch, const chorus__url_t *u, char *err,
+                            size_t size) {
+    chorus__amqp_opts_t o;
+    chorus__amqp_opts_from_conf(ch->conf, ch->conn_name, &o);
+    o.heartbeat_s = ch->heartbeat_s;
+    chorus_err_t rc = chorus__amqp_login(u, &o, &ch->st, err, size);
     for (amqp_channel_t n = 1; !rc && n <= 3; n++)
         rc = setup_channel(ch, n, err, size);
+    /* the owner's part: declare, consume (the resend comes after the log) */
     if (!rc)
-        rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, size);
-    if (!rc && ch->nhandlers > 0)
-        rc = chorus__consume_start(ch);
+        rc = ch->hooks.ready(ch, 0, err, size);
     return rc;
 }
 
@@ -205,22 +225,16 @@ chorus_err_t chorus__conn_open(chorus_t *ch) {
             break;
         }
         chorus__log(ch, CHORUS_LOG_WARNING, "broker %s: %s", where, err);
+        chorus__fail(ch, NULL, "broker %s: %s", where, err);
         destroy_state(ch);
     }
     if (rc == CHORUS_OK)
-        chorus__publisher_resend(ch);
+        ch->hooks.reopened(ch, CHORUS__CH_PUBLISH);
     chorus__unlock(ch);
     return rc;
 }
 
 /* ---- loss and close ------------------------------------------------------ */
-
-static long jitter(long ms) {
-    unsigned r = 0;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = (unsigned)chorus__mono_ns();
-    return ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
-}
 
 /* Called with the lock held. */
 void chorus__conn_lost(chorus_t *ch, const char *why) {
@@ -228,18 +242,12 @@ void chorus__conn_lost(chorus_t *ch, const char *why) {
         return;
     chorus__log(ch, CHORUS_LOG_WARNING, "connection lost: %s; reconnecting", why);
     destroy_state(ch);
-    chorus__backlog_clear(ch);
-    chorus__consumer_lost(ch);
-    chorus__publisher_reset(ch);
+    ch->hooks.reset(ch, 0); /* deliveries void, unconfirmed publishes settled */
     chorus__schedule_reconnect(ch);
 }
 
 void chorus__schedule_reconnect(chorus_t *ch) {
-    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
-    if (ch->backoff_ms <= 0)
-        ch->backoff_ms = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
-    ch->next_reconnect_ms = chorus__mono_ms() + jitter(ch->backoff_ms);
-    ch->backoff_ms = ch->backoff_ms * 2 > max ? max : ch->backoff_ms * 2;
+    chorus__backoff_failed(&ch->reconnect, chorus__mono_ms());
 }
 
 void chorus__conn_close(chorus_t *ch) {
@@ -298,38 +306,31 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
     amqp_basic_deliver_t *m = f->payload.method.decoded;
     amqp_channel_t channel = f->channel;
     uint64_t tag = m->delivery_tag;
-    chorus_delivery_t *d = calloc(1, sizeof(*d));
-    if (!d)
-        return CHORUS_ERR_NOMEM;
-    d->ch = ch;
-    d->tag = tag;
-    d->redelivered = m->redelivered;
-    d->gen = ch->consume_gen;
-    d->routing_key = strndup(m->routing_key.bytes, m->routing_key.len);
+    bool redelivered = m->redelivered;
+    char rk[256];
+    snprintf(rk, sizeof(rk), "%.*s", (int)m->routing_key.len, (const char *)m->routing_key.bytes);
     amqp_frame_t h;
     int s = next_frame_on(ch, channel, &h);
     if (s == AMQP_STATUS_BAD_AMQP_DATA) {
         chorus__log(ch, CHORUS_LOG_ERR,
                     "delivery %llu on '%s': its content header cannot be decoded; rejecting it "
-                    "to the DLQ and reconnecting", (unsigned long long)tag,
-                    d->routing_key ? d->routing_key : "?");
+                    "to the DLQ and reconnecting", (unsigned long long)tag, rk);
         amqp_basic_reject(ch->st, channel, tag, 0);
-        chorus__delivery_free(d);
         return CHORUS_ERR_CONN_CLOSED;
     }
-    if (s != AMQP_STATUS_OK || h.frame_type != AMQP_FRAME_HEADER || !d->routing_key) {
+    if (s != AMQP_STATUS_OK || h.frame_type != AMQP_FRAME_HEADER) {
         /* a channel.close here would go unanswered: the connection goes */
-        chorus__delivery_free(d);
         return CHORUS_ERR_CONN_CLOSED;
     }
-    init_amqp_pool(&d->msg.pool, 4096);
+    amqp_message_t msg = {0};
+    init_amqp_pool(&msg.pool, 4096);
     uint64_t size = h.payload.properties.body_size;
     bool oversized = size > ch->limits.max_bytes;
     /* What cannot be held is this message's problem: read past it and
      * reject it to the DLQ, as the oversized one. */
-    bool unheld = !chorus__props_clone(h.payload.properties.decoded, &d->msg.properties,
-                                       &d->msg.pool) ||
-                  (!oversized && size > 0 && !(d->msg.body = amqp_bytes_malloc((size_t)size)).bytes);
+    bool unheld = !chorus__props_clone(h.payload.properties.decoded, &msg.properties,
+                                       &msg.pool) ||
+                  (!oversized && size > 0 && !(msg.body = amqp_bytes_malloc((size_t)size)).bytes);
     oversized = oversized || unheld;
     for (uint64_t got = 0; got < size;) {
         amqp_maybe_release_buffers_on_channel(ch->st, channel);
@@ -337,11 +338,11 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
         s = next_frame_on(ch, channel, &b);
         if (s != AMQP_STATUS_OK || b.frame_type != AMQP_FRAME_BODY ||
             b.payload.body_fragment.len > size - got) {
-            chorus__delivery_free(d);
+            amqp_destroy_message(&msg);
             return CHORUS_ERR_CONN_CLOSED;
         }
         if (!oversized && b.payload.body_fragment.len)
-            memcpy((char *)d->msg.body.bytes + got, b.payload.body_fragment.bytes,
+            memcpy((char *)msg.body.bytes + got, b.payload.body_fragment.bytes,
                    b.payload.body_fragment.len);
         got += b.payload.body_fragment.len;
     }
@@ -349,24 +350,17 @@ static chorus_err_t on_deliver(chorus_t *ch, amqp_frame_t *f) {
     if (oversized) {
         if (unheld)
             chorus__log(ch, CHORUS_LOG_ERR, "delivery on '%s': out of memory holding it; "
-                        "rejected to the DLQ unread", d->routing_key);
+                        "rejected to the DLQ unread", rk);
         else
             chorus__log(ch, CHORUS_LOG_WARNING,
                         "delivery on '%s': %llu bytes exceed message.max.bytes (%zu); rejected "
-                        "to the DLQ unread", d->routing_key, (unsigned long long)size,
-                        ch->limits.max_bytes);
+                        "to the DLQ unread", rk, (unsigned long long)size, ch->limits.max_bytes);
         int r = amqp_basic_reject(ch->st, channel, tag, 0);
-        ch->stats.dead_lettered++;
-        chorus__delivery_free(d);
+        amqp_destroy_message(&msg);
+        ch->hooks.refused(ch);
         return r == AMQP_STATUS_OK ? CHORUS_OK : CHORUS_ERR_CONN_CLOSED;
     }
-    if (ch->backlog_tail)
-        ch->backlog_tail->next = d;
-    else
-        ch->backlog_head = d;
-    ch->backlog_tail = d;
-    ch->backlog_len++;
-    return CHORUS_OK;
+    return ch->hooks.deliver(ch, tag, redelivered, rk, &msg); /* takes msg */
 }
 
 static chorus_err_t on_return(chorus_t *ch, amqp_frame_t *f) {
@@ -374,7 +368,7 @@ static chorus_err_t on_return(chorus_t *ch, amqp_frame_t *f) {
     int ms = (int)chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
     if (chorus__read_message(ch->st, f->channel, &msg, ms) != AMQP_STATUS_OK)
         return CHORUS_ERR_CONN_CLOSED;
-    chorus__on_return(ch, &msg);
+    ch->hooks.returned(ch, &msg);
     amqp_destroy_message(&msg);
     return CHORUS_OK;
 }
@@ -390,22 +384,16 @@ static chorus_err_t on_channel_close(chorus_t *ch, amqp_frame_t *f) {
     if (amqp_send_method(ch->st, n, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok))
         return CHORUS_ERR_CONN_CLOSED;
     char err[512];
-    if (n == CHORUS__CH_CONSUME) {
+    if (n == CHORUS__CH_CONSUME)
         ch->consuming = false;
-        chorus__backlog_clear(ch); /* the broker requeues them */
-        chorus__consumer_lost(ch);
-    } else if (n == CHORUS__CH_PUBLISH) {
-        chorus__publisher_reset(ch);
-    }
+    ch->hooks.reset(ch, n); /* what was under way on it is gone */
     chorus_err_t rc = setup_channel(ch, n, err, sizeof(err));
-    /* A 404 may mean someone deleted what we declared: declare again. */
+    /* A 404 may mean someone deleted what we declared: the owner declares
+     * again (and consumes again on a consume channel). */
     if (!rc)
-        rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err,
-                                      sizeof(err));
-    if (!rc && n == CHORUS__CH_CONSUME && ch->nhandlers > 0)
-        rc = chorus__consume_start(ch);
-    if (!rc && n == CHORUS__CH_PUBLISH)
-        chorus__publisher_resend(ch);
+        rc = ch->hooks.ready(ch, n, err, sizeof(err));
+    if (!rc)
+        ch->hooks.reopened(ch, n);
     if (rc) {
         chorus__log(ch, CHORUS_LOG_ERR, "recovering channel %u: %s", n, err);
         return CHORUS_ERR_CONN_CLOSED;
@@ -421,12 +409,12 @@ static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f) {
         return on_deliver(ch, f);
     case AMQP_BASIC_ACK_METHOD: {
         amqp_basic_ack_t *m = f->payload.method.decoded;
-        chorus__on_confirm(ch, m->delivery_tag, m->multiple, false);
+        ch->hooks.confirm(ch, m->delivery_tag, m->multiple, false);
         return CHORUS_OK;
     }
     case AMQP_BASIC_NACK_METHOD: {
         amqp_basic_nack_t *m = f->payload.method.decoded;
-        chorus__on_confirm(ch, m->delivery_tag, m->multiple, true);
+        ch->hooks.confirm(ch, m->delivery_tag, m->multiple, true);
         return CHORUS_OK;
     }
     case AMQP_BASIC_RETURN_METHOD:
@@ -435,9 +423,7 @@ static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f) {
         /* consumer_cancel_notify: our queue went away.  Declare it again. */
         chorus__log(ch, CHORUS_LOG_WARNING, "broker cancelled our consumer; re-declaring");
         ch->consuming = false;
-        if (chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err,
-                                     sizeof(err)) ||
-            chorus__consume_start(ch))
+        if (ch->hooks.ready(ch, CHORUS__CH_CONSUME, err, sizeof(err)))
             return CHORUS_ERR_CONN_CLOSED;
         return CHORUS_OK;
     case AMQP_CHANNEL_CLOSE_METHOD:
@@ -496,7 +482,7 @@ void chorus__redeclare_if_needed(chorus_t *ch) {
     char err[512];
     ch->need_redeclare = false;
     chorus__log(ch, CHORUS_LOG_WARNING, "a publish was unroutable; declaring the topology again");
-    if (chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, sizeof(err))) {
+    if (ch->hooks.ready(ch, CHORUS__CH_ADMIN, err, sizeof(err))) {
         chorus__log(ch, CHORUS_LOG_ERR, "%s", err);
         chorus__conn_lost(ch, "declaring the topology failed");
     }

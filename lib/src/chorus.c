@@ -16,6 +16,7 @@
 #include "saga_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,11 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     ch->window = (size_t)chorus__conf_int(ch->conf, "publish.window");
     ch->batch_max = (int)chorus__conf_int(ch->conf, "consume.batch.max");
     chorus__retry_schedule_from_conf(ch->conf, &ch->retry);
+    chorus__backoff_init(&ch->reconnect,
+                         chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms"),
+                         chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms"));
     chorus__store_t *st = &ch->store;
+    chorus__backoff_init(&st->retry, 100, chorus__conf_int(ch->conf, "store.reconnect.backoff.max.ms"));
     st->enabled = strcmp(chorus__conf_str(ch->conf, "store.type"), "postgres") == 0;
     const char *schema = chorus__conf_str(ch->conf, "store.schema");
     snprintf(st->schema, sizeof(st->schema), "%s", *schema ? schema : svc);
@@ -74,6 +79,42 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     return true;
 }
 
+/* ---- the connection's hooks (chorus__conn_hooks_t) ---------------------- */
+
+static chorus_err_t conn_ready(chorus_t *ch, amqp_channel_t n, char *err, size_t size) {
+    /* a new connection, a reopened channel, a cancelled consumer, an
+     * unroutable publish: the topology first (a 404 may mean someone
+     * deleted it), then consuming where that channel is concerned */
+    chorus_err_t rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, size);
+    if (!rc && (n == 0 || n == CHORUS__CH_CONSUME) && ch->nhandlers > 0)
+        rc = chorus__consume_start(ch);
+    return rc;
+}
+
+static void conn_reopened(chorus_t *ch, amqp_channel_t n) {
+    if (n == CHORUS__CH_PUBLISH)
+        chorus__publisher_resend(ch);
+}
+
+static void conn_reset(chorus_t *ch, amqp_channel_t n) {
+    if (n == 0 || n == CHORUS__CH_CONSUME) {
+        chorus__backlog_clear(ch); /* the broker requeues them */
+        chorus__consumer_lost(ch);
+    }
+    if (n == 0 || n == CHORUS__CH_PUBLISH)
+        chorus__publisher_reset(ch);
+}
+
+static const chorus__conn_hooks_t HOOKS = {
+    .ready = conn_ready,
+    .reopened = conn_reopened,
+    .reset = conn_reset,
+    .deliver = chorus__consumer_deliver,
+    .refused = chorus__consumer_refused,
+    .confirm = chorus__on_confirm,
+    .returned = chorus__on_return,
+};
+
 chorus_t *chorus_new(chorus_conf_t *conf, char *errstr, size_t errstr_size) {
     if (!conf) {
         chorus__errstr(errstr, errstr_size, "conf is required");
@@ -84,6 +125,7 @@ chorus_t *chorus_new(chorus_conf_t *conf, char *errstr, size_t errstr_size) {
         chorus__errstr(errstr, errstr_size, "out of memory");
         return NULL;
     }
+    ch->hooks = HOOKS;
     ch->conf = conf;
     if (!load_conf(ch, errstr, errstr_size)) {
         free(ch);
@@ -348,8 +390,7 @@ static void sleep_ms(int64_t ms);
  * disagrees with the broker's are answers, not outages: they fail at once. */
 static chorus_err_t connect_at_start(chorus_t *ch) {
     int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.start.timeout.ms");
-    long backoff = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms");
-    long max = chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms");
+    chorus__backoff_t b = ch->reconnect; /* the same policy as every reconnect */
     for (;;) {
         chorus_err_t rc = chorus__conn_open(ch);
         bool transient = rc == CHORUS_ERR_CONNECT || rc == CHORUS_ERR_TIMEOUT ||
@@ -357,18 +398,28 @@ static chorus_err_t connect_at_start(chorus_t *ch) {
         int64_t left = until - chorus__mono_ms();
         if (!rc || !transient || left <= 0 || ch->stop)
             return rc;
+        long backoff = chorus__backoff_failed(&b, chorus__mono_ms());
         chorus__log(ch, CHORUS_LOG_NOTICE, "broker not ready (%s); trying again in %ld ms",
                     chorus_strerror(rc), backoff < left ? backoff : (long)left);
         sleep_ms(backoff < left ? backoff : left);
-        backoff = backoff * 2 > max ? max : backoff * 2;
     }
 }
+
+static chorus_err_t start(chorus_t *ch);
 
 chorus_err_t chorus_start(chorus_t *ch) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
     if (ch->started)
         return CHORUS_ERR_STATE;
+    ch->last_error[0] = ch->last_sqlstate[0] = '\0';
+    chorus_err_t rc = start(ch);
+    if (rc && !ch->last_error[0])
+        chorus__fail(ch, NULL, "%s", chorus_strerror(rc));
+    return rc;
+}
+
+static chorus_err_t start(chorus_t *ch) {
     const chorus_saga_t *saga = ch->saga;
     chorus_err_t rc = check_saga(ch);
     if (!rc)
@@ -414,14 +465,14 @@ static void sleep_ms(int64_t ms) {
 static bool ensure_connected(chorus_t *ch, int timeout_ms) {
     if (ch->st)
         return true;
-    int64_t wait = ch->next_reconnect_ms - chorus__mono_ms();
+    int64_t wait = ch->reconnect.next_ms - chorus__mono_ms();
     if (wait > 0) {
         sleep_ms(wait < timeout_ms ? wait : timeout_ms);
-        if (ch->next_reconnect_ms > chorus__mono_ms())
+        if (!chorus__backoff_due(&ch->reconnect, chorus__mono_ms()))
             return false;
     }
     if (chorus__conn_open(ch) == CHORUS_OK) {
-        ch->backoff_ms = 0;
+        chorus__backoff_reset(&ch->reconnect);
         ch->stats.reconnects++;
         chorus__log(ch, CHORUS_LOG_NOTICE, "reconnected; topology declared again");
         return true;
@@ -435,9 +486,11 @@ static void store_poll(chorus_t *ch) {
     chorus__store_t *s = &ch->store;
     if (!s->enabled)
         return;
-    if (!s->up && chorus__mono_ms() >= s->next_retry_ms &&
-        chorus__store_connect(ch) == CHORUS_OK)
+    if (!s->up && chorus__backoff_due(&s->retry, chorus__mono_ms()) &&
+        chorus__store_connect(ch) == CHORUS_OK) {
+        ch->stats.store_reconnects++;
         chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL reconnected");
+    }
     if (s->up && s->paused && ch->st) {
         chorus__lock(ch);
         chorus__consume_resume(ch);
@@ -605,4 +658,10 @@ const char *chorus_queue_name(const chorus_t *ch) { return ch->topo.names.queue;
 const char *chorus_dlq_name(const chorus_t *ch) { return ch->topo.names.dlq; }
 const char *chorus_exchange_name(const chorus_t *ch) { return ch->topo.names.exchange; }
 
-void chorus_stats(const chorus_t *ch, chorus_stats_t *out) { *out = ch->stats; }
+void chorus__fail(chorus_t *ch, const char *sqlstate, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ch->last_error, sizeof(ch->last_error), fmt, ap);
+    va_end(ap);
+    snprintf(ch->last_sqlstate, sizeof(ch->last_sqlstate), "%s", sqlstate ? sqlstate : "");
+}

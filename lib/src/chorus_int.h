@@ -15,6 +15,7 @@
 #ifndef CHORUS_INT_H
 #define CHORUS_INT_H
 
+#include "backoff_int.h"
 #include "batch_int.h"
 #include "confirm_int.h"
 #include "store_int.h"
@@ -132,6 +133,37 @@ typedef struct chorus__batch_s {
     bool alone;                     /* no other batch is handled until it is acked */
 } chorus__batch_t;
 
+/*
+ * What the connection (amqp_conn.c) reports to its owner.  The connection
+ * knows AMQP only; everything above it -- topology, consuming, the
+ * backlog, the publisher -- is the owner's, reached through these.  A hook
+ * never waits and never reads frames.
+ */
+typedef struct {
+    /* Channel @p n (0: the whole new connection) is open: declare what the
+     * owner needs on it (and consume, on the consume channel). */
+    chorus_err_t (*ready)(chorus_t *ch, amqp_channel_t n, char *err, size_t size);
+    /* ... and, once ready, what waited for it may go (publishes to resend). */
+    void (*reopened)(chorus_t *ch, amqp_channel_t n);
+    /* What was under way on channel @p n (0: the connection) is gone. */
+    void (*reset)(chorus_t *ch, amqp_channel_t n);
+    /* A delivery read whole; @p msg is taken. */
+    chorus_err_t (*deliver)(chorus_t *ch, uint64_t tag, bool redelivered, const char *routing_key,
+                            amqp_message_t *msg);
+    /* One was rejected to the DLQ unread (too large, or not holdable). */
+    void (*refused)(chorus_t *ch);
+    void (*confirm)(chorus_t *ch, uint64_t tag, bool multiple, bool nack);
+    void (*returned)(chorus_t *ch, const amqp_message_t *msg);
+} chorus__conn_hooks_t;
+
+/* Every counter (stats.c lists them by name; chorus_stats_t is the first
+ * twelve, for compatibility). */
+typedef struct {
+    uint64_t handled, duplicates, retried, dead_lettered, published, nacked, returned,
+        reconnects, handler_ns, propagation_ms, conflicts, relayed;
+    uint64_t batches, transactions, careful_runs, store_reconnects;
+} chorus__stats_t;
+
 struct chorus_s {
     chorus_conf_t *conf;
     char service[65];
@@ -151,6 +183,7 @@ struct chorus_s {
     size_t nhandlers;
 
     /* connection */
+    chorus__conn_hooks_t hooks;     /* set by chorus_new() */
     pthread_mutex_t conn_lock;
     amqp_connection_state_t st;     /* NULL while disconnected */
     bool consuming;
@@ -158,8 +191,7 @@ struct chorus_s {
     bool blocked;                   /* connection.blocked from the broker */
     bool need_redeclare;            /* a publish came back unroutable */
     bool started;
-    int64_t next_reconnect_ms;      /* monotonic */
-    long backoff_ms;
+    chorus__backoff_t reconnect;    /* amqp.reconnect.backoff.* */
     int heartbeat_s;
     char conn_name[160];
     char conn_user[256];            /* the broker user of the connection */
@@ -191,8 +223,13 @@ struct chorus_s {
     size_t nupcasters;
     const char *crash_point;        /* debug.crash.point */
 
-    chorus_stats_t stats;
+    chorus__stats_t stats;
+    char last_error[512];           /* chorus_last_error() */
+    char last_sqlstate[6];
 };
+
+/* Records why something failed, for chorus_last_error() (and logs it). */
+void chorus__fail(chorus_t *ch, const char *sqlstate, const char *fmt, ...) CHORUS_PRINTF(3, 4);
 
 /* log.c */
 void chorus__log(const chorus_t *ch, int level, const char *fmt, ...)
@@ -201,6 +238,18 @@ void chorus__log_env(const chorus_t *ch, int level, const chorus_envelope_t *env
                      const char *fmt, ...) CHORUS_PRINTF(4, 5);
 
 /* amqp_conn.c */
+/* How a connection is opened: the same for participants and tools. */
+typedef struct {
+    long connect_ms, handshake_ms, rpc_ms; /* amqp.*.timeout.ms */
+    int heartbeat_s;
+    const char *name;                      /* connection_name */
+} chorus__amqp_opts_t;
+void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
+                                 chorus__amqp_opts_t *o);
+/* TCP connect (bounded) and login to one broker; *stp is set even on
+ * failure (for the caller to destroy). */
+chorus_err_t chorus__amqp_login(const chorus__url_t *u, const chorus__amqp_opts_t *o,
+                                amqp_connection_state_t *stp, char *err, size_t size);
 chorus_err_t chorus__conn_open(chorus_t *ch);
 void chorus__conn_lost(chorus_t *ch, const char *why);
 /* The next reconnect after the current backoff (with jitter); doubles it. */
@@ -253,6 +302,10 @@ chorus_err_t chorus__wait_until(chorus_t *ch, int64_t deadline_ms,
                                 bool (*done)(chorus_t *, void *), void *arg);
 
 /* consumer.c */
+/* The connection's hooks for deliveries (see chorus__conn_hooks_t). */
+chorus_err_t chorus__consumer_deliver(chorus_t *ch, uint64_t tag, bool redelivered,
+                                      const char *routing_key, amqp_message_t *msg);
+void chorus__consumer_refused(chorus_t *ch);
 /* Moves the batches in flight on (settled ones acked, oldest first) and
  * handles a new one from the backlog when there is room.  Never waits. */
 void chorus__consumer_process(chorus_t *ch);

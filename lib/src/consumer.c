@@ -76,6 +76,32 @@ void chorus__delivery_free(chorus_delivery_t *d) {
     free(d);
 }
 
+chorus_err_t chorus__consumer_deliver(chorus_t *ch, uint64_t tag, bool redelivered,
+                                      const char *routing_key, amqp_message_t *msg) {
+    chorus_delivery_t *d = calloc(1, sizeof(*d));
+    if (d)
+        d->routing_key = strdup(routing_key);
+    if (!d || !d->routing_key) {
+        free(d);
+        amqp_destroy_message(msg);
+        return CHORUS_ERR_NOMEM; /* the connection goes: the broker keeps it */
+    }
+    d->ch = ch;
+    d->tag = tag;
+    d->redelivered = redelivered;
+    d->gen = ch->consume_gen;
+    d->msg = *msg; /* taken: pool, properties, body */
+    if (ch->backlog_tail)
+        ch->backlog_tail->next = d;
+    else
+        ch->backlog_head = d;
+    ch->backlog_tail = d;
+    ch->backlog_len++;
+    return CHORUS_OK;
+}
+
+void chorus__consumer_refused(chorus_t *ch) { ch->stats.dead_lettered++; }
+
 void chorus__backlog_clear(chorus_t *ch) {
     chorus_delivery_t *d = ch->backlog_head;
     while (d) {
@@ -563,6 +589,7 @@ static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful
             return BATCH_AGAIN;
         }
         chorus__crash_point(ch, "after-commit");
+        ch->stats.transactions++;
         b->resume = d; /* what came before is committed: it stays */
         if (!adopt_rows(b, tx, start, d)) {
             /* out of memory: the rows are committed; the relay sends them */
@@ -604,6 +631,7 @@ static batch_rc_t process_durable_again(chorus_t *ch, chorus__batch_t *b) {
     for (long run = 1; brc == BATCH_AGAIN && run < runs; run++) {
         for (chorus_delivery_t *d = b->resume; d; d = d->next)
             unhandle(d);
+        ch->stats.careful_runs++;
         brc = process_durable(ch, b, true);
     }
     return brc;
@@ -1011,6 +1039,7 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         }
         for (chorus_delivery_t *d = b->head; d; d = d->next)
             count(ch, d);
+        ch->stats.batches++;
         batch_to(ch, b, CHORUS__BE_ACK);
         return;
     }
@@ -1027,8 +1056,10 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         if (s != AMQP_STATUS_OK)
             chorus__conn_lost(ch, "ack failed");
     }
-    if (ch->st)
+    if (ch->st) {
+        ch->stats.batches++;
         batch_to(ch, b, CHORUS__BE_ACK);
+    }
 }
 
 /* Gives deliveries back to the broker (nack, requeue): nothing of them is

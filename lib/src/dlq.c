@@ -80,7 +80,8 @@ chorus_dlq_t *chorus_dlq_open(const char *url, const char *ns, const char *servi
                               char *errstr, size_t size) {
     chorus__url_t u[CHORUS__MAX_URLS];
     chorus__names_t names;
-    if (chorus__url_parse_list(url, u, CHORUS__MAX_URLS, errstr, size) < 1)
+    int nurls = chorus__url_parse_list(url, u, CHORUS__MAX_URLS, errstr, size);
+    if (nurls < 1)
         return NULL;
     if (chorus__names_build(ns && *ns ? ns : "chorus", service, NULL, &names)) {
         chorus__errstr(errstr, size, "bad namespace or service name");
@@ -91,21 +92,31 @@ chorus_dlq_t *chorus_dlq_open(const char *url, const char *ns, const char *servi
         return NULL;
     snprintf(q->queue, sizeof(q->queue), "%s", names.dlq);
     snprintf(q->service_queue, sizeof(q->service_queue), "%s", names.queue);
-    q->st = amqp_new_connection();
-    amqp_socket_t *sock = amqp_tcp_socket_new(q->st);
-    struct timeval tv = {.tv_sec = 10};
-    amqp_set_rpc_timeout(q->st, &tv);
-    amqp_set_handshake_timeout(q->st, &tv);
-    int s = sock ? amqp_socket_open_noblock(sock, u[0].host, u[0].port, &tv) : AMQP_STATUS_NO_MEMORY;
-    if (s) {
-        chorus__errstr(errstr, size, "cannot connect to the broker: %s", amqp_error_string2(s));
-        goto fail;
+    /* The participants' way: every broker of the list in turn, the
+     * timeouts of the configuration (amqp.*.timeout.ms), no heartbeat. */
+    chorus_conf_t *conf = chorus_conf_new();
+    if (!conf) {
+        free(q);
+        return NULL;
     }
-    amqp_rpc_reply_t r = amqp_login(q->st, u[0].vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-                                    u[0].user, u[0].pass);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        chorus__errstr(errstr, size, "the broker refused the login");
-        goto fail;
+    chorus__amqp_opts_t o;
+    chorus__amqp_opts_from_conf(conf, "chorus-dlq", &o);
+    o.heartbeat_s = 0;
+    chorus_err_t rc = CHORUS_ERR_CONNECT;
+    for (int i = 0; i < nurls; i++) {
+        char where[300], why[512];
+        chorus__url_describe(&u[i], where, sizeof(where));
+        if ((rc = chorus__amqp_login(&u[i], &o, &q->st, why, sizeof(why))) == CHORUS_OK)
+            break;
+        chorus__errstr(errstr, size, "cannot connect to the broker %s: %s", where, why);
+        if (q->st)
+            amqp_destroy_connection(q->st);
+        q->st = NULL;
+    }
+    chorus_conf_destroy(conf);
+    if (rc) {
+        free(q);
+        return NULL;
     }
     amqp_channel_open(q->st, CH_GET);
     if (!reply_ok(q->st, errstr, size, "channel.open"))

@@ -135,6 +135,7 @@ chorus_err_t chorus__pg_exec(chorus_t *ch, PGconn *pg, const char *sql, int n,
         chorus__log(ch, rc == CHORUS_ERR_CONN_CLOSED ? CHORUS_LOG_WARNING : CHORUS_LOG_ERR,
                     "SQL failed (%s): %.*s", state ? state : "no SQLSTATE",
                     (int)strcspn(msg, "\n"), msg);
+        chorus__fail(ch, state, "PostgreSQL: %.*s", (int)strcspn(msg, "\n"), msg);
     }
     PQclear(r);
     return rc;
@@ -146,9 +147,11 @@ chorus_err_t chorus__store_exec(chorus_t *ch, const char *sql, int n, const char
     chorus_err_t rc = chorus__sql_exec(&ch->store.sql, sql, n, params, resp, &err);
     if (lost)
         *lost = rc && err.lost;
-    if (rc && rc != CHORUS_ERR_CONFLICT)
+    if (rc && rc != CHORUS_ERR_CONFLICT) {
         chorus__log(ch, err.lost ? CHORUS_LOG_WARNING : CHORUS_LOG_ERR, "SQL failed (%s): %s",
                     *err.sqlstate ? err.sqlstate : "no SQLSTATE", err.message);
+        chorus__fail(ch, err.sqlstate, "PostgreSQL: %s", err.message);
+    }
     return rc;
 }
 
@@ -167,6 +170,7 @@ static PGconn *open_one(chorus_t *ch) {
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         const char *msg = pg ? PQerrorMessage(pg) : "out of memory";
         chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL: %.*s", (int)strcspn(msg, "\n"), msg);
+        chorus__fail(ch, NULL, "PostgreSQL: %.*s", (int)strcspn(msg, "\n"), msg);
         PQfinish(pg);
         return NULL;
     }
@@ -182,6 +186,8 @@ static bool exec_simple(chorus_t *ch, PGconn *pg, const char *sql) {
     if (!ok) {
         const char *msg = PQresultErrorMessage(r);
         chorus__log(ch, CHORUS_LOG_ERR, "SQL failed: %.*s", (int)strcspn(msg, "\n"), msg);
+        chorus__fail(ch, PQresultErrorField(r, PG_DIAG_SQLSTATE), "PostgreSQL: %.*s",
+                     (int)strcspn(msg, "\n"), msg);
     }
     PQclear(r);
     return ok;
@@ -257,7 +263,7 @@ chorus_err_t chorus__store_connect(chorus_t *ch) {
     }
     chorus__sql_reset(&s->sql, s->pg);
     s->up = true;
-    s->backoff_ms = 0;
+    chorus__backoff_reset(&s->retry);
     s->relay_wanted = true; /* rows may have been left behind */
     chorus__log(ch, CHORUS_LOG_INFO, "PostgreSQL ready (schema %s)", s->schema);
     return CHORUS_OK;
@@ -279,9 +285,5 @@ void chorus__store_lost(chorus_t *ch, const char *why) {
     if (s->up)
         chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL lost: %s; pausing consumption", why);
     chorus__store_close(ch);
-    long max = chorus__conf_int(ch->conf, "store.reconnect.backoff.max.ms");
-    if (s->backoff_ms <= 0)
-        s->backoff_ms = 100;
-    s->next_retry_ms = chorus__mono_ms() + s->backoff_ms;
-    s->backoff_ms = s->backoff_ms * 2 > max ? max : s->backoff_ms * 2;
+    chorus__backoff_failed(&s->retry, chorus__mono_ms());
 }

@@ -12,6 +12,7 @@
 
 #include "chorus/chorus_pg.h"
 #include "common_int.h"
+#include "backoff_int.h"
 #include "sql_int.h"
 
 typedef struct chorus__waiter_s chorus__waiter_t;
@@ -41,8 +42,7 @@ typedef struct {
     char channel[128];    /* NOTIFY channel: "chorus_outbox_<schema>" */
     bool up;              /* both connections usable */
     bool enabled;         /* store.type = postgres */
-    int64_t next_retry_ms;
-    long backoff_ms;
+    chorus__backoff_t retry; /* store.reconnect.backoff.max.ms */
     int64_t next_relay_ms;
     int64_t next_prune_ms;
     int64_t next_timer_ms;       /* monotonic: the next look for due timers */

@@ -176,6 +176,7 @@ static double raw_hop(long n) {
 /* ---- through chorus ------------------------------------------------------- */
 
 static long handled;
+static double durable_rt, durable_st, durable_batch;
 
 static chorus_outcome_t pong(chorus_t *ch, chorus_delivery_t *d, const chorus_envelope_t *env,
                              void *opaque) {
@@ -227,6 +228,17 @@ static double chorus_hop(long n, bool durable) {
     } while (s.handled + s.duplicates < (uint64_t)n);
     chorus_flush(ch, 10000);
     double secs = now_s() - t0;
+    if (durable) {
+        uint64_t rt = 0, st = 0, tx = 0, b = 0;
+        chorus_stat_get(ch, "sql_round_trips", &rt);
+        chorus_stat_get(ch, "sql_statements", &st);
+        chorus_stat_get(ch, "transactions", &tx);
+        chorus_stat_get(ch, "batches", &b);
+        durable_rt = (double)rt / (double)n;
+        durable_st = (double)st / (double)n;
+        durable_batch = b ? (double)n / (double)b : 0;
+        (void)tx;
+    }
     chorus_destroy(ch);
     return secs;
 }
@@ -427,6 +439,8 @@ int main(int argc, char **argv) {
         double du = chorus_hop(n, true);
         printf("  chorus + PostgreSQL   %8.0f msg/s  (%.2f s)   %.2f of the raw loop "
                "(inbox + outbox per batch)\n", n / du, du, raw / du);
+        printf("  PostgreSQL per delivery: %.2f round trips, %.2f statements "
+               "(%.1f deliveries per batch)\n", durable_rt, durable_st, durable_batch);
     }
     return 0;
 }

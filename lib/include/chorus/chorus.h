@@ -388,7 +388,32 @@ typedef struct chorus_stats_s {
     uint64_t relayed;       /**< outbox rows published by the relay */
 } chorus_stats_t;
 
+/* The first counters, in a struct the caller allocates: it never grows.
+ * Every counter, these and any added later, is read by name or index
+ * below. */
 CHORUS_API void chorus_stats(const chorus_t *ch, chorus_stats_t *out);
+
+/*
+ * Counters by name (see chorus_stat_name() for the list, with
+ * chorus_stat_help() saying what each counts): new counters are appended
+ * without changing any type the application holds.  Indexes are stable
+ * within a release; names across releases.
+ */
+CHORUS_API size_t chorus_stat_count(void);
+/** NULL past the end. */
+CHORUS_API const char *chorus_stat_name(size_t i);
+CHORUS_API const char *chorus_stat_help(size_t i);
+CHORUS_API uint64_t chorus_stat_value(const chorus_t *ch, size_t i);
+/** CHORUS_ERR_INVALID_ARG for a name chorus does not count. */
+CHORUS_API chorus_err_t chorus_stat_get(const chorus_t *ch, const char *name, uint64_t *value);
+
+/*
+ * Why the last chorus_start() (or a reconnect of the store) failed, in
+ * words ("" when nothing failed), and the SQLSTATE when PostgreSQL said
+ * ("" otherwise): e.g. "42501" when the role may not create the schema.
+ */
+CHORUS_API const char *chorus_last_error(const chorus_t *ch);
+CHORUS_API const char *chorus_last_sqlstate(const chorus_t *ch);
 
 /* ------------------------------------------------------------------------
  * Saga declarations (sagas/<name>.json, format in sagas/README.md)
