@@ -658,10 +658,3 @@ const char *chorus_queue_name(const chorus_t *ch) { return ch->topo.names.queue;
 const char *chorus_dlq_name(const chorus_t *ch) { return ch->topo.names.dlq; }
 const char *chorus_exchange_name(const chorus_t *ch) { return ch->topo.names.exchange; }
 
-void chorus__fail(chorus_t *ch, const char *sqlstate, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ch->last_error, sizeof(ch->last_error), fmt, ap);
-    va_end(ap);
-    snprintf(ch->last_sqlstate, sizeof(ch->last_sqlstate), "%s", sqlstate ? sqlstate : "");
-}

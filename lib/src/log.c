@@ -9,6 +9,8 @@
  */
 #include "chorus_int.h"
 
+#include <stdarg.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -70,4 +72,13 @@ void chorus__log_env(const chorus_t *ch, int level, const chorus_envelope_t *env
         snprintf(line, sizeof(line), "%s", text);
     }
     emit(ch, level, line);
+}
+
+/* Why something failed, kept for chorus_last_error(). */
+void chorus__fail(chorus_t *ch, const char *sqlstate, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ch->last_error, sizeof(ch->last_error), fmt, ap);
+    va_end(ap);
+    snprintf(ch->last_sqlstate, sizeof(ch->last_sqlstate), "%s", sqlstate ? sqlstate : "");
 }
