@@ -111,11 +111,62 @@ static meaning_t meaning_of(const chorus_saga_t *saga, const char *type) {
 
 /* ------------------------------------------------------------------ run */
 
+/*
+ * One event, applied in one statement (one round trip), its text fixed so
+ * the connection can keep it prepared: the timeline row first; only when
+ * that row is new (RETURNING a row) do the instance and its step count it.
+ * The three tables differ, so the snapshot the three parts share hides
+ * nothing from any of them.
+ *
+ *   $1 event_id     $2 correlation_id  $3 event_type   $4 producer
+ *   $5 time (ms)    $6 kind            $7 step ('' for none)
+ *   $8 aggregate_id $9 saga            $10 progress    $11 cancellation ('')
+ *   $12 terminal    $13 deadline (ms, '' for none)     $14 step state ('')
+ *
+ * Why not one statement per batch: each delivery runs in its own savepoint,
+ * and a handler learns neither where its batch ends nor whether a later
+ * savepoint is undone -- changes kept in memory and written by a later
+ * delivery's handler would be lost with that delivery's rollback while the
+ * earlier delivery stays handled (its inbox row kept).
+ */
+static const char APPLY[] =
+    "WITH e AS ("
+    " INSERT INTO saga_steps (event_id, correlation_id, event_type, service, occurred_at, kind,"
+    "   step)"
+    " VALUES ($1::uuid, $2::uuid, $3, $4, to_timestamp($5::double precision / 1000), $6,"
+    "   NULLIF($7, ''))"
+    " ON CONFLICT DO NOTHING RETURNING event_id, correlation_id, occurred_at, step),"
+    " i AS ("
+    " INSERT INTO saga_instances AS s (correlation_id, aggregate_id, first_event, saga,"
+    "   progress, cancellation, started_at, last_event_at, ended_at, deadline_at, events)"
+    " SELECT correlation_id, $8::uuid, event_id, $9, $10::saga_progress,"
+    "   NULLIF($11, '')::saga_cancellation, occurred_at, occurred_at,"
+    "   CASE WHEN $12::boolean THEN occurred_at END,"
+    "   to_timestamp(NULLIF($13, '')::double precision / 1000), 1 FROM e"
+    " ON CONFLICT (correlation_id) DO UPDATE SET"
+    "  aggregate_id = CASE WHEN (EXCLUDED.started_at, EXCLUDED.first_event)"
+    "    < (s.started_at, s.first_event) THEN EXCLUDED.aggregate_id ELSE s.aggregate_id END,"
+    "  first_event = CASE WHEN (EXCLUDED.started_at, EXCLUDED.first_event)"
+    "    < (s.started_at, s.first_event) THEN EXCLUDED.first_event ELSE s.first_event END,"
+    "  progress = greatest(s.progress, EXCLUDED.progress),"
+    "  cancellation = greatest(s.cancellation, EXCLUDED.cancellation),"
+    "  started_at = least(s.started_at, EXCLUDED.started_at),"
+    "  last_event_at = greatest(s.last_event_at, EXCLUDED.last_event_at),"
+    "  ended_at = least(s.ended_at, EXCLUDED.ended_at),"
+    "  deadline_at = least(s.deadline_at, EXCLUDED.deadline_at),"
+    "  events = s.events + 1)"
+    " INSERT INTO saga_instance_steps AS s (correlation_id, step, state, at)"
+    " SELECT correlation_id, step, NULLIF($14, '')::saga_step_state, occurred_at FROM e"
+    " WHERE step IS NOT NULL AND $14 <> ''"
+    " ON CONFLICT (correlation_id, step) DO UPDATE SET"
+    "  state = greatest(s.state, EXCLUDED.state),"
+    "  at = CASE WHEN EXCLUDED.state > s.state THEN EXCLUDED.at"
+    "    WHEN EXCLUDED.state < s.state THEN s.at ELSE least(s.at, EXCLUDED.at) END";
+
 static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d, const chorus_envelope_t *env,
                                  void *opaque) {
     (void)ch;
     const chorus_saga_t *saga = opaque;
-    chorus_tx_t *tx = chorus_delivery_tx(d);
     const char *rk = chorus_delivery_routing_key(d), *type = chorus_envelope_event_type(env);
     const char *id = chorus_envelope_event_id(env), *corr = chorus_envelope_correlation_id(env);
     if (!corr)
@@ -127,48 +178,12 @@ static chorus_outcome_t on_event(chorus_t *ch, chorus_delivery_t *d, const choru
     snprintf(ts, sizeof(ts), "%lld", (long long)chorus_envelope_timestamp_ms(env));
     if (chorus_envelope_deadline_ms(env) > 0)
         snprintf(deadline, sizeof(deadline), "%lld", (long long)chorus_envelope_deadline_ms(env));
-
-    PGresult *r = NULL;
-    chorus_err_t rc = svc_sql(tx, &r,
-        "INSERT INTO saga_steps (event_id, correlation_id, event_type, service, occurred_at,"
-        "  kind, step)"
-        " VALUES ($1, $2, $3, $4, to_timestamp($5::double precision / 1000), $6, NULLIF($7, ''))"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        id, corr, type, producer, ts, m.kind, step, NULL);
-    bool seen = !rc && PQntuples(r) == 0;
-    PQclear(r);
-    if (rc || seen) /* an error, or this event counted already */
-        return rc ? CHORUS_RETRY_LATER : CHORUS_HANDLED;
-    rc = svc_sql(tx, NULL,
-        "INSERT INTO saga_instances AS s (correlation_id, aggregate_id, first_event, saga,"
-        "  progress, cancellation, started_at, last_event_at, ended_at, deadline_at, events)"
-        " VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')::saga_cancellation,"
-        "  to_timestamp($7::double precision / 1000), to_timestamp($7::double precision / 1000),"
-        "  CASE WHEN $8 THEN to_timestamp($7::double precision / 1000) END,"
-        "  to_timestamp(NULLIF($9, '')::double precision / 1000), 1)"
-        " ON CONFLICT (correlation_id) DO UPDATE SET"
-        "  aggregate_id = CASE WHEN (EXCLUDED.started_at, EXCLUDED.first_event)"
-        "    < (s.started_at, s.first_event) THEN EXCLUDED.aggregate_id ELSE s.aggregate_id END,"
-        "  first_event = CASE WHEN (EXCLUDED.started_at, EXCLUDED.first_event)"
-        "    < (s.started_at, s.first_event) THEN EXCLUDED.first_event ELSE s.first_event END,"
-        "  progress = greatest(s.progress, EXCLUDED.progress),"
-        "  cancellation = greatest(s.cancellation, EXCLUDED.cancellation),"
-        "  started_at = least(s.started_at, EXCLUDED.started_at),"
-        "  last_event_at = greatest(s.last_event_at, EXCLUDED.last_event_at),"
-        "  ended_at = least(s.ended_at, EXCLUDED.ended_at),"
-        "  deadline_at = least(s.deadline_at, EXCLUDED.deadline_at),"
-        "  events = s.events + 1",
-        corr, chorus_envelope_aggregate_id(env), id, chorus_saga_name(saga), m.progress,
-        m.cancellation, ts, m.terminal ? "true" : "false", deadline, NULL);
-    if (!rc && *m.step_state)
-        rc = svc_sql(tx, NULL,
-            "INSERT INTO saga_instance_steps AS s (correlation_id, step, state, at)"
-            " VALUES ($1, $2, $3, to_timestamp($4::double precision / 1000))"
-            " ON CONFLICT (correlation_id, step) DO UPDATE SET"
-            "  state = greatest(s.state, EXCLUDED.state),"
-            "  at = CASE WHEN EXCLUDED.state > s.state THEN EXCLUDED.at"
-            "    WHEN EXCLUDED.state < s.state THEN s.at ELSE least(s.at, EXCLUDED.at) END",
-            corr, step, m.step_state, ts, NULL);
+    const char *params[] = {id, corr, type, producer, ts, m.kind, step,
+                            chorus_envelope_aggregate_id(env), chorus_saga_name(saga), m.progress,
+                            m.cancellation, m.terminal ? "true" : "false", deadline,
+                            m.step_state};
+    chorus_err_t rc = chorus_tx_exec(chorus_delivery_tx(d), APPLY,
+                                     (int)(sizeof(params) / sizeof(params[0])), params, NULL);
     return rc ? CHORUS_RETRY_LATER : CHORUS_HANDLED;
 }
 

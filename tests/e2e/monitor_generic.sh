@@ -11,7 +11,8 @@
 #   stuck     not terminal, past metadata.deadline (or, without one, past the declared
 #             deadline, or, with no deadline at all, idle too long): `monitor list --stuck`
 #             shows it, `monitor status` says so
-# Each shuffled twin ends exactly as its in-order twin.  An event from the wrong producer
+# Each shuffled twin ends exactly as its in-order twin; an event delivered again after the
+# inbox forgot it is not counted twice.  An event from the wrong producer
 # is dead-lettered, not counted.  And the monitor's source names no event of either saga.
 # shellcheck disable=SC1091
 source "$(dirname "$0")/common.sh"
@@ -235,6 +236,24 @@ expect_eq "stuck without a declared deadline, idle for 2 minutes" \
     "${CORR[stuck]}"
 # a grace as long as a day: nothing is stuck
 expect_eq "stuck with a grace of a day" "$(CHORUS_MONITOR_GRACE_MS=86400000 "$MON" list --stuck | grep -c .)" 0
+
+# ---- an event the inbox has forgotten (pruned, as after store.inbox.retention.hours) ----------
+# the monitor's own timeline (saga_steps, by event id) still counts it once
+instance forgotten
+send forgotten flights SeatReserved 0
+settle forgotten 1
+again=$(jq -r .event_id <<<"${BODY[forgotten/SeatReserved]}")
+sr_psql "DELETE FROM $m.inbox WHERE event_id = '$again'" >/dev/null
+send forgotten flights SeatReserved 0
+send forgotten hotels HotelBooked 100
+settle forgotten 2
+for ((t = 0; t < 150; t++)); do # the copy handled: the inbox has it again
+    [[ $(sr_psql "SELECT count(*) FROM $m.inbox WHERE event_id = '$again'") == 1 ]] && break
+    sleep 0.1
+done
+((t < 150)) || fail "the copy of $again was not handled"
+expect_eq "an event the inbox forgot, again" "$(state forgotten)" "running 2 100 book-hotel=done,reserve-seat=done"
+expect_eq "its timeline" "$(sr_psql "SELECT count(*) FROM $m.saga_steps WHERE correlation_id = '${CORR[forgotten]}'")" 2
 
 # ---- the wrong producer is refused --------------------------------------------------------------
 if [[ -n ${CHORUS_CTL:-} ]]; then
