@@ -155,6 +155,13 @@ chorus_err_t chorus__store_exec(chorus_t *ch, const char *sql, int n, const char
     return rc;
 }
 
+/* The first line of a libpq message ("out of memory" when there is none). */
+static void first_line(const char *msg, char *out, size_t size) {
+    if (!msg)
+        msg = "out of memory";
+    snprintf(out, size, "%.*s", (int)strcspn(msg, "\n"), msg);
+}
+
 static PGconn *open_one(chorus_t *ch) {
     const char *ci = chorus__conf_str(ch->conf, "store.conninfo");
     /* A connect timeout and keepalives so a dead server is noticed. */
@@ -168,9 +175,10 @@ static PGconn *open_one(chorus_t *ch) {
     }
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
-        const char *msg = pg ? PQerrorMessage(pg) : "out of memory";
-        chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL: %.*s", (int)strcspn(msg, "\n"), msg);
-        chorus__fail(ch, NULL, "PostgreSQL: %.*s", (int)strcspn(msg, "\n"), msg);
+        char why[256];
+        first_line(pg ? PQerrorMessage(pg) : NULL, why, sizeof(why));
+        chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL: %s", why);
+        chorus__fail(ch, NULL, "PostgreSQL: %s", why);
         PQfinish(pg);
         return NULL;
     }
@@ -184,10 +192,10 @@ static bool exec_simple(chorus_t *ch, PGconn *pg, const char *sql) {
     ExecStatusType st = PQresultStatus(r);
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok) {
-        const char *msg = PQresultErrorMessage(r);
-        chorus__log(ch, CHORUS_LOG_ERR, "SQL failed: %.*s", (int)strcspn(msg, "\n"), msg);
-        chorus__fail(ch, PQresultErrorField(r, PG_DIAG_SQLSTATE), "PostgreSQL: %.*s",
-                     (int)strcspn(msg, "\n"), msg);
+        char why[256];
+        first_line(PQresultErrorMessage(r), why, sizeof(why));
+        chorus__log(ch, CHORUS_LOG_ERR, "SQL failed: %s", why);
+        chorus__fail(ch, PQresultErrorField(r, PG_DIAG_SQLSTATE), "PostgreSQL: %s", why);
     }
     PQclear(r);
     return ok;
