@@ -262,7 +262,7 @@ void chorus__hb_stop(chorus_t *ch);
  * nothing arrived, CHORUS_OK when something was dispatched, or
  * CHORUS_ERR_CONN_CLOSED after the connection was lost (already cleaned). */
 chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms);
-/* Keeps reading until no frame is buffered or max_deliveries wait. */
+/* Keeps reading until no frame is buffered (a bounded number of frames). */
 void chorus__dispatch_drain(chorus_t *ch);
 /* Declares the topology again when a publish found something missing
  * (deleted behind our back); lock held.  Loses the connection on failure. */

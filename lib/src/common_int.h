@@ -39,6 +39,11 @@ char *chorus__strdup(const char *s);
  * above; false otherwise. */
 bool chorus__timestamp_parse(const char *s, int64_t *ms);
 
+/* "{a,b,...}": a PostgreSQL uuid[] literal of @p n uuids, the i-th being
+ * at(arg, i) (36 characters, no quoting needed); malloc'd, NULL when out
+ * of memory. */
+char *chorus__uuid_array(size_t n, const char *(*at)(const void *arg, size_t i), const void *arg);
+
 /* Monotonic clock in milliseconds / nanoseconds. */
 int64_t chorus__mono_ms(void);
 uint64_t chorus__mono_ns(void);

@@ -423,26 +423,18 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
         chorus_outcome_t out = chorus__saga_deliver(ch, d, d->hd);
         if (tx->lost)
             return ONE_LOST;
-        if (tx->broken && !tx->careful)
-            return ONE_BROKEN;
-        if (tx->broken) /* careful: its savepoint could not save it */
+        if (tx->broken) /* even careful: its savepoint could not save it */
             return ONE_BROKEN;
         if (tx->conflict && *runs < max_runs) {
             ch->stats.conflicts++;
             chorus__log_env(ch, CHORUS_LOG_INFO, d->env, "conflict; running the handler again%s",
                             first ? "" : " in a transaction of its own");
-            undo(tx, d);
+            /* its effects go; its inbox claim stays for the run again (or,
+             * split off, unclaim_from() takes it back with the others') */
+            chorus__tx_undo(tx);
             d->error[0] = '\0';
             if (!first)
                 return ONE_SPLIT;
-            if (tx->careful || !d->fresh)
-                continue;
-            /* its claim was just taken back: claim it again, alone */
-            bool fresh;
-            const char *id = chorus_envelope_event_id(d->env);
-            if (!chorus__inbox_claim_all(tx, &id, 1, &fresh))
-                return tx->lost ? ONE_LOST : ONE_BROKEN;
-            d->fresh = fresh;
             continue;
         }
         if (tx->invalid_emit) {

@@ -25,22 +25,14 @@ int chorus__inbox_claim(chorus_tx_t *tx, const char *event_id) {
     return claimed;
 }
 
+static const char *id_at(const void *ids, size_t i) { return ((const char *const *)ids)[i]; }
+
 bool chorus__inbox_claim_all(chorus_tx_t *tx, const char *const *ids, size_t n, bool *fresh) {
-    /* "{id,id,...}": uuids need no quoting */
-    char *arr = malloc(n * 37 + 3), *o = arr;
+    char *arr = chorus__uuid_array(n, id_at, ids);
     if (!arr) {
         tx->failed = tx->broken = true;
         return false;
     }
-    *o++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *o++ = ',';
-        memcpy(o, ids[i], 36);
-        o += 36;
-    }
-    *o++ = '}';
-    *o = '\0';
     const char *p[] = {arr, tx->ch->service};
     PGresult *r = NULL;
     /* Sorted: two instances claiming overlapping batches (redeliveries)

@@ -150,21 +150,11 @@ bool chorus__marks_reserve(chorus__marks_t *m, size_t n) {
     return true;
 }
 
-static char *marks_array(const chorus__marks_t *m) {
-    char *arr = malloc(m->n * 37 + 3), *o = arr;
-    if (!arr)
-        return NULL;
-    *o++ = '{';
-    for (size_t i = 0; i < m->n; i++) {
-        if (i)
-            *o++ = ',';
-        memcpy(o, m->ids[i], 36);
-        o += 36;
-    }
-    *o++ = '}';
-    *o = '\0';
-    return arr;
+static const char *mark_at(const void *m, size_t i) {
+    return ((const chorus__marks_t *)m)->ids[i];
 }
+
+static char *marks_array(const chorus__marks_t *m) { return chorus__uuid_array(m->n, mark_at, m); }
 
 static const char MARK_SQL[] =
     "UPDATE outbox SET published_at = now() WHERE event_id = ANY($1::uuid[]) "

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -319,4 +320,20 @@ int64_t chorus_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *chorus__uuid_array(size_t n, const char *(*at)(const void *arg, size_t i), const void *arg) {
+    char *arr = malloc(n * 37 + 3), *o = arr;
+    if (!arr)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        memcpy(o, at(arg, i), 36);
+        o += 36;
+    }
+    *o++ = '}';
+    *o = '\0';
+    return arr;
 }
