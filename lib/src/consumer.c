@@ -485,7 +485,8 @@ static bool adopt_rows(chorus__batch_t *b, chorus_tx_t *tx, chorus_delivery_t *f
         b->rows = r;
         b->caprows = cap;
     }
-    memcpy(b->rows + b->nrows, tx->rows, tx->nrows * sizeof(*tx->rows));
+    if (tx->nrows > 0) /* tx->rows may be NULL then */
+        memcpy(b->rows + b->nrows, tx->rows, tx->nrows * sizeof(*tx->rows));
     for (chorus_delivery_t *d = from; d != to_excl; d = d->next)
         if (is_handled(d))
             d->row_from += b->nrows;

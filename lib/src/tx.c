@@ -103,9 +103,10 @@ static void take_marks(chorus_tx_t *tx) {
 }
 
 static void give_back_marks(chorus_tx_t *tx) {
-    chorus__marks_t *m = &tx->ch->store.marks, *t = &tx->marking;
+    chorus__marks_t *t = &tx->marking;
     if (t->n == 0)
         return;
+    chorus__marks_t *m = &tx->ch->store.marks;
     if (m->n + t->n <= m->cap || chorus__marks_reserve(m, m->n + t->n)) {
         memcpy(m->ids + m->n, t->ids, t->n * sizeof(*t->ids));
         m->n += t->n;
