@@ -547,7 +547,7 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     /* Gone idle: rows confirmed meanwhile are marked now rather than with
      * a next transaction that may be long in coming. */
     if (ch->store.marks.n && !ch->backlog_head && !ch->inflight)
-        chorus__outbox_mark_now(ch);
+        chorus__marks_flush(ch);
     chorus__lock(ch);
     if (ch->st)
         amqp_maybe_release_buffers(ch->st);

@@ -324,14 +324,6 @@ chorus_err_t chorus__consume_start(chorus_t *ch);
 /* Stops / resumes consuming while the store is down. */
 void chorus__consume_pause(chorus_t *ch);
 void chorus__consume_resume(chorus_t *ch);
-/* Fills correlation, causation and traceparent of an event a delivery's
- * handler emits, from that delivery. */
-/* The flow's ids (correlation, causation, traceparent, deadline) from the
- * delivery being handled, where @p env has none. */
-chorus_err_t chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env);
-/* Calls the delivery's handler, timing it. */
-chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
-                                      const chorus__handler_t *hd);
 /* Test hook (debug.crash.point): dies with SIGKILL at the named point. */
 void chorus__crash_point(const chorus_t *ch, const char *point);
 

@@ -35,6 +35,37 @@
  * confirmed by the broker.  A lost connection or consumer channel drops the
  * batch without acking; the broker redelivers it.
  *
+ * The durable path (store.type = postgres).  The same checks; then the
+ * batch is one transaction (tx.c), two round trips on the happy path:
+ *
+ *   BEGIN; UPDATE outbox SET published_at ... (earlier confirms)  queued
+ *   INSERT INTO inbox SELECT ... unnest($1) ... RETURNING         trip 1
+ *     each delivery, in order:
+ *       a duplicate (its inbox row is older): nothing runs; acked
+ *       otherwise its saga guard (saga_run.c), then its handler; its SQL
+ *       gets a savepoint only when it runs SQL of its own; its events
+ *       become rows in memory (emit.c)
+ *       RETRY_LATER, REJECT, an invalid emit: its part is undone (its
+ *       savepoint, its rows, its inbox claim) and its retry or DLQ copy
+ *       joins the batch's publishes
+ *   INSERT INTO outbox VALUES (...), (...); COMMIT                trip 2
+ *      |
+ *   every row and copy published from memory; one confirm wait for them
+ *   all, while the next batch is taken and handled (two in flight)
+ *      |
+ *   acked, oldest batch first; the confirmed ids ride on the next BEGIN
+ *
+ * A conflict (serialization failure, deadlock, a version another writer
+ * took) of a batch's first delivery runs it again at once; of a later one,
+ * the deliveries before it commit and it runs again in a transaction of
+ * its own, so two instances' batches never wait on each other's locks in
+ * a circle.  An error outside a savepoint aborts the transaction: the
+ * batch runs again "careful", each delivery in a savepoint of its own.  A
+ * crash at any point acks nothing that is not committed and confirmed:
+ * the broker redelivers, the inbox row drops what was committed, and the
+ * relay (outbox.c) publishes committed rows whose confirm never came.
+ * The states of a delivery and a batch, and what moves them: batch.c.
+ *
  * Copies.  A retry, a dead letter and a counted redelivery are copies of
  * the delivery's message published by this service: they carry its own
  * broker user as user_id (RabbitMQ refuses any other) and the verified
@@ -353,17 +384,6 @@ static void undecode(chorus_delivery_t *d) {
     to(d, CHORUS__DE_UNDECODE);
 }
 
-chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
-                                      const chorus__handler_t *hd) {
-    uint64_t t0 = chorus__mono_ns();
-    chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
-    ch->stats.handler_ns += chorus__mono_ns() - t0;
-    int64_t lag = d->handled_ms - chorus_envelope_timestamp_ms(d->env);
-    if (lag > 0)
-        ch->stats.propagation_ms += (uint64_t)lag;
-    return out;
-}
-
 static void handle_plain(chorus_t *ch, chorus_delivery_t *d) {
     if (d->state != CHORUS__D_DECODED)
         return;
@@ -571,7 +591,7 @@ static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful
         if (orc == ONE_SPLIT && !careful)
             unclaim_from(tx, d); /* claimed with this transaction, handled in the next */
         chorus__crash_point(ch, "before-commit");
-        chorus_err_t rc = chorus__tx_finish(tx);
+        chorus_err_t rc = chorus__outbox_commit(tx);
         if (rc == CHORUS_ERR_CONN_CLOSED) {
             chorus__store_lost(ch, "COMMIT failed");
             return BATCH_STORE_DOWN;
@@ -1301,24 +1321,6 @@ void chorus__crash_point(const chorus_t *ch, const char *point) {
 
 /* ---- the handler's API --------------------------------------------------- */
 
-chorus_err_t chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env) {
-    const chorus_envelope_t *cause = d->env;
-    chorus_err_t rc = CHORUS_OK;
-    if (!chorus_envelope_correlation_id(env)) {
-        const char *corr = chorus_envelope_correlation_id(cause);
-        rc = chorus_envelope_set_correlation_id(env, corr ? corr : chorus_envelope_event_id(cause));
-    }
-    if (!rc && !chorus_envelope_causation_id(env))
-        rc = chorus_envelope_set_causation_id(env, chorus_envelope_event_id(cause));
-    const char *tp = chorus_envelope_traceparent(cause);
-    if (!rc && tp && !chorus_envelope_traceparent(env))
-        rc = chorus_envelope_set_traceparent(env, tp);
-    int64_t deadline = chorus_envelope_deadline_ms(cause);
-    if (!rc && deadline && !chorus_envelope_deadline_ms(env))
-        rc = chorus_envelope_set_deadline_ms(env, deadline);
-    return rc;
-}
-
 chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
     if (!d || !env || !d->env) {
         chorus_envelope_destroy(env);
@@ -1329,7 +1331,7 @@ chorus_err_t chorus_emit(chorus_delivery_t *d, chorus_envelope_t *env) {
             chorus_envelope_destroy(env);
             return CHORUS_ERR_STATE;
         }
-        return chorus__outbox_insert(d->tx, env); /* in the handler's transaction */
+        return chorus__emit(d->tx, env); /* in the handler's transaction */
     }
     chorus_err_t rc = chorus__inherit(d, env);
     if (!rc && (rc = chorus__saga_check_emit(d->ch, d, env, "not emitted")) == CHORUS_ERR_SCHEMA)

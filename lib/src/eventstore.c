@@ -287,7 +287,7 @@ chorus_err_t chorus_es_load(chorus_tx_t *tx, const chorus_aggregate_type_t *type
 /* ----------------------------------------------------------------- append */
 
 /* The flow's ids go into the stored row as into the published message
- * (the same rules as chorus__outbox_insert(), which then finds them set):
+ * (the same rules as chorus__emit(), which then finds them set):
  * inside a handler, caused by its delivery; otherwise a flow of its own. */
 static chorus_err_t adopt_cause(chorus_tx_t *tx, chorus_envelope_t *env) {
     chorus_err_t rc = chorus__tx_adopt(tx, env);
@@ -376,7 +376,7 @@ chorus_err_t chorus_es_append(chorus_tx_t *tx, const chorus_aggregate_type_t *ty
         chorus_envelope_destroy(env);
         return rc;
     }
-    return chorus__outbox_insert(tx, env); /* takes env; notes a failure */
+    return chorus__emit(tx, env); /* takes env; notes a failure */
 }
 
 /* ----------------------------------------------------------------- replay */

@@ -16,20 +16,22 @@
  * Rows left behind (a crash between COMMIT and the confirm, a nack, a
  * command-line tool that only wrote rows) are found by the relay: at
  * start-up, every "store.relay.interval.ms", and whenever a NOTIFY from
- * the outbox trigger arrives.  A running participant's own transactions
- * set chorus.relay = 'self', which the trigger skips: nobody is woken for
- * rows their writer publishes itself.  The periodic relay leaves rows
- * younger than a second alone (another instance is publishing them); one
- * woken by NOTIFY, or at start-up, takes every unpublished row.  The
- * relay runs only when none of this process' rows is in flight and every
- * confirmed one is marked, so it never publishes its own rows twice.
- * Publishing twice is otherwise possible (a crash after the confirm,
- * before the mark; two instances' relays) and harmless: consumers'
- * inboxes drop duplicates.
+ * the outbox trigger arrives.  Rows a running participant writes and
+ * publishes itself carry own = true, which the trigger skips (nobody is
+ * woken for them) and every relay leaves alone for RELAY_OWN_AGE seconds
+ * (their writer is publishing them); after that (their writer died before
+ * the confirm, say) any relay takes them.  The relay runs only when none of this process'
+ * rows is in flight and every confirmed one is marked, so it never
+ * publishes its own rows twice.  Publishing twice is otherwise possible
+ * (a crash after the confirm, before the mark; two instances' relays) and
+ * harmless: consumers' inboxes drop duplicates.
+ *
+ * The application's own transactions (chorus_tx_begin, chorus_tx_commit)
+ * live here too: their commit is the outbox's (rows written with the
+ * COMMIT, then published and, for the caller, confirmed).
  */
 #include "chorus_int.h"
-#include "saga_int.h"
-
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,24 +39,11 @@
 #define RELAY_PAGE 500
 #define INSERT_ROWS 200 /* rows per INSERT: 4 parameters each */
 
-chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env) {
-    if (tx->d)
-        return chorus__inherit(tx->d, env); /* a handler's events carry the flow's ids */
-    if (chorus_envelope_correlation_id(env))
-        return CHORUS_OK;
-    return chorus_envelope_set_correlation_id(env, chorus_envelope_event_id(env));
-}
-
-chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env) {
+chorus_err_t chorus__outbox_add(chorus_tx_t *tx, chorus_envelope_t *env) {
     chorus_t *ch = tx->ch;
     char *json = NULL;
     size_t len;
-    /* the flow's ids, the declared contract and the saga's bookkeeping */
-    chorus_err_t rc = chorus__tx_adopt(tx, env);
-    if (!rc)
-        rc = chorus__saga_on_emit(tx, env);
-    if (!rc)
-        rc = chorus_envelope_serialize(env, &json, &len);
+    chorus_err_t rc = chorus_envelope_serialize(env, &json, &len);
     if (!rc && len > ch->limits.max_bytes) {
         /* It could never be published (consumers would refuse it): fail
          * the transaction now rather than leave a row the relay cannot send. */
@@ -135,53 +124,6 @@ void chorus__outbox_write(chorus_tx_t *tx, size_t from) {
 }
 
 /* ---- marks: confirmed rows, marked published later ---------------------- */
-
-bool chorus__marks_reserve(chorus__marks_t *m, size_t n) {
-    if (n <= m->cap)
-        return true;
-    size_t cap = m->cap ? m->cap : 64;
-    while (cap < n)
-        cap *= 2;
-    char(*ids)[37] = realloc(m->ids, cap * sizeof(*ids));
-    if (!ids)
-        return false;
-    m->ids = ids;
-    m->cap = cap;
-    return true;
-}
-
-static const char *mark_at(const void *m, size_t i) {
-    return ((const chorus__marks_t *)m)->ids[i];
-}
-
-static char *marks_array(const chorus__marks_t *m) { return chorus__uuid_array(m->n, mark_at, m); }
-
-static const char MARK_SQL[] =
-    "UPDATE outbox SET published_at = now() WHERE event_id = ANY($1::uuid[]) "
-    "AND published_at IS NULL";
-
-void chorus__outbox_mark_sql(chorus_tx_t *tx, const chorus__marks_t *m) {
-    char *arr = marks_array(m);
-    if (!arr)
-        return; /* published again later by the relay: harmless */
-    const char *p[] = {arr};
-    chorus__tx_defer(tx, MARK_SQL, 1, p);
-    free(arr);
-}
-
-void chorus__outbox_mark_now(chorus_t *ch) {
-    chorus__marks_t *m = &ch->store.marks;
-    if (!ch->store.up || m->n == 0)
-        return;
-    char *arr = marks_array(m);
-    const char *p[] = {arr};
-    bool lost = false;
-    if (arr && chorus__store_exec(ch, MARK_SQL, 1, p, NULL, &lost) == CHORUS_OK)
-        m->n = 0;
-    free(arr);
-    if (lost)
-        chorus__store_lost(ch, "marking outbox rows failed");
-}
 
 /* A row's publish settled: confirmed rows are marked later; a failed one
  * stays unpublished, for the relay. */
@@ -431,7 +373,7 @@ void chorus__relay_poll(chorus_t *ch, bool idle) {
     /* Confirmed rows are marked with the next transaction; when none comes
      * (idle), now. */
     if (idle)
-        chorus__outbox_mark_now(ch);
+        chorus__marks_flush(ch);
     if (!s->relay_wanted || !ch->st || !s->up)
         return;
     s->relay_wanted = false;
@@ -439,4 +381,91 @@ void chorus__relay_poll(chorus_t *ch, bool idle) {
     for (int page = 0; page < 4 && s->up && ch->st; page++)
         if (relay_page(ch) < RELAY_PAGE)
             break;
+}
+
+chorus_err_t chorus__outbox_commit(chorus_tx_t *tx) {
+    if (!tx->failed && !tx->broken)
+        chorus__outbox_write(tx, 0); /* sent with the COMMIT */
+    return chorus__tx_finish(tx);
+}
+
+/* ---- the application's transactions ---------------------------------- */
+
+chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp) {
+    *txp = NULL;
+    if (!ch->store.enabled)
+        return CHORUS_ERR_STATE;
+    if (!ch->store.up && chorus__store_connect(ch) != CHORUS_OK)
+        return CHORUS_ERR_DB;
+    chorus_tx_t *tx = malloc(sizeof(*tx));
+    if (!tx)
+        return CHORUS_ERR_NOMEM;
+    chorus_err_t rc = chorus__tx_open(ch, tx, false);
+    if (rc) {
+        if (tx->lost)
+            chorus__store_lost(ch, "BEGIN failed");
+        free(tx);
+        return rc;
+    }
+    tx->own = true;
+    *txp = tx;
+    return CHORUS_OK;
+}
+
+/* debug.commit.answer=lost: COMMIT is sent and the server's answer
+ * arrives, but is dropped with the connection, unread. */
+static chorus_err_t commit_answer_lost(chorus_tx_t *tx) {
+    PGconn *pg = tx->pg;
+    chorus__outbox_write(tx, 0);
+    if (chorus__tx_exec(tx, NULL, 0, NULL, NULL) != CHORUS_OK || !PQsendQuery(pg, "COMMIT"))
+        return CHORUS_ERR_CONN_CLOSED;
+    struct pollfd fd = {.fd = PQsocket(pg), .events = POLLIN};
+    while (PQflush(pg) == 1)
+        ;
+    /* Wait until the answer is in: the transaction is then committed. */
+    while (PQisBusy(pg) && poll(&fd, 1, 5000) > 0 && PQconsumeInput(pg))
+        ;
+    chorus__log(tx->ch, CHORUS_LOG_WARNING,
+                "debug.commit.answer: dropping the connection before reading COMMIT's answer");
+    tx->lost = true;
+    return CHORUS_ERR_COMMIT_UNKNOWN;
+}
+
+chorus_err_t chorus_tx_commit(chorus_tx_t *tx) {
+    if (!tx)
+        return CHORUS_ERR_INVALID_ARG;
+    chorus_t *ch = tx->ch;
+    chorus_err_t rc = tx->conflict ? CHORUS_ERR_CONFLICT : CHORUS_OK;
+    /* Whether COMMIT can have reached the server: once it may have, a lost
+     * connection leaves the outcome unknown, not failed. */
+    bool was_up = tx->pg && PQstatus(tx->pg) == CONNECTION_OK;
+    if (rc)
+        chorus__tx_abort(tx);
+    else if (tx->failed || tx->broken)
+        rc = chorus__tx_finish(tx); /* refuses: rolls back */
+    else if (was_up && tx->keyed &&
+             strcmp(chorus__conf_str(ch->conf, "debug.commit.answer"), "lost") == 0)
+        rc = commit_answer_lost(tx);
+    else
+        rc = chorus__outbox_commit(tx);
+    if (rc == CHORUS_ERR_CONN_CLOSED && was_up && !tx->failed)
+        rc = CHORUS_ERR_COMMIT_UNKNOWN;
+    if (tx->lost)
+        chorus__store_lost(ch, rc == CHORUS_ERR_COMMIT_UNKNOWN
+                                   ? "the connection was lost during COMMIT; its outcome is unknown"
+                                   : "commit failed");
+    /* Publish now when we can; otherwise a relay does (NOTIFY woke it). */
+    if (rc == CHORUS_OK && tx->nrows)
+        chorus__outbox_publish_committed(ch, tx->rows, tx->nrows, !tx->internal);
+    chorus__tx_clear(tx);
+    free(tx);
+    return rc;
+}
+
+void chorus_tx_rollback(chorus_tx_t *tx) {
+    if (!tx)
+        return;
+    chorus__tx_abort(tx);
+    chorus__tx_clear(tx);
+    free(tx);
 }

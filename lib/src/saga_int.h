@@ -49,18 +49,16 @@ bool chorus__saga_library_handled(const chorus_saga_t *s, const char *service, c
 struct chorus__schema_s;
 const struct chorus__schema_s *chorus__saga_data_schema(const chorus_saga_t *s, const char *event);
 
-/* saga_run.c: the library's part of a saga, at a participant */
-struct chorus__handler_s;
-/* Runs the delivery's handler behind its step's guard (durable path). */
-chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
-                                      const struct chorus__handler_s *hd);
-/* The handler chorus registers for events it handles itself. */
-chorus_outcome_t chorus__saga_noop(chorus_t *ch, chorus_delivery_t *d,
-                                   const chorus_envelope_t *env, void *opaque);
-/* Every emitted event, in its transaction: schema, step state, saga start,
- * deadline timer. */
+/* contract.c: what every emitted event must carry */
 struct chorus_tx_s;
-chorus_err_t chorus__saga_on_emit(struct chorus_tx_s *tx, chorus_envelope_t *env);
+/* The flow's ids (correlation, causation, traceparent, deadline) from the
+ * delivery being handled, where @p env has none. */
+chorus_err_t chorus__inherit(const chorus_delivery_t *d, chorus_envelope_t *env);
+/* The flow's ids an event emitted in @p tx carries: the delivery's, or a
+ * flow of its own (its event id as correlation). */
+chorus_err_t chorus__tx_adopt(struct chorus_tx_s *tx, chorus_envelope_t *env);
+/* The saga instance an event belongs to: its correlation id (or its own id). */
+const char *chorus__saga_instance(const chorus_envelope_t *env);
 /* The data of @p env against its declared schema: true when valid (or
  * none declared); else false and the reason in @p err. */
 bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char *err, size_t n);
@@ -72,7 +70,17 @@ chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env);
  * ..."), written on @p d (if not NULL), CHORUS_ERR_SCHEMA. */
 chorus_err_t chorus__saga_check_emit(const chorus_t *ch, chorus_delivery_t *d,
                                      const chorus_envelope_t *env, const char *what);
-chorus_err_t chorus__saga_arm_deadline(struct chorus_tx_s *tx, const chorus_envelope_t *cause,
-                                       int64_t deadline);
+
+/* saga_run.c: a handler run, behind its step's guard when it has one */
+struct chorus__handler_s;
+/* Calls the delivery's handler, timing it. */
+chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
+                                      const struct chorus__handler_s *hd);
+/* Runs the delivery's handler behind its step's guard (durable path). */
+chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
+                                      const struct chorus__handler_s *hd);
+/* The handler chorus registers for events it handles itself. */
+chorus_outcome_t chorus__saga_noop(chorus_t *ch, chorus_delivery_t *d,
+                                   const chorus_envelope_t *env, void *opaque);
 
 #endif

@@ -55,12 +55,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The saga instance a delivery belongs to. */
-static const char *instance_of(const chorus_envelope_t *env) {
-    const char *corr = chorus_envelope_correlation_id(env);
-    return corr ? corr : chorus_envelope_event_id(env);
-}
-
 /* Locks the guard row of (instance, step), creating it empty: *state is
  * "" for a step not seen before.  Held until the transaction ends. */
 static chorus_err_t guard_lock(chorus_tx_t *tx, const char *corr, const char *step,
@@ -89,27 +83,15 @@ static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *ste
     return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
 }
 
-/* The events chorus writes itself (a cancellation request, the pivot's
- * answers): @p type with data {"reason": @p reason}, in saga instance
- * @p corr when not NULL (else the cause's, filled in on emit). */
-static chorus_err_t reason_event(const char *type, const char *aggregate, int64_t version,
-                                 const char *corr, const char *reason, chorus_envelope_t **evp) {
-    *evp = NULL;
-    cJSON *data = cJSON_CreateObject();
-    if (!data || !cJSON_AddStringToObject(data, "reason", reason)) {
-        cJSON_Delete(data);
-        return CHORUS_ERR_NOMEM;
-    }
-    chorus_error_t *err = NULL;
-    chorus_envelope_t *ev = chorus_envelope_new_json(type, aggregate, version, data, &err);
-    chorus_err_t rc = ev ? CHORUS_OK : err ? chorus_error_code(err) : CHORUS_ERR_NOMEM;
-    chorus_error_destroy(err);
-    if (!rc && corr && (rc = chorus_envelope_set_correlation_id(ev, corr))) {
-        chorus_envelope_destroy(ev);
-        return rc;
-    }
-    *evp = ev;
-    return rc;
+chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
+                                      const chorus__handler_t *hd) {
+    uint64_t t0 = chorus__mono_ns();
+    chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
+    ch->stats.handler_ns += chorus__mono_ns() - t0;
+    int64_t lag = d->handled_ms - chorus_envelope_timestamp_ms(d->env);
+    if (lag > 0)
+        ch->stats.propagation_ms += (uint64_t)lag;
+    return out;
 }
 
 /* The pivot's answer ("accepted" or "refused"), caused by the delivery.
@@ -119,12 +101,12 @@ static chorus_err_t answer(chorus_delivery_t *d, const char *type, const char *r
     const char *agg = chorus_envelope_aggregate_id(d->env);
     int64_t version = chorus_envelope_version(d->env);
     chorus_envelope_t *ev;
-    chorus_err_t rc = reason_event(type, agg, version, NULL, reason, &ev);
+    chorus_err_t rc = chorus__reason_event(type, agg, version, NULL, reason, &ev);
     if (!rc && !chorus__saga_data_ok(d->ch, ev, NULL, 0)) {
         chorus_envelope_destroy(ev);
-        rc = reason_event(type, agg, version, NULL, "cancellation requested", &ev);
+        rc = chorus__reason_event(type, agg, version, NULL, "cancellation requested", &ev);
     }
-    return rc ? rc : chorus_emit(d, ev);
+    return rc ? rc : chorus__emit(d->tx, ev);
 }
 
 /* The reason a request gives, for the answer ("deadline passed", ...). */
@@ -240,7 +222,7 @@ chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
                                  : CHORUS__GUARD_NONE;
     if (g == CHORUS__GUARD_NONE)
         return chorus__call_handler(ch, d, hd);
-    const char *corr = instance_of(d->env);
+    const char *corr = chorus__saga_instance(d->env);
     char state[32];
     if (guard_lock(d->tx, corr, chorus_saga_step_name(ch->saga, step), state, sizeof(state)))
         return db_trouble(d);
@@ -265,111 +247,6 @@ chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
 
 /* ---- what an emitted event does -------------------------------------- */
 
-static chorus_err_t deadline_key(const char *corr, char *key, size_t n) {
-    return snprintf(key, n, "saga-deadline:%s", corr) < (int)n ? CHORUS_OK : CHORUS_ERR_INVALID_ARG;
-}
-
-/* The saga starts: its deadline goes into the first event, the owner arms
- * the timer that asks for the cancellation, and the first step is done. */
-bool chorus__saga_starts(const chorus_t *ch, const chorus_envelope_t *env) {
-    size_t step = 0;
-    return ch->saga &&
-           chorus__saga_emit_role(ch->saga, ch->service, chorus_envelope_event_type(env),
-                                  &step) == CHORUS__EMIT_SUCCESS && step == 0;
-}
-
-chorus_err_t chorus__saga_stamp(const chorus_t *ch, chorus_envelope_t *env) {
-    int64_t ms = ch->saga ? chorus_saga_deadline_ms(ch->saga) : 0;
-    if (!ms || chorus_envelope_deadline_ms(env) || !chorus__saga_starts(ch, env))
-        return CHORUS_OK;
-    int64_t at = chorus_envelope_timestamp_ms(env) + ms;
-    return chorus_envelope_set_deadline_ms(env, at < CHORUS__TS_MAX_MS ? at : CHORUS__TS_MAX_MS);
-}
-
-static chorus_err_t saga_starts(chorus_tx_t *tx, chorus_envelope_t *env) {
-    chorus_t *ch = tx->ch;
-    const chorus_saga_t *s = ch->saga;
-    const char *p[] = {instance_of(env), chorus_saga_step_name(s, 0)};
-    /* a record there (the saga already started, or was cancelled) stays */
-    chorus__tx_defer(tx, "INSERT INTO saga_guards (correlation_id, step, state)"
-                         " VALUES ($1, $2, 'done') ON CONFLICT DO NOTHING", 2, p);
-    chorus_err_t rc = tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
-    if (!rc)
-        rc = chorus__saga_stamp(ch, env);
-    int64_t deadline = chorus_envelope_deadline_ms(env);
-    if (rc || !deadline || !chorus_saga_deadline_ms(s) ||
-        strcmp(chorus_saga_deadline_owner(s), ch->service) != 0)
-        return rc;
-    return chorus__saga_arm_deadline(tx, env, deadline);
-}
-
-chorus_err_t chorus__saga_arm_deadline(chorus_tx_t *tx, const chorus_envelope_t *cause,
-                                       int64_t deadline) {
-    const chorus_saga_t *s = tx->ch->saga;
-    const char *corr = instance_of(cause);
-    char key[128];
-    chorus_err_t rc = deadline_key(corr, key, sizeof(key));
-    if (rc)
-        return rc;
-    chorus_envelope_t *ev;
-    if ((rc = reason_event(chorus__saga_deadline_event(s), chorus_envelope_aggregate_id(cause),
-                           chorus_envelope_version(cause), corr, "deadline passed", &ev)))
-        return rc;
-    if (chorus_envelope_set_causation_id(ev, chorus_envelope_event_id(cause)) ||
-        chorus_envelope_set_deadline_ms(ev, deadline)) {
-        chorus_envelope_destroy(ev);
-        return CHORUS_ERR_NOMEM;
-    }
-    return chorus__timer_arm(tx, key, deadline, ev, false);
-}
-
-bool chorus__saga_data_ok(const chorus_t *ch, const chorus_envelope_t *env, char *err, size_t n) {
-    const chorus__schema_t *schema =
-        ch->saga ? chorus__saga_data_schema(ch->saga, chorus_envelope_event_type(env)) : NULL;
-    return !schema || chorus__schema_validate(schema, chorus_envelope_data(env), "data", err, n);
-}
-
-chorus_err_t chorus__saga_check_emit(const chorus_t *ch, chorus_delivery_t *d,
-                                     const chorus_envelope_t *env, const char *what) {
-    char err[400];
-    if (chorus__saga_data_ok(ch, env, err, sizeof(err)))
-        return CHORUS_OK;
-    if (d)
-        snprintf(d->error, sizeof(d->error), "emitted %s breaks its declared schema: %s",
-                 chorus_envelope_event_type(env), err);
-    chorus__log_env(ch, CHORUS_LOG_ERR, env, "%s: %s", what, err);
-    return CHORUS_ERR_SCHEMA;
-}
-
-static chorus_err_t check_data(chorus_tx_t *tx, const chorus_envelope_t *env) {
-    chorus_err_t rc = chorus__saga_check_emit(tx->ch, tx->d, env, "not emitted");
-    if (rc)
-        tx->invalid_emit = tx->failed = true;
-    return rc;
-}
-
-chorus_err_t chorus__saga_on_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
-    chorus_t *ch = tx->ch;
-    chorus_err_t rc = check_data(tx, env);
-    if (rc || !ch->saga)
-        return rc;
-    const chorus_saga_t *s = ch->saga;
-    const char *type = chorus_envelope_event_type(env);
-    size_t step = 0;
-    chorus__emit_t role = chorus__saga_emit_role(s, ch->service, type, &step);
-    if (role != CHORUS__EMIT_OTHER)
-        tx->saga_emit = role; /* read by the guard of the delivery being handled */
-    if (chorus__saga_starts(ch, env))
-        return saga_starts(tx, env);
-    if (chorus_saga_is_terminal(s, type) && chorus_saga_deadline_ms(s) &&
-        strcmp(chorus_saga_deadline_owner(s), ch->service) == 0) {
-        char key[128];
-        if (deadline_key(instance_of(env), key, sizeof(key)) == CHORUS_OK)
-            return chorus_timer_cancel(tx, key);
-    }
-    return CHORUS_OK;
-}
-
 chorus_err_t chorus_saga_cancel(chorus_tx_t *tx, const char *correlation_id,
                                 const char *aggregate_id, const char *reason) {
     if (!tx || !chorus_uuid_valid(correlation_id) || !chorus_uuid_valid(aggregate_id) || !reason ||
@@ -381,6 +258,6 @@ chorus_err_t chorus_saga_cancel(chorus_tx_t *tx, const char *correlation_id,
     if (!req || !chorus__saga_produces(ch->saga, ch->service, req))
         return CHORUS_ERR_STATE; /* no cancellation declared, or not ours to ask */
     chorus_envelope_t *ev;
-    chorus_err_t rc = reason_event(req, aggregate_id, 1, correlation_id, reason, &ev);
+    chorus_err_t rc = chorus__reason_event(req, aggregate_id, 1, correlation_id, reason, &ev);
     return rc ? rc : chorus_tx_emit(tx, ev);
 }

@@ -101,9 +101,21 @@ chorus_err_t chorus__store_exec(chorus_t *ch, const char *sql, int n, const char
 extern const char *const chorus__migrations[];
 extern const int chorus__nmigrations;
 
+/*
+ * The durable layers, each calling only those below it:
+ *
+ *   emit.c     every emitted event: contract, saga, row; due timers
+ *   timer.c    timer rows (arm, cancel)
+ *   outbox.c   rows: written at COMMIT, published from memory; the relay;
+ *              the application's transactions (chorus_tx_begin/commit)
+ *   inbox.c    claims
+ *   tx.c       a transaction and the published marks it carries
+ *   sql.c      statements, prepared and pipelined
+ */
+
 /* tx.c */
 /* A transaction for a batch of deliveries (store up; BEGIN queued, sent
- * with its first statement). */
+ * with its first statement, and with it the published marks). */
 chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx, bool careful);
 /* chorus' own statement in @p tx: no savepoint of its own; a failure is
  * noted (outside a savepoint it breaks the transaction). */
@@ -115,8 +127,9 @@ void chorus__tx_defer(chorus_tx_t *tx, const char *sql, int n, const char *const
 void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d);
 void chorus__tx_keep(chorus_tx_t *tx);
 void chorus__tx_undo(chorus_tx_t *tx);
-/* Writes the rows and COMMITs, in one round trip; CHORUS_ERR_CONFLICT on a
- * serialization failure, CONN_CLOSED when lost (its outcome unknown). */
+/* COMMITs with what is queued, in one round trip; CHORUS_ERR_CONFLICT on a
+ * serialization failure, CONN_CLOSED when lost (its outcome unknown).
+ * Rolls back a failed or broken transaction instead. */
 chorus_err_t chorus__tx_finish(chorus_tx_t *tx);
 void chorus__tx_abort(chorus_tx_t *tx);
 /* Frees what @p tx holds (rows, marks: given back to the store). */
@@ -124,6 +137,11 @@ void chorus__tx_clear(chorus_tx_t *tx);
 /* Records that an operation in @p tx failed as @p err says. */
 void chorus__tx_note(chorus_tx_t *tx, const chorus__sql_err_t *err);
 void chorus__row_free(chorus__row_t *r);
+/* Published marks: event ids whose confirm came, marked published by the
+ * next transaction (chorus__tx_open) or, when idle, now. */
+bool chorus__marks_reserve(chorus__marks_t *m, size_t n);
+void chorus__marks_free(chorus__marks_t *m);
+void chorus__marks_flush(chorus_t *ch);
 
 /* inbox.c */
 /* 1: first time (row inserted), 0: duplicate, -1: error (tx noted). */
@@ -137,30 +155,19 @@ void chorus__inbox_unclaim(chorus_tx_t *tx, const char *event_id);
 void chorus__inbox_prune(chorus_t *ch);
 
 /* outbox.c */
-/* The flow's ids an event emitted in @p tx carries: the delivery's, or a
- * flow of its own (its event id as correlation). */
-chorus_err_t chorus__tx_adopt(chorus_tx_t *tx, chorus_envelope_t *env);
-/* Keeps the outbox row for @p env (taken) in @p tx, written at commit. */
-chorus_err_t chorus__outbox_insert(chorus_tx_t *tx, chorus_envelope_t *env);
+/* Keeps the outbox row for @p env (taken, already through chorus__emit's
+ * checks) in @p tx, written at commit. */
+chorus_err_t chorus__outbox_add(chorus_tx_t *tx, chorus_envelope_t *env);
 /* Queues the multi-row INSERT of rows [from, tx->nrows) in @p tx. */
 void chorus__outbox_write(chorus_tx_t *tx, size_t from);
+/* The rows' INSERT and the COMMIT, in one round trip (chorus__tx_finish). */
+chorus_err_t chorus__outbox_commit(chorus_tx_t *tx);
 /* Makes the publish of a committed row (taken); NULL when it cannot be
  * made (the row stays for the relay).  Its confirm marks it published. */
 struct chorus__pub_s *chorus__outbox_pub(chorus_t *ch, chorus__row_t *row);
-/* Marks confirmed rows published now, outside any transaction. */
-void chorus__outbox_mark_now(chorus_t *ch);
 /* After a command's COMMIT: its rows (taken) to the publisher, and, when
  * @p wait, their confirms waited for (the application's own call). */
 void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t n, bool wait);
-/* Queues the UPDATE that marks @p m's rows published in @p tx. */
-void chorus__outbox_mark_sql(chorus_tx_t *tx, const chorus__marks_t *m);
-bool chorus__marks_reserve(chorus__marks_t *m, size_t n);
-void chorus__marks_free(chorus__marks_t *m);
-
-/* timer.c */
-chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
-                               chorus_envelope_t *env, bool rearm);
-void chorus__timers_poll(chorus_t *ch);
 /* Hands committed rows (taken) to the publisher, @p w waiting for their
  * confirms (NULL: nobody); how many were sent. */
 int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__waiter_t *w);
@@ -168,6 +175,22 @@ int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__wai
  * rows left behind are handed to the publisher, marked when confirmed.
  * @p idle: no batch is under way (confirmed rows are marked now). */
 void chorus__relay_poll(chorus_t *ch, bool idle);
+
+/* timer.c */
+chorus_err_t chorus__timer_arm(chorus_tx_t *tx, const char *key, int64_t fire_at_ms,
+                               chorus_envelope_t *env, bool rearm);
+
+/* emit.c */
+/* @p env (taken) emitted in @p tx: the flow's ids, the declared data, the
+ * saga's bookkeeping, then its outbox row.  A failure is noted on @p tx. */
+chorus_err_t chorus__emit(chorus_tx_t *tx, chorus_envelope_t *env);
+/* The events chorus writes itself (a cancellation request, the pivot's
+ * answers): @p type with data {"reason": @p reason}, in saga instance
+ * @p corr when not NULL (else the cause's, filled in on emit). */
+chorus_err_t chorus__reason_event(const char *type, const char *aggregate, int64_t version,
+                                  const char *corr, const char *reason, chorus_envelope_t **evp);
+/* Due timers' events into the outbox (from chorus_poll()). */
+void chorus__timers_poll(chorus_t *ch);
 
 /* upcast.c */
 /* Upcasts @p env to the newest schema version registered for its type. */

@@ -9,9 +9,12 @@
  *
  *   chorus_timer_schedule(tx, key, at, env)   INSERT ... ON CONFLICT: (re)arms
  *   chorus_timer_cancel(tx, key)              pending -> cancelled
- *   chorus__timers_poll(ch)                   due rows -> fired, and their
- *                                             events into the outbox, in one
+ *   chorus__timers_poll(ch) (emit.c)          due rows -> fired, and their
+ *                                             events emitted, in one
  *                                             transaction
+ *
+ * timer.c only stores timers; they fire in emit.c, since a fired event goes
+ * the way every emitted event goes (and the saga arms timers from there).
  *
  * A timer is scheduled or cancelled only if the transaction that asked
  * commits, and fires once: the row turns "fired" in the transaction that
@@ -30,8 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TIMER_PAGE 100
 
 static bool key_ok(const char *key) {
     return key && *key && strlen(key) <= 200;
@@ -90,87 +91,4 @@ chorus_err_t chorus_timer_cancel(chorus_tx_t *tx, const char *key) {
     chorus__tx_defer(tx, "UPDATE timers SET state = 'cancelled' WHERE key = $1"
                          " AND state = 'pending'", 1, p);
     return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
-}
-
-/* One due timer's event into the outbox: a row that cannot be emitted
- * (edited by hand, or a schema tightened since it was armed) is refused
- * before any SQL (outbox rows are written at commit), marked "failed",
- * and the others still fire. */
-static chorus_err_t fire_one(chorus_t *ch, chorus_tx_t *tx, const char *key, const char *json) {
-    chorus_envelope_t *env = NULL;
-    chorus_error_t *err = NULL;
-    chorus_err_t rc = chorus__envelope_parse(json, strlen(json), &ch->limits, ch->max_decoded,
-                                             &env, &err);
-    if (!rc) {
-        chorus_envelope_set_timestamp_ms(env, chorus_now_ms()); /* when it happened */
-        rc = chorus__outbox_insert(tx, env); /* takes env */
-        if (!rc)
-            return CHORUS_OK;
-        if (tx->broken)
-            return CHORUS_ERR_DB;
-        tx->failed = tx->invalid_emit = tx->too_large = false; /* this row only */
-    }
-    chorus__log(ch, CHORUS_LOG_ERR, "timer '%s' cannot be emitted (%s); marked failed", key,
-                err ? chorus_error_string(err) : chorus_strerror(rc));
-    chorus_error_destroy(err);
-    const char *p[] = {key};
-    chorus__tx_defer(tx, "UPDATE timers SET state = 'failed' WHERE key = $1", 1, p);
-    return tx->broken ? CHORUS_ERR_DB : CHORUS_OK;
-}
-
-/* One page of due timers: their events into the outbox, in one
- * transaction; the number fired, or -1. */
-static int fire_page(chorus_t *ch) {
-    chorus_tx_t *tx;
-    if (chorus_tx_begin(ch, &tx))
-        return -1;
-    tx->internal = true; /* its events are published without waiting */
-    PGresult *r = NULL;
-    char page[16];
-    snprintf(page, sizeof(page), "%d", TIMER_PAGE);
-    const char *p[] = {page};
-    chorus_err_t rc = chorus__tx_exec(tx,
-        "UPDATE timers SET state = 'fired' WHERE key IN (SELECT key FROM timers"
-        " WHERE state = 'pending' AND fire_at <= now() ORDER BY fire_at LIMIT $1::int"
-        " FOR UPDATE SKIP LOCKED) RETURNING key, envelope", 1, p, &r);
-    int n = rc ? 0 : PQntuples(r);
-    for (int i = 0; !rc && i < n; i++)
-        rc = fire_one(ch, tx, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
-    PQclear(r);
-    if (rc) {
-        chorus_tx_rollback(tx);
-        return -1;
-    }
-    if (chorus_tx_commit(tx))
-        return -1;
-    if (n)
-        chorus__log(ch, CHORUS_LOG_INFO, "timers: %d fired", n);
-    return n;
-}
-
-/* One statement, no transaction: is any timer due? */
-static bool any_due(chorus_t *ch) {
-    PGresult *r = NULL;
-    bool lost = false;
-    if (chorus__store_exec(ch, "SELECT 1 FROM timers WHERE state = 'pending'"
-                           " AND fire_at <= now() LIMIT 1", 0, NULL, &r, &lost) != CHORUS_OK) {
-        if (lost)
-            chorus__store_lost(ch, "timer check failed");
-        return false;
-    }
-    bool due = PQntuples(r) > 0;
-    PQclear(r);
-    return due;
-}
-
-void chorus__timers_poll(chorus_t *ch) {
-    chorus__store_t *s = &ch->store;
-    int64_t mono = chorus__mono_ms(), wall = chorus_now_ms();
-    if (mono < s->next_timer_ms && wall < s->next_timer_wall_ms)
-        return;
-    s->next_timer_ms = mono + chorus__conf_int(ch->conf, "store.timer.interval.ms");
-    s->next_timer_wall_ms = INT64_MAX;
-    for (int page = 0; page < 4 && any_due(ch); page++)
-        if (fire_page(ch) < TIMER_PAGE)
-            break;
 }

@@ -18,13 +18,17 @@
  * outside a savepoint breaks the whole transaction: the batch is then run
  * again "careful" (consumer.c), every delivery in a savepoint of its own.
  *
+ * The event ids whose publish was confirmed (the published marks) ride on
+ * the next transaction's BEGIN, or go out alone when the participant is
+ * idle.  The rows themselves are the outbox's (outbox.c writes them just
+ * before chorus__tx_finish()); tx.c knows nothing above the store.
+ *
  * A COMMIT in an aborted transaction "succeeds" as a ROLLBACK; tx_finish
  * checks the command tag, so an error a handler ignored can never be
  * mistaken for a commit.
  */
 #include "chorus_int.h"
 
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +95,55 @@ void chorus__tx_defer(chorus_tx_t *tx, const char *sql, int n, const char *const
         chorus__tx_exec(tx, NULL, 0, NULL, NULL);
 }
 
+/* ---- published marks ------------------------------------------------ */
+
+bool chorus__marks_reserve(chorus__marks_t *m, size_t n) {
+    if (n <= m->cap)
+        return true;
+    size_t cap = m->cap ? m->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    char(*ids)[37] = realloc(m->ids, cap * sizeof(*ids));
+    if (!ids)
+        return false;
+    m->ids = ids;
+    m->cap = cap;
+    return true;
+}
+
+static const char *mark_at(const void *m, size_t i) {
+    return ((const chorus__marks_t *)m)->ids[i];
+}
+
+static char *marks_array(const chorus__marks_t *m) { return chorus__uuid_array(m->n, mark_at, m); }
+
+static const char MARK_SQL[] =
+    "UPDATE outbox SET published_at = now() WHERE event_id = ANY($1::uuid[]) "
+    "AND published_at IS NULL";
+
+static void mark_sql(chorus_tx_t *tx, const chorus__marks_t *m) {
+    char *arr = marks_array(m);
+    if (!arr)
+        return; /* published again later by the relay: harmless */
+    const char *p[] = {arr};
+    chorus__tx_defer(tx, MARK_SQL, 1, p);
+    free(arr);
+}
+
+void chorus__marks_flush(chorus_t *ch) {
+    chorus__marks_t *m = &ch->store.marks;
+    if (!ch->store.up || m->n == 0)
+        return;
+    char *arr = marks_array(m);
+    const char *p[] = {arr};
+    bool lost = false;
+    if (arr && chorus__store_exec(ch, MARK_SQL, 1, p, NULL, &lost) == CHORUS_OK)
+        m->n = 0;
+    free(arr);
+    if (lost)
+        chorus__store_lost(ch, "marking outbox rows failed");
+}
+
 /* Marks of confirmed publishes go with the transaction's first statements;
  * kept for a later one if it does not commit. */
 static void take_marks(chorus_tx_t *tx) {
@@ -99,7 +152,7 @@ static void take_marks(chorus_tx_t *tx) {
         return;
     tx->marking = *m;
     memset(m, 0, sizeof(*m));
-    chorus__outbox_mark_sql(tx, &tx->marking);
+    mark_sql(tx, &tx->marking);
 }
 
 static void give_back_marks(chorus_tx_t *tx) {
@@ -178,7 +231,6 @@ chorus_err_t chorus__tx_finish(chorus_tx_t *tx) {
         chorus__tx_abort(tx);
         return CHORUS_ERR_DB;
     }
-    chorus__outbox_write(tx, 0);
     PGresult *r = NULL;
     chorus__sql_err_t err = {0};
     chorus_err_t rc = tx->broken ? CHORUS_ERR_NOMEM
@@ -220,85 +272,6 @@ void chorus__tx_clear(chorus_tx_t *tx) {
 }
 
 /* ---- the public API ------------------------------------------------------ */
-
-chorus_err_t chorus_tx_begin(chorus_t *ch, chorus_tx_t **txp) {
-    *txp = NULL;
-    if (!ch->store.enabled)
-        return CHORUS_ERR_STATE;
-    if (!ch->store.up && chorus__store_connect(ch) != CHORUS_OK)
-        return CHORUS_ERR_DB;
-    chorus_tx_t *tx = malloc(sizeof(*tx));
-    if (!tx)
-        return CHORUS_ERR_NOMEM;
-    chorus_err_t rc = chorus__tx_open(ch, tx, false);
-    if (rc) {
-        if (tx->lost)
-            chorus__store_lost(ch, "BEGIN failed");
-        free(tx);
-        return rc;
-    }
-    tx->own = true;
-    *txp = tx;
-    return CHORUS_OK;
-}
-
-/* debug.commit.answer=lost: COMMIT is sent and the server's answer
- * arrives, but is dropped with the connection, unread. */
-static chorus_err_t commit_answer_lost(chorus_tx_t *tx) {
-    PGconn *pg = tx->pg;
-    chorus__outbox_write(tx, 0);
-    if (chorus__tx_exec(tx, NULL, 0, NULL, NULL) != CHORUS_OK || !PQsendQuery(pg, "COMMIT"))
-        return CHORUS_ERR_CONN_CLOSED;
-    struct pollfd fd = {.fd = PQsocket(pg), .events = POLLIN};
-    while (PQflush(pg) == 1)
-        ;
-    /* Wait until the answer is in: the transaction is then committed. */
-    while (PQisBusy(pg) && poll(&fd, 1, 5000) > 0 && PQconsumeInput(pg))
-        ;
-    chorus__log(tx->ch, CHORUS_LOG_WARNING,
-                "debug.commit.answer: dropping the connection before reading COMMIT's answer");
-    tx->lost = true;
-    return CHORUS_ERR_COMMIT_UNKNOWN;
-}
-
-chorus_err_t chorus_tx_commit(chorus_tx_t *tx) {
-    if (!tx)
-        return CHORUS_ERR_INVALID_ARG;
-    chorus_t *ch = tx->ch;
-    chorus_err_t rc = tx->conflict ? CHORUS_ERR_CONFLICT : CHORUS_OK;
-    /* Whether COMMIT can have reached the server: once it may have, a lost
-     * connection leaves the outcome unknown, not failed. */
-    bool was_up = tx->pg && PQstatus(tx->pg) == CONNECTION_OK;
-    if (rc)
-        chorus__tx_abort(tx);
-    else if (tx->failed || tx->broken)
-        rc = chorus__tx_finish(tx); /* refuses: rolls back */
-    else if (was_up && tx->keyed &&
-             strcmp(chorus__conf_str(ch->conf, "debug.commit.answer"), "lost") == 0)
-        rc = commit_answer_lost(tx);
-    else
-        rc = chorus__tx_finish(tx);
-    if (rc == CHORUS_ERR_CONN_CLOSED && was_up && !tx->failed)
-        rc = CHORUS_ERR_COMMIT_UNKNOWN;
-    if (tx->lost)
-        chorus__store_lost(ch, rc == CHORUS_ERR_COMMIT_UNKNOWN
-                                   ? "the connection was lost during COMMIT; its outcome is unknown"
-                                   : "commit failed");
-    /* Publish now when we can; otherwise a relay does (NOTIFY woke it). */
-    if (rc == CHORUS_OK && tx->nrows)
-        chorus__outbox_publish_committed(ch, tx->rows, tx->nrows, !tx->internal);
-    chorus__tx_clear(tx);
-    free(tx);
-    return rc;
-}
-
-void chorus_tx_rollback(chorus_tx_t *tx) {
-    if (!tx)
-        return;
-    chorus__tx_abort(tx);
-    chorus__tx_clear(tx);
-    free(tx);
-}
 
 chorus_err_t chorus_tx_idempotent(chorus_tx_t *tx, const char *key, const char *result,
                                   char *prev, size_t prev_size) {
@@ -356,16 +329,6 @@ const char *chorus_tx_sqlstate(const chorus_tx_t *tx) {
 
 const char *chorus_tx_error_message(const chorus_tx_t *tx) {
     return tx && tx->err.rc ? tx->err.message : NULL;
-}
-
-chorus_err_t chorus_tx_emit(chorus_tx_t *tx, chorus_envelope_t *env) {
-    if (!tx || !env) {
-        chorus_envelope_destroy(env);
-        return CHORUS_ERR_INVALID_ARG;
-    }
-    if (tx->d)
-        return chorus_emit(tx->d, env);
-    return chorus__outbox_insert(tx, env);
 }
 
 chorus_tx_t *chorus_delivery_tx(chorus_delivery_t *d) {

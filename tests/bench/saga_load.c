@@ -250,9 +250,11 @@ typedef struct {
     int pid;
     bool tree;
     double at[3]; /* seconds of user+sys: before the idle time, at the start, at the end */
+    long rss_kb[4]; /* VmRSS at the start, half the sagas terminal, the end; VmHWM at the end */
     bool gone;
 } cpu_t;
 enum { IDLE, START, END };
+enum { RSS_START, RSS_MID, RSS_END, RSS_PEAK };
 #define IDLE_MS 2000
 
 static long clk_tck;
@@ -363,6 +365,33 @@ static void sample_backends(PGconn *admin, const char *prefix, bool start) {
     PQclear(r);
 }
 
+/* A "Vm...:" line of /proc/PID/status in kB, or -1. */
+static long proc_vm_kb(int pid, const char *key) {
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    size_t klen = strlen(key);
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            kb = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* The resident memory of each process itself (not its descendants). */
+static void sample_rss(cpu_t *cpu, int ncpu, int when) {
+    for (int i = 0; i < ncpu; i++) {
+        int pid = cpu[i].pid ? cpu[i].pid : (int)getpid();
+        cpu[i].rss_kb[when] = proc_vm_kb(pid, "VmRSS");
+        if (when == RSS_END)
+            cpu[i].rss_kb[RSS_PEAK] = proc_vm_kb(pid, "VmHWM");
+    }
+}
+
 /* pid 0: this process. */
 static void sample_cpu(cpu_t *cpu, int ncpu, int when) {
     for (int i = 0; i < ncpu; i++) {
@@ -385,7 +414,17 @@ typedef struct {
     long attempted, errors, monitor_seen;
     double t0, placed_at, window_s, max_slip;
     int64_t monitor_at; /* wall clock when the monitor showed them all; 0: never */
+    bool mid_sampled;
 } run_t;
+
+/* Polls the observer; samples memory once half the sagas are terminal. */
+static void observe(run_t *r, chorus_t *obs, int ms) {
+    chorus_poll(obs, ms);
+    if (!r->mid_sampled && (g.completed + g.cancelled) * 2 >= r->total) {
+        r->mid_sampled = true;
+        sample_rss(r->cpu, r->ncpu, RSS_MID);
+    }
+}
 
 /* Places the orders: on the schedule (open loop) or as fast as at most
  * inflight are open (capacity); polls the observer in between. */
@@ -397,14 +436,14 @@ static void place_all(run_t *r, chorus_t *order, chorus_t *obs, const char *key_
             double due = r->t0 + (double)r->attempted * 1000.0 / (double)r->rate;
             if (now < due) {
                 int wait = (int)(due - now);
-                chorus_poll(obs, wait < 1 ? 0 : wait > 50 ? 50 : wait);
+                observe(r, obs, wait < 1 ? 0 : wait > 50 ? 50 : wait);
                 continue;
             }
             if (now - due > r->max_slip)
                 r->max_slip = now - due;
         } else if (open_sagas() >= r->inflight) {
             long before = g.completed + g.cancelled;
-            chorus_poll(obs, 20);
+            observe(r, obs, 20);
             if (g.completed + g.cancelled > before)
                 last_progress = mono_ms();
             else if (mono_ms() - last_progress > (double)r->drain * 1000) {
@@ -418,7 +457,7 @@ static void place_all(run_t *r, chorus_t *order, chorus_t *obs, const char *key_
             r->errors++;
         r->attempted++;
         last_progress = mono_ms();
-        chorus_poll(obs, 0);
+        observe(r, obs, 0);
     }
 }
 
@@ -507,6 +546,16 @@ static void print_cpu(const run_t *r) {
     }
     printf("    %-28s %8.2f   %6.0f   (%ld online cpus)\n", "sum", sum, 100 * sum / w,
            sysconf(_SC_NPROCESSORS_ONLN));
+    printf("  resident memory, MiB (the process itself)  start    half    end   peak\n");
+    for (int i = 0; i < r->ncpu; i++) {
+        const cpu_t *c = &r->cpu[i];
+        if (c->tree || c->gone)
+            continue; /* the servers: whole process trees, shared */
+        printf("    %-38s", c->name);
+        for (int k = RSS_START; k <= RSS_PEAK; k++)
+            printf(c->rss_kb[k] >= 0 ? " %6.1f" : "      -", (double)c->rss_kb[k] / 1024);
+        printf("\n");
+    }
 }
 
 static void report(const run_t *r, const char *monitor_schema) {
@@ -586,7 +635,7 @@ static bool parse_cpu(run_t *r, const char *arg) {
     if (!num(pidtext, 1, 1 << 30, &pid))
         return false;
     cpu_t *c = &r->cpu[r->ncpu++];
-    *c = (cpu_t){.pid = (int)pid, .tree = tree};
+    *c = (cpu_t){.pid = (int)pid, .tree = tree, .rss_kb = {-1, -1, -1, -1}};
     snprintf(c->name, sizeof(c->name), "%.*s", (int)(eq - arg), arg);
     return true;
 }
@@ -630,7 +679,7 @@ static int parse_args(run_t *r, int argc, char **argv) {
         return 2;
     }
     r->total = r->open_loop ? r->rate * r->duration : r->sagas > 0 ? r->sagas : 2000;
-    r->cpu[r->ncpu++] = (cpu_t){.name = "load generator", .pid = 0};
+    r->cpu[r->ncpu++] = (cpu_t){.name = "load generator", .pid = 0, .rss_kb = {-1, -1, -1, -1}};
     return 0;
 }
 
@@ -689,14 +738,16 @@ int main(int argc, char **argv) {
     for (double idle_from = mono_ms(); mono_ms() - idle_from < IDLE_MS;)
         chorus_poll(obs, 50);
     sample_cpu(r.cpu, r.ncpu, START);
+    sample_rss(r.cpu, r.ncpu, RSS_START);
     sample_backends(admin, prefix, true);
     r.t0 = mono_ms();
     place_all(&r, order, obs, key_prefix);
     r.placed_at = mono_ms();
     while (open_sagas() > 0 && mono_ms() - r.placed_at < (double)r.drain * 1000)
-        chorus_poll(obs, 50);
+        observe(&r, obs, 50);
     wait_monitor(&r, admin, monitor_schema, mono_ms() + (double)r.drain * 1000);
     sample_cpu(r.cpu, r.ncpu, END);
+    sample_rss(r.cpu, r.ncpu, RSS_END);
     sample_backends(admin, prefix, false);
     r.window_s = (mono_ms() - r.t0) / 1000;
     report(&r, monitor_schema);
