@@ -513,6 +513,14 @@ static void poll_once(chorus_t *ch, int wait_ms) {
     chorus__consumer_process(ch);
 }
 
+/* How long a wait for frames may last: until the poll's end or the oldest
+ * confirm wait's deadline, whichever comes first; at least @p least. */
+static int frame_wait(const chorus_t *ch, int64_t until, int64_t now, int least) {
+    int64_t due = chorus__consumer_due(ch);
+    int64_t w = (due < until ? due : until) - now;
+    return w < least ? least : (int)w;
+}
+
 chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
@@ -528,22 +536,14 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     /* Nothing to handle now (no backlog, or no room while batches wait for
      * their confirms): wait for a frame, at most until a confirm is late. */
     int64_t now = chorus__mono_ms();
-    int wait = 0;
-    if (!ch->backlog_head || !chorus__consumer_room(ch)) {
-        int64_t due = chorus__consumer_due(ch);
-        int64_t w = (due < until ? due : until) - now;
-        wait = w < 0 ? 0 : (int)w;
-    }
-    poll_once(ch, wait);
+    bool idle = !ch->backlog_head || !chorus__consumer_room(ch);
+    poll_once(ch, idle ? frame_wait(ch, until, now, 0) : 0);
     /* A batch under way and nothing else to do: its confirms are waited for
      * here, so that one poll handles and acks it (while other deliveries
      * arrive, the next poll handles them and the two batches overlap). */
     while (ch->st && ch->inflight && !ch->backlog_head && chorus__consumer_waiting(ch) &&
-           (now = chorus__mono_ms()) < until && !ch->stop) {
-        int64_t due = chorus__consumer_due(ch);
-        int64_t w = (due < until ? due : until) - now;
-        poll_once(ch, w < 1 ? 1 : (int)w);
-    }
+           (now = chorus__mono_ms()) < until && !ch->stop)
+        poll_once(ch, frame_wait(ch, until, now, 1));
     /* Gone idle: rows confirmed meanwhile are marked now rather than with
      * a next transaction that may be long in coming. */
     if (ch->store.marks.n && !ch->backlog_head && !ch->inflight)
