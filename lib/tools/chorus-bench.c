@@ -22,9 +22,11 @@
  */
 #include "chorus/chorus.h"
 #include "chorus/chorus_pg.h"
+#include "proc_cpu.h"
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,6 +36,55 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---- CPU of this process and of the servers (--cpu NAME=PID[+]) ------ */
+
+#define MAX_WATCH 8
+static struct {
+    char name[32];
+    int pid;
+    bool tree;
+} watch[MAX_WATCH];
+static int nwatch;
+
+typedef struct {
+    double self, other[MAX_WATCH];
+} cpu_snap_t;
+
+static void snap(cpu_snap_t *c) {
+    c->self = proc_cpu((int)getpid(), false);
+    for (int i = 0; i < nwatch; i++)
+        c->other[i] = proc_cpu(watch[i].pid, watch[i].tree);
+}
+
+/* "NAME=PID" or "NAME=PID+" (with its descendants). */
+static bool add_watch(const char *arg) {
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(watch[0].name) || nwatch == MAX_WATCH)
+        return false;
+    char *end;
+    long pid = strtol(eq + 1, &end, 10);
+    bool tree = *end == '+';
+    if (end == eq + 1 || pid < 1 || pid > (1L << 30) || end[tree] != '\0')
+        return false;
+    snprintf(watch[nwatch].name, sizeof(watch[0].name), "%.*s", (int)(eq - arg), arg);
+    watch[nwatch].pid = (int)pid;
+    watch[nwatch++].tree = tree;
+    return true;
+}
+
+static void print_rss(const long rss[2], long n) {
+    printf("      resident memory: %.1f MiB after %ld messages, %.1f MiB after %ld\n",
+           (double)rss[0] / 1024, n / 10, (double)rss[1] / 1024, n);
+}
+
+static void print_cpu(const cpu_snap_t c[2], long n) {
+    printf("      CPU per message: this process %.1f us", (c[1].self - c[0].self) * 1e6 / (double)n);
+    for (int i = 0; i < nwatch; i++)
+        if (c[0].other[i] >= 0 && c[1].other[i] >= 0)
+            printf(", %s %.1f us", watch[i].name, (c[1].other[i] - c[0].other[i]) * 1e6 / (double)n);
+    printf("\n");
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -121,7 +172,7 @@ static void raw_fill(amqp_connection_state_t st, const char *q, long n) {
 
 /* Two connections, so deliveries and confirms never share one frame
  * stream: the consumer's carries deliveries, the publisher's confirms. */
-static double raw_hop(long n) {
+static double raw_hop(long n, cpu_snap_t cpu[2]) {
     amqp_connection_state_t in = raw_connect(), out = raw_connect();
     raw_queue(in, "bench.raw.in");
     raw_queue(in, "bench.raw.out");
@@ -133,6 +184,7 @@ static double raw_hop(long n) {
     double t0 = now_s();
     long done = 0;
     uint64_t pub_seq = 0, confirmed = 0;
+    snap(&cpu[0]);
     while (done < n) {
         uint64_t last_tag = 0;
         int batch = 0;
@@ -164,6 +216,7 @@ static double raw_hop(long n) {
         amqp_maybe_release_buffers(out);
     }
     double secs = now_s() - t0;
+    snap(&cpu[1]);
     amqp_queue_delete(out, 1, amqp_cstring_bytes("bench.raw.in"), 0, 0);
     amqp_queue_delete(out, 1, amqp_cstring_bytes("bench.raw.out"), 0, 0);
     amqp_connection_close(in, AMQP_REPLY_SUCCESS);
@@ -207,27 +260,39 @@ static chorus_t *participant(bool durable, bool handles) {
     return ch;
 }
 
-static double chorus_hop(long n, bool durable) {
+/* rss: this process' resident kB after a tenth of the messages and at the end. */
+static double chorus_hop(long n, bool durable, cpu_snap_t cpu[2], long rss[2]) {
     /* A participant without handlers declares the queue but does not
      * consume: the queue is filled first, then the clock runs. */
     chorus_t *declarer = participant(durable, false);
     amqp_connection_state_t st = raw_connect();
     amqp_queue_purge(st, 1, amqp_cstring_bytes(chorus_queue_name(declarer)));
     raw_fill(st, chorus_queue_name(declarer), n);
-    amqp_connection_close(st, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(st);
+    /* What the participant emits goes to a queue bound to it, as the raw
+     * loop's go to bench.raw.out (not to the namespace's unrouted queue). */
+    raw_queue(st, "bench.pong");
+    amqp_queue_bind(st, 1, amqp_cstring_bytes("bench.pong"), amqp_cstring_bytes("bench.events"),
+                    amqp_cstring_bytes(durable ? "benchdurable.BenchPong" : "bench.BenchPong"),
+                    amqp_empty_table);
     chorus_destroy(declarer);
 
     handled = 0;
     chorus_t *ch = participant(durable, true);
     double t0 = now_s();
+    snap(&cpu[0]);
     chorus_stats_t s;
+    long rss_tenth = -1;
     do {
         chorus_poll(ch, 10);
         chorus_stats(ch, &s);
+        if (rss_tenth < 0 && s.handled + s.duplicates >= (uint64_t)n / 10)
+            rss_tenth = proc_vm_kb((int)getpid(), "VmRSS");
     } while (s.handled + s.duplicates < (uint64_t)n);
     chorus_flush(ch, 10000);
     double secs = now_s() - t0;
+    snap(&cpu[1]);
+    rss[0] = rss_tenth;
+    rss[1] = proc_vm_kb((int)getpid(), "VmRSS");
     if (durable) {
         uint64_t rt = 0, st = 0, tx = 0, b = 0;
         chorus_stat_get(ch, "sql_round_trips", &rt);
@@ -240,6 +305,9 @@ static double chorus_hop(long n, bool durable) {
         (void)tx;
     }
     chorus_destroy(ch);
+    amqp_queue_delete(st, 1, amqp_cstring_bytes("bench.pong"), 0, 0);
+    amqp_connection_close(st, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(st);
     return secs;
 }
 
@@ -402,6 +470,7 @@ int main(int argc, char **argv) {
     bool durable = false, memory = false;
     static const struct option lo[] = {{"durable", no_argument, NULL, 'd'},
                                        {"memory", no_argument, NULL, 'm'},
+                                       {"cpu", required_argument, NULL, 'c'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     int c;
@@ -417,8 +486,12 @@ int main(int argc, char **argv) {
             memory = true;
             continue;
         }
+        if (c == 'c' && add_watch(optarg))
+            continue;
         fprintf(c == 'h' ? stdout : stderr,
                 "usage: chorus-bench [-n COUNT (100..1000000, default 20000)] [--durable]\n"
+                "                    [--cpu NAME=PID[+]]...  (a process whose CPU per message\n"
+                "                    to report; PID+ with its descendants)\n"
                 "       chorus-bench --memory [-n COUNT (default 100 of each kind)]\n");
         return c == 'h' ? 0 : 2;
     }
@@ -429,16 +502,23 @@ int main(int argc, char **argv) {
     if (memory)
         return memory_bench(n == 20000 ? 100 : (int)n);
     make_body();
-    double raw = raw_hop(n);
-    double ch = chorus_hop(n, false);
+    cpu_snap_t cpu_raw[2], cpu_ch[2], cpu_du[2];
+    long rss_ch[2], rss_du[2];
+    double raw = raw_hop(n, cpu_raw);
+    double ch = chorus_hop(n, false, cpu_ch, rss_ch);
     printf("one hop (consume, publish with confirms, ack), %ld messages, quorum queues:\n", n);
     printf("  raw rabbitmq-c loop   %8.0f msg/s  (%.2f s)\n", n / raw, raw);
+    print_cpu(cpu_raw, n);
     printf("  chorus                %8.0f msg/s  (%.2f s)   %.2f of the raw loop\n", n / ch, ch,
            raw / ch);
+    print_cpu(cpu_ch, n);
+    print_rss(rss_ch, n);
     if (durable) {
-        double du = chorus_hop(n, true);
+        double du = chorus_hop(n, true, cpu_du, rss_du);
         printf("  chorus + PostgreSQL   %8.0f msg/s  (%.2f s)   %.2f of the raw loop "
                "(inbox + outbox per batch)\n", n / du, du, raw / du);
+        print_cpu(cpu_du, n);
+        print_rss(rss_du, n);
         printf("  PostgreSQL per delivery: %.2f round trips, %.2f statements "
                "(%.1f deliveries per batch)\n", durable_rt, durable_st, durable_batch);
     }

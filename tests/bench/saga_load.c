@@ -54,6 +54,7 @@
  * Everything is bounded: at most 100000 sagas, and each wait.
  */
 #include "order.h"
+#include "proc_cpu.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -257,75 +258,6 @@ enum { IDLE, START, END };
 enum { RSS_START, RSS_MID, RSS_END, RSS_PEAK };
 #define IDLE_MS 2000
 
-static long clk_tck;
-
-/* utime+stime (and, when @p reaped, cutime+cstime) of @p pid, and its
- * parent; false when it is gone. */
-static bool proc_times(int pid, bool reaped, double *secs, int *ppid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[len] = '\0';
-    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
-    if (!p)
-        return false;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
-     * cmajflt utime stime cutime cstime */
-    int pp;
-    unsigned long long ut, st;
-    long long cut, cst;
-    if (sscanf(p + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld", &pp,
-               &ut, &st, &cut, &cst) != 5)
-        return false;
-    *secs = ((double)(ut + st) + (reaped ? (double)(cut + cst) : 0)) / (double)clk_tck;
-    if (ppid)
-        *ppid = pp;
-    return true;
-}
-
-/* The CPU of @p root and, with @p tree, of every descendant alive now plus
- * what each reaped; -1 when the root is gone. */
-static double cpu_of(int root, bool tree) {
-    double secs;
-    if (!proc_times(root, tree, &secs, NULL))
-        return -1;
-    if (!tree)
-        return secs;
-    static int pids[65536], ppids[65536];
-    static double times[65536];
-    static bool in[65536];
-    int n = 0;
-    DIR *d = opendir("/proc");
-    for (struct dirent *e; d && (e = readdir(d)) && n < 65536;)
-        if (isdigit((unsigned char)e->d_name[0]) &&
-            proc_times(atoi(e->d_name), true, &times[n], &ppids[n]))
-            pids[n++] = atoi(e->d_name);
-    if (d)
-        closedir(d);
-    for (int i = 0; i < n; i++)
-        in[i] = false;
-    for (bool grew = true; grew;) { /* descendants: a fixed point */
-        grew = false;
-        for (int i = 0; i < n; i++) {
-            if (in[i] || pids[i] == root)
-                continue;
-            bool parent_in = ppids[i] == root;
-            for (int k = 0; !parent_in && k < n; k++)
-                parent_in = in[k] && pids[k] == ppids[i];
-            if (parent_in)
-                in[i] = grew = true;
-        }
-    }
-    for (int i = 0; i < n; i++)
-        if (in[i])
-            secs += times[i];
-    return secs;
-}
-
 /* The PostgreSQL backends of the bench: logged in as one of its roles
  * (<prefix>...) or serving this process' own connections. */
 typedef struct {
@@ -359,27 +291,10 @@ static void sample_backends(PGconn *admin, const char *prefix, bool start) {
                      PQgetvalue(r, i, 1));
         }
         double s;
-        if (proc_times(pid, false, &s, NULL))
+        if ((s = proc_cpu(pid, false)) >= 0)
             *(start ? &backends[k].start : &backends[k].end) = s;
     }
     PQclear(r);
-}
-
-/* A "Vm...:" line of /proc/PID/status in kB, or -1. */
-static long proc_vm_kb(int pid, const char *key) {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    size_t klen = strlen(key);
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            kb = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    if (f)
-        fclose(f);
-    return kb;
 }
 
 /* The resident memory of each process itself (not its descendants). */
@@ -395,7 +310,7 @@ static void sample_rss(cpu_t *cpu, int ncpu, int when) {
 /* pid 0: this process. */
 static void sample_cpu(cpu_t *cpu, int ncpu, int when) {
     for (int i = 0; i < ncpu; i++) {
-        double s = cpu_of(cpu[i].pid ? cpu[i].pid : (int)getpid(), cpu[i].tree);
+        double s = proc_cpu(cpu[i].pid ? cpu[i].pid : (int)getpid(), cpu[i].tree);
         cpu[i].gone = cpu[i].gone || s < 0;
         cpu[i].at[when] = s;
     }
@@ -701,7 +616,6 @@ int main(int argc, char **argv) {
     int code = parse_args(&r, argc, argv);
     if (code)
         return code < 0 ? 0 : code;
-    clk_tck = sysconf(_SC_CLK_TCK);
     char err[1024];
     const char *file = getenv("CHORUS_SAGA_FILE");
     chorus_saga_t *saga = chorus_saga_load(file && *file ? file : "sagas/order_fulfillment.json",
