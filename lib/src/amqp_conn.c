@@ -488,6 +488,14 @@ void chorus__redeclare_if_needed(chorus_t *ch) {
     }
 }
 
+int chorus__conn_fd(const chorus_t *ch) {
+    return ch->st ? amqp_get_sockfd(ch->st) : -1;
+}
+
+bool chorus__conn_buffered(const chorus_t *ch) {
+    return ch->st && (amqp_frames_enqueued(ch->st) || amqp_data_in_buffer(ch->st));
+}
+
 void chorus__dispatch_drain(chorus_t *ch) {
     /* A zero timeout polls the socket too, not only rabbitmq-c's buffer.
      * Everything waiting is read (confirms too, while the backlog is full:

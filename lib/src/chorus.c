@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,23 +502,48 @@ static void store_poll(chorus_t *ch) {
         chorus__timers_poll(ch);
 }
 
+/* Waits at most @p wait_ms until a frame can be read or, for a durable
+ * participant, the store's LISTEN connection has something (an outbox
+ * NOTIFY: rows another process wrote, for this relay to publish now rather
+ * than after the wait).  True when the store has. */
+static bool wait_readable(chorus_t *ch, int wait_ms) {
+    PGconn *listen = ch->store.up ? ch->store.listen : NULL;
+    if (!listen || PQsocket(listen) < 0) {
+        chorus__dispatch(ch, wait_ms); /* the broker alone */
+        return false;
+    }
+    if (chorus__conn_buffered(ch))
+        return false;
+    struct pollfd fds[2] = {{.fd = chorus__conn_fd(ch), .events = POLLIN},
+                            {.fd = PQsocket(listen), .events = POLLIN}};
+    if (poll(fds, 2, wait_ms) <= 0)
+        return false;
+    return fds[1].revents != 0;
+}
+
 /* Reads what is there (waiting at most @p wait_ms for a first frame) and
- * moves the deliveries on. */
-static void poll_once(chorus_t *ch, int wait_ms) {
+ * moves the deliveries on; true when the store woke the wait. */
+static bool poll_once(chorus_t *ch, int wait_ms) {
     chorus__lock(ch);
     chorus__redeclare_if_needed(ch);
-    if (wait_ms > 0)
-        chorus__dispatch(ch, wait_ms);
+    bool store_woke = wait_ms > 0 && wait_readable(ch, wait_ms);
     chorus__dispatch_drain(ch);
     chorus__unlock(ch);
     chorus__consumer_process(ch);
+    return store_woke;
 }
 
-/* How long a wait for frames may last: until the poll's end or the oldest
- * confirm wait's deadline, whichever comes first; at least @p least. */
+/* How long a wait for frames may last: until the poll's end, the oldest
+ * confirm wait's deadline or a timer of this process falling due, whichever
+ * comes first; at least @p least. */
 static int frame_wait(const chorus_t *ch, int64_t until, int64_t now, int least) {
     int64_t due = chorus__consumer_due(ch);
     int64_t w = (due < until ? due : until) - now;
+    if (ch->store.up && ch->store.next_timer_wall_ms != INT64_MAX) {
+        int64_t t = ch->store.next_timer_wall_ms - chorus_now_ms();
+        if (t < w)
+            w = t;
+    }
     return w < least ? least : (int)w;
 }
 
@@ -537,7 +563,8 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
      * their confirms): wait for a frame, at most until a confirm is late. */
     int64_t now = chorus__mono_ms();
     bool idle = !ch->backlog_head || !chorus__consumer_room(ch);
-    poll_once(ch, idle ? frame_wait(ch, until, now, 0) : 0);
+    if (poll_once(ch, idle ? frame_wait(ch, until, now, 0) : 0))
+        store_poll(ch); /* a NOTIFY came during the wait: relay now */
     /* A batch under way and nothing else to do: its confirms are waited for
      * here, so that one poll handles and acks it (while other deliveries
      * arrive, the next poll handles them and the two batches overlap). */

@@ -264,6 +264,10 @@ void chorus__hb_stop(chorus_t *ch);
 chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms);
 /* Keeps reading until no frame is buffered (a bounded number of frames). */
 void chorus__dispatch_drain(chorus_t *ch);
+/* The connection's socket (-1 when disconnected), and whether frames or
+ * bytes are already buffered (a wait on the socket would not see them). */
+int chorus__conn_fd(const chorus_t *ch);
+bool chorus__conn_buffered(const chorus_t *ch);
 /* Declares the topology again when a publish found something missing
  * (deleted behind our back); lock held.  Loses the connection on failure. */
 void chorus__redeclare_if_needed(chorus_t *ch);
