@@ -15,7 +15,8 @@ void chorus__backoff_init(chorus__backoff_t *b, long initial_ms, long max_ms) {
 /* Between half of @p ms and all of it. */
 static long jitter(long ms) {
     unsigned r = 0;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+    if (!chorus__clock_random(&r, sizeof(r)) &&
+        getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
         r = (unsigned)chorus__mono_ns();
     return ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
 }

@@ -44,8 +44,35 @@ bool chorus__timestamp_parse(const char *s, int64_t *ms);
  * of memory. */
 char *chorus__uuid_array(size_t n, const char *(*at)(const void *arg, size_t i), const void *arg);
 
+/* clock.c: time and random bits, the system's or a simulation's. */
+typedef struct {
+    int64_t (*wall_ms)(void *opaque);  /* chorus_now_ms() */
+    uint64_t (*mono_ns)(void *opaque); /* never goes back */
+    void (*random)(void *opaque, void *buf, size_t n);
+    void *opaque;
+} chorus__clock_t;
+/* From now on @p c's time and bits (NULL: the system's). */
+void chorus__clock_use(const chorus__clock_t *c);
+/* Changes with every chorus__clock_use() (ids then restart afresh). */
+unsigned chorus__clock_generation(void);
+bool chorus__clock_simulated(void);
+/* Fills @p buf from the installed clock's generator; false when there is
+ * none (the caller then takes the system's). */
+bool chorus__clock_random(void *buf, size_t n);
 /* Monotonic clock in milliseconds / nanoseconds. */
 int64_t chorus__mono_ms(void);
 uint64_t chorus__mono_ns(void);
+
+/* A simulated clock: time advances only when told; bits from a seed. */
+typedef struct {
+    chorus__clock_t clock; /* pass &s->clock to chorus__clock_use() */
+    uint64_t rng[4];
+    int64_t epoch_ms;      /* the wall clock at monotonic 0 */
+    uint64_t now_ns;
+} chorus__sim_clock_t;
+void chorus__sim_clock_init(chorus__sim_clock_t *s, uint64_t seed, int64_t epoch_ms);
+void chorus__sim_clock_advance(chorus__sim_clock_t *s, int64_t ms);
+/* The next 64 bits of its generator (the simulation's own choices too). */
+uint64_t chorus__sim_next(chorus__sim_clock_t *s);
 
 #endif

@@ -105,11 +105,3 @@ char *chorus__strdup(const char *s) {
         memcpy(d, s, n);
     return d;
 }
-
-uint64_t chorus__mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-int64_t chorus__mono_ms(void) { return (int64_t)(chorus__mono_ns() / 1000000u); }

@@ -51,6 +51,8 @@ static uint64_t splitmix64(uint64_t *s) {
  * fail (a sandbox without either) does it fall back to a clock-seeded
  * generator, which keeps ids unique within the process but not across. */
 static void random_bytes(void *buf, size_t n) {
+    if (chorus__clock_random(buf, n))
+        return; /* a simulation's seed */
     unsigned char *p = buf;
     size_t got = 0;
     while (got < n) {
@@ -85,8 +87,12 @@ static void random_bytes(void *buf, size_t n) {
 
 /* (unix_ms << 12) | counter of the last id handed out. */
 static _Atomic uint64_t uuid_state;
+static _Atomic unsigned uuid_clock; /* the clock generation uuid_state belongs to */
 
 static uint64_t next_ms_counter(uint16_t seed) {
+    unsigned gen = chorus__clock_generation();
+    if (atomic_exchange(&uuid_clock, gen) != gen)
+        atomic_store(&uuid_state, 0); /* another clock: the last id says nothing */
     uint64_t now = (uint64_t)chorus_now_ms() & ((UINT64_C(1) << 48) - 1);
     uint64_t old = atomic_load(&uuid_state), next;
     do {
@@ -314,12 +320,6 @@ chorus_err_t chorus_timestamp_parse(const char *s, int64_t *ms) {
 int64_t chorus_parse_timestamp(const char *s) {
     int64_t t;
     return chorus__timestamp_parse(s, &t) && t >= 0 ? t : -1;
-}
-
-int64_t chorus_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 char *chorus__uuid_array(size_t n, const char *(*at)(const void *arg, size_t i), const void *arg) {
