@@ -149,13 +149,14 @@ static void raw_queue(amqp_connection_state_t st, const char *q) {
     amqp_queue_declare(st, 1, amqp_cstring_bytes(q), 0, 1, 0, 0, (amqp_table_t){1, &e});
 }
 
-/* Publishes n messages to q, waiting for confirms in windows of 500. */
-static void raw_fill(amqp_connection_state_t st, const char *q, long n) {
+/* Publishes n messages to q, waiting for confirms in windows of 500; @p seq
+ * counts the channel's publishes so far (confirm tags go on from there). */
+static void raw_fill(amqp_connection_state_t st, const char *q, long n, uint64_t *seq) {
     amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
     amqp_bytes_t b = {body_len, body};
-    uint64_t sent = 0, acked = 0;
-    while (acked < (uint64_t)n) {
-        while (sent < (uint64_t)n && sent - acked < 500) {
+    uint64_t end = *seq + (uint64_t)n, sent = *seq, acked = *seq;
+    while (acked < end) {
+        while (sent < end && sent - acked < 500) {
             new_event_id();
             amqp_basic_publish(st, 1, amqp_empty_bytes, amqp_cstring_bytes(q), 0, 0, &p, b);
             sent++;
@@ -168,6 +169,7 @@ static void raw_fill(amqp_connection_state_t st, const char *q, long n) {
         }
         amqp_maybe_release_buffers(st);
     }
+    *seq = end;
 }
 
 /* Two connections, so deliveries and confirms never share one frame
@@ -176,14 +178,16 @@ static double raw_hop(long n, cpu_snap_t cpu[2]) {
     amqp_connection_state_t in = raw_connect(), out = raw_connect();
     raw_queue(in, "bench.raw.in");
     raw_queue(in, "bench.raw.out");
-    raw_fill(out, "bench.raw.in", n);
+    uint64_t fill_seq = 0;
+    raw_fill(out, "bench.raw.in", n, &fill_seq);
     amqp_basic_qos(in, 1, 0, 100, 0);
     amqp_basic_consume(in, 1, amqp_cstring_bytes("bench.raw.in"), amqp_empty_bytes, 0, 0, 0,
                        amqp_empty_table);
     amqp_basic_properties_t p = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
     double t0 = now_s();
     long done = 0;
-    uint64_t pub_seq = 0, confirmed = 0;
+    /* the fill used the same channel: its confirm tags go on from there */
+    uint64_t pub_seq = fill_seq, confirmed = fill_seq;
     snap(&cpu[0]);
     while (done < n) {
         uint64_t last_tag = 0;
@@ -276,8 +280,9 @@ static double chorus_hop(long n, bool durable, cpu_snap_t cpu[2], long rss[2]) {
     snprintf(q, sizeof(q), "%s", chorus_queue_name(declarer));
     amqp_queue_purge(st, 1, amqp_cstring_bytes(q));
     long sent = soak ? 0 : n;
+    uint64_t fill_seq = 0;
     if (!soak)
-        raw_fill(st, q, n);
+        raw_fill(st, q, n, &fill_seq);
     /* What the participant emits goes to a queue bound to it, as the raw
      * loop's go to bench.raw.out (not to the namespace's unrouted queue). */
     raw_queue(st, "bench.pong");
@@ -296,7 +301,7 @@ static double chorus_hop(long n, bool durable, cpu_snap_t cpu[2], long rss[2]) {
     do {
         if (sent < n && sent - (long)done < SOAK_AHEAD) {
             long k = n - sent < SOAK_CHUNK ? n - sent : SOAK_CHUNK;
-            raw_fill(st, q, k);
+            raw_fill(st, q, k, &fill_seq);
             sent += k;
         }
         chorus_poll(ch, 10);
