@@ -4,6 +4,7 @@
 #include "service.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -195,6 +196,16 @@ chorus_err_t svc_sql(chorus_tx_t *tx, PGresult **resp, const char *sql, ...) {
 const char *svc_str(const cJSON *obj, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+bool svc_parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
 }
 
 bool svc_int(const cJSON *obj, const char *key, long long *out) {

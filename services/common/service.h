@@ -67,6 +67,10 @@ void svc_utf8_trim(char *s);
 const char *svc_str(const cJSON *obj, const char *key);      /* NULL if absent */
 bool svc_int(const cJSON *obj, const char *key, long long *out);
 
+/* A whole decimal number from @p lo to @p hi, the whole of @p s (a
+ * command-line argument); false otherwise. */
+bool svc_parse_long(const char *s, long lo, long hi, long *out);
+
 /* ---- an event's data ------------------------------------------------
  * libchorus has checked it against its schema in the saga declaration
  * ("events") before a handler runs; these are the limits those schemas

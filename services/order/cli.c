@@ -76,16 +76,6 @@ static int bad(const char *fmt, const char *what) {
     return 2;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* "SKU:QTY[:PRICE]" */
 static bool parse_item(const char *arg, item_t *it) {
     char buf[128];
@@ -102,8 +92,8 @@ static bool parse_item(const char *arg, item_t *it) {
             return false;
     memcpy(it->sku, buf, strlen(buf) + 1); /* shorter than sku: checked above */
     it->price = 1000;
-    return parse_long(qty, 1, 1000, &it->qty) &&
-           (!price || parse_long(price, 0, 10000000, &it->price));
+    return svc_parse_long(qty, 1, 1000, &it->qty) &&
+           (!price || svc_parse_long(price, 0, 10000000, &it->price));
 }
 
 static int parse_place(int argc, char **argv, place_t *p) {
@@ -320,7 +310,7 @@ static int cmd_simulate(int argc, char **argv) {
     else if (argc != 2)
         return bad("simulate takes a number from 1 to 100000, then optionally --key-prefix P%s",
                    "");
-    if (!parse_long(argv[1], 1, 100000, &n))
+    if (!svc_parse_long(argv[1], 1, 100000, &n))
         return bad("simulate takes one number from 1 to 100000%s", "");
     if (!prefix[0])
         chorus_uuid_v7(prefix);

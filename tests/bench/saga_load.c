@@ -527,16 +527,6 @@ static void usage(FILE *f) {
             MAX_SAGAS, MAX_SAGAS);
 }
 
-static bool num(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* "NAME=PID" or "NAME=PID+" into the next slot of r->cpu. */
 static bool parse_cpu(run_t *r, const char *arg) {
     const char *eq = strchr(arg, '=');
@@ -547,7 +537,7 @@ static bool parse_cpu(run_t *r, const char *arg) {
     bool tree = plen && eq[plen] == '+';
     long pid;
     snprintf(pidtext, sizeof(pidtext), "%.*s", (int)(plen - tree), eq + 1);
-    if (!num(pidtext, 1, 1 << 30, &pid))
+    if (!svc_parse_long(pidtext, 1, 1 << 30, &pid))
         return false;
     cpu_t *c = &r->cpu[r->ncpu++];
     *c = (cpu_t){.pid = (int)pid, .tree = tree, .rss_kb = {-1, -1, -1, -1}};
@@ -567,12 +557,12 @@ static int parse_args(run_t *r, int argc, char **argv) {
     for (int c; (c = getopt_long(argc, argv, "", lo, NULL)) != -1;) {
         bool ok;
         switch (c) {
-        case 'n': ok = num(optarg, 1, MAX_SAGAS, &r->sagas); break;
-        case 'i': ok = num(optarg, 1, 10000, &r->inflight); break;
-        case 'r': ok = num(optarg, 1, 5000, &r->rate); break;
-        case 'd': ok = num(optarg, 1, 600, &r->duration); break;
-        case 'D': ok = num(optarg, 1, 600, &r->drain); break;
-        case 'k': ok = num(optarg, 0, 1000000, &r->decline_every); break;
+        case 'n': ok = svc_parse_long(optarg, 1, MAX_SAGAS, &r->sagas); break;
+        case 'i': ok = svc_parse_long(optarg, 1, 10000, &r->inflight); break;
+        case 'r': ok = svc_parse_long(optarg, 1, 5000, &r->rate); break;
+        case 'd': ok = svc_parse_long(optarg, 1, 600, &r->duration); break;
+        case 'D': ok = svc_parse_long(optarg, 1, 600, &r->drain); break;
+        case 'k': ok = svc_parse_long(optarg, 0, 1000000, &r->decline_every); break;
         case 'c': ok = parse_cpu(r, optarg); break;
         case 'h': usage(stdout); return -1;
         default: ok = false;
