@@ -59,17 +59,10 @@ static void snap(cpu_snap_t *c) {
 
 /* "NAME=PID" or "NAME=PID+" (with its descendants). */
 static bool add_watch(const char *arg) {
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(watch[0].name) || nwatch == MAX_WATCH)
+    if (nwatch == MAX_WATCH || !proc_watch_parse(arg, watch[nwatch].name, sizeof(watch[0].name),
+                                                 &watch[nwatch].pid, &watch[nwatch].tree))
         return false;
-    char *end;
-    long pid = strtol(eq + 1, &end, 10);
-    bool tree = *end == '+';
-    if (end == eq + 1 || pid < 1 || pid > (1L << 30) || end[tree] != '\0')
-        return false;
-    snprintf(watch[nwatch].name, sizeof(watch[0].name), "%.*s", (int)(eq - arg), arg);
-    watch[nwatch].pid = (int)pid;
-    watch[nwatch++].tree = tree;
+    nwatch++;
     return true;
 }
 

@@ -94,3 +94,17 @@ long proc_vm_kb(int pid, const char *key) {
         fclose(f);
     return kb;
 }
+
+bool proc_watch_parse(const char *arg, char *name, size_t name_size, int *pid, bool *tree) {
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || (size_t)(eq - arg) >= name_size)
+        return false;
+    char *end;
+    long p = strtol(eq + 1, &end, 10);
+    *tree = *end == '+';
+    if (end == eq + 1 || p < 1 || p > (1L << 30) || end[*tree] != '\0')
+        return false;
+    snprintf(name, name_size, "%.*s", (int)(eq - arg), arg);
+    *pid = (int)p;
+    return true;
+}

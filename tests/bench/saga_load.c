@@ -529,19 +529,13 @@ static void usage(FILE *f) {
 
 /* "NAME=PID" or "NAME=PID+" into the next slot of r->cpu. */
 static bool parse_cpu(run_t *r, const char *arg) {
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(r->cpu[0].name) || r->ncpu >= MAX_CPU - 1)
+    if (r->ncpu >= MAX_CPU - 1)
         return false;
-    char pidtext[24];
-    size_t plen = strlen(eq + 1);
-    bool tree = plen && eq[plen] == '+';
-    long pid;
-    snprintf(pidtext, sizeof(pidtext), "%.*s", (int)(plen - tree), eq + 1);
-    if (!svc_parse_long(pidtext, 1, 1 << 30, &pid))
+    cpu_t *c = &r->cpu[r->ncpu];
+    *c = (cpu_t){.rss_kb = {-1, -1, -1, -1}};
+    if (!proc_watch_parse(arg, c->name, sizeof(c->name), &c->pid, &c->tree))
         return false;
-    cpu_t *c = &r->cpu[r->ncpu++];
-    *c = (cpu_t){.pid = (int)pid, .tree = tree, .rss_kb = {-1, -1, -1, -1}};
-    snprintf(c->name, sizeof(c->name), "%.*s", (int)(eq - arg), arg);
+    r->ncpu++;
     return true;
 }
 
