@@ -267,11 +267,14 @@ static bool binding_matches(const sim_exchange_t *e, const sim_binding_t *bd, co
     return topic_match(bd->key, key);
 }
 
+/* @p death: "" for a publish, the reason for a dead-lettered copy. */
 static sim_msg_t *msg_new(const char *exchange, const char *key,
-                          const amqp_basic_properties_t *props, amqp_bytes_t body) {
+                          const amqp_basic_properties_t *props, amqp_bytes_t body,
+                          const char *death) {
     sim_msg_t *m = calloc(1, sizeof(*m));
     if (!m)
         return NULL;
+    snprintf(m->death, sizeof(m->death), "%s", death);
     init_amqp_pool(&m->m.pool, 4096);
     m->exchange = strdup(exchange);
     m->routing_key = strdup(key);
@@ -303,10 +306,11 @@ static void enqueue(sim_queue_t *q, sim_msg_t *m, bool at_head) {
 }
 
 static int route(chorus__sim_broker_t *b, const char *exchange, const char *key,
-                 const amqp_basic_properties_t *props, amqp_bytes_t body, int depth) {
+                 const amqp_basic_properties_t *props, amqp_bytes_t body, const char *death,
+                 int depth) {
     if (!*exchange) { /* the default exchange: the queue named by the key */
         sim_queue_t *q = find_q(b, key);
-        sim_msg_t *m = q ? msg_new(exchange, key, props, body) : NULL;
+        sim_msg_t *m = q ? msg_new(exchange, key, props, body, death) : NULL;
         if (!m)
             return q ? -1 : 0;
         enqueue(q, m, false);
@@ -327,20 +331,20 @@ static int route(chorus__sim_broker_t *b, const char *exchange, const char *key,
                     binding_matches(e, &b->bind[k], key);
         if (!q || twice)
             continue;
-        sim_msg_t *m = msg_new(exchange, key, props, body);
+        sim_msg_t *m = msg_new(exchange, key, props, body, death);
         if (!m)
             return -1;
         enqueue(q, m, false);
         n++;
     }
     if (n == 0 && *e->alternate && depth < 4)
-        return route(b, e->alternate, key, props, body, depth + 1);
+        return route(b, e->alternate, key, props, body, death, depth + 1);
     return n;
 }
 
 int chorus__sim_publish(chorus__sim_broker_t *b, const char *exchange, const char *key,
                         const amqp_basic_properties_t *props, amqp_bytes_t body) {
-    return route(b, exchange, key, props, body, 0);
+    return route(b, exchange, key, props, body, "", 0);
 }
 
 size_t chorus__sim_ready(chorus__sim_broker_t *b, const char *queue) {
@@ -396,41 +400,11 @@ static sim_msg_t *unlink_tag(chorus__sim_broker_t *b, uint64_t tag, sim_queue_t 
     return NULL;
 }
 
-/* Republished to the queue's dead-letter exchange (dropped without one). */
+/* Republished to the queue's dead-letter exchange, routed as a publish
+ * there is, with its reason; dropped without one (or with no route). */
 static void dead_letter(chorus__sim_broker_t *b, sim_queue_t *q, sim_msg_t *m, const char *why) {
-    if (*q->dlx) {
-        snprintf(m->death, sizeof(m->death), "%s", why);
-        const char *key = *q->dlk ? q->dlk : m->routing_key;
-        sim_exchange_t *e = find_ex(b, q->dlx);
-        int n = 0;
-        for (size_t i = 0; e && i < b->nbind; i++) {
-            sim_binding_t *bd = &b->bind[i];
-            sim_queue_t *to = find_q(b, bd->queue);
-            if (!to || strcmp(bd->exchange, q->dlx) || !binding_matches(e, bd, key))
-                continue;
-            sim_msg_t *c = n++ == 0 ? m : msg_new(q->dlx, key, &m->m.properties, m->m.body);
-            if (!c)
-                continue;
-            if (c == m) { /* the original moves on, under the new exchange and key */
-                char *x = strdup(q->dlx), *k = strdup(key);
-                if (x && k) {
-                    free(m->exchange);
-                    free(m->routing_key);
-                    m->exchange = x;
-                    m->routing_key = k;
-                } else {
-                    free(x);
-                    free(k);
-                }
-            }
-            snprintf(c->death, sizeof(c->death), "%s", why);
-            c->deliveries = 0;
-            c->redelivered = false;
-            enqueue(to, c, false);
-        }
-        if (n > 0)
-            return;
-    }
+    if (*q->dlx)
+        route(b, q->dlx, *q->dlk ? q->dlk : m->routing_key, &m->m.properties, m->m.body, why, 0);
     msg_free(m);
 }
 
