@@ -83,6 +83,8 @@ static void *hb_main(void *arg) {
 }
 
 chorus_err_t chorus__hb_start(chorus_t *ch) {
+    if (!ch->link->heartbeats)
+        return CHORUS_OK;
     atomic_store(&ch->hb_stop, false);
     if (pthread_create(&ch->hb_thread, NULL, hb_main, ch) != 0)
         return CHORUS_ERR_NOMEM;
@@ -210,7 +212,7 @@ static void destroy_state(chorus_t *ch) {
     ch->blocked = false;
 }
 
-chorus_err_t chorus__conn_open(chorus_t *ch) {
+static chorus_err_t amqp_open(chorus_t *ch) {
     chorus_err_t rc = CHORUS_ERR_CONNECT;
     char err[512] = "no broker URL";
     chorus__lock(ch);
@@ -237,7 +239,7 @@ chorus_err_t chorus__conn_open(chorus_t *ch) {
 /* ---- loss and close ------------------------------------------------------ */
 
 /* Called with the lock held. */
-void chorus__conn_lost(chorus_t *ch, const char *why) {
+static void amqp_lost(chorus_t *ch, const char *why) {
     if (!ch->st)
         return;
     chorus__log(ch, CHORUS_LOG_WARNING, "connection lost: %s; reconnecting", why);
@@ -250,7 +252,7 @@ void chorus__schedule_reconnect(chorus_t *ch) {
     chorus__backoff_failed(&ch->reconnect, chorus__mono_ms());
 }
 
-void chorus__conn_close(chorus_t *ch) {
+static void amqp_close(chorus_t *ch) {
     chorus__lock(ch);
     if (ch->st) {
         amqp_channel_close(ch->st, CHORUS__CH_CONSUME, AMQP_REPLY_SUCCESS);
@@ -452,7 +454,7 @@ static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f) {
     }
 }
 
-chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms) {
+static chorus_err_t amqp_dispatch(chorus_t *ch, int timeout_ms) {
     if (!ch->st)
         return CHORUS_ERR_CONN_CLOSED;
     amqp_frame_t f;
@@ -477,7 +479,7 @@ chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms) {
 }
 
 void chorus__redeclare_if_needed(chorus_t *ch) {
-    if (!ch->st || !ch->need_redeclare)
+    if (!chorus__up(ch) || !ch->need_redeclare)
         return;
     char err[512];
     ch->need_redeclare = false;
@@ -488,11 +490,11 @@ void chorus__redeclare_if_needed(chorus_t *ch) {
     }
 }
 
-int chorus__conn_fd(const chorus_t *ch) {
+static int amqp_fd(const chorus_t *ch) {
     return ch->st ? amqp_get_sockfd(ch->st) : -1;
 }
 
-bool chorus__conn_buffered(const chorus_t *ch) {
+static bool amqp_buffered(const chorus_t *ch) {
     return ch->st && (amqp_frames_enqueued(ch->st) || amqp_data_in_buffer(ch->st));
 }
 
@@ -500,7 +502,79 @@ void chorus__dispatch_drain(chorus_t *ch) {
     /* A zero timeout polls the socket too, not only rabbitmq-c's buffer.
      * Everything waiting is read (confirms too, while the backlog is full:
      * the broker's prefetch bounds the deliveries), a bounded number. */
-    for (int n = 0; ch->st && n < 4096; n++)
+    for (int n = 0; chorus__up(ch) && n < 4096; n++)
         if (chorus__dispatch(ch, 0) != CHORUS_OK)
             break;
 }
+
+/* ---- the link (chorus__link_t) ------------------------------------------- */
+
+static bool amqp_up(const chorus_t *ch) { return ch->st != NULL; }
+
+static int amqp_frame_max(const chorus_t *ch) { return ch->st ? amqp_get_frame_max(ch->st) : 131072; }
+
+static chorus_err_t amqp_declare(chorus_t *ch, char *err, size_t size) {
+    return chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, size);
+}
+
+static chorus_err_t amqp_consume(chorus_t *ch, const char *tag, char *err, size_t size) {
+    amqp_basic_qos(ch->st, CHORUS__CH_CONSUME, 0, (uint16_t)ch->topo.prefetch, 0);
+    chorus_err_t rc = chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME,
+                                               amqp_get_rpc_reply(ch->st), "basic.qos", err, size);
+    if (rc)
+        return rc;
+    amqp_basic_consume(ch->st, CHORUS__CH_CONSUME, amqp_cstring_bytes(ch->topo.names.queue),
+                       amqp_cstring_bytes(tag), 0, 0, 0, amqp_empty_table);
+    return chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME, amqp_get_rpc_reply(ch->st),
+                                    "basic.consume", err, size);
+}
+
+static chorus_err_t amqp_cancel(chorus_t *ch, const char *tag, char *err, size_t size) {
+    amqp_basic_cancel(ch->st, CHORUS__CH_CONSUME, amqp_cstring_bytes(tag));
+    return chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME, amqp_get_rpc_reply(ch->st),
+                                    "basic.cancel", err, size);
+}
+
+static int amqp_publish(chorus_t *ch, const chorus__pub_t *p) {
+    return amqp_basic_publish(ch->st, CHORUS__CH_PUBLISH, p->exchange, p->routing_key,
+                              p->mandatory, 0, &p->props, p->body);
+}
+
+static int amqp_ack(chorus_t *ch, uint64_t tag, bool multiple) {
+    return amqp_basic_ack(ch->st, CHORUS__CH_CONSUME, tag, multiple);
+}
+
+static int amqp_nack(chorus_t *ch, uint64_t tag, bool requeue) {
+    return amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, tag, 0, requeue);
+}
+
+static void amqp_release(chorus_t *ch) {
+    if (ch->st)
+        amqp_maybe_release_buffers(ch->st);
+}
+
+static void amqp_crash(chorus_t *ch, const char *point) {
+    chorus__log(ch, CHORUS_LOG_WARNING, "debug.crash.point: dying at %s", point);
+    raise(SIGKILL);
+}
+
+const chorus__link_t chorus__amqp_link = {
+    .name = "amqp",
+    .up = amqp_up,
+    .open = amqp_open,
+    .close = amqp_close,
+    .lost = amqp_lost,
+    .dispatch = amqp_dispatch,
+    .fd = amqp_fd,
+    .buffered = amqp_buffered,
+    .frame_max = amqp_frame_max,
+    .declare = amqp_declare,
+    .consume = amqp_consume,
+    .cancel = amqp_cancel,
+    .publish = amqp_publish,
+    .ack = amqp_ack,
+    .nack = amqp_nack,
+    .release = amqp_release,
+    .heartbeats = true,
+    .crash = amqp_crash,
+};

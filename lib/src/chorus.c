@@ -65,6 +65,11 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     st->channel[63] = '\0'; /* identifiers end at NAMEDATALEN - 1, as in the trigger */
     const char *crash = chorus__conf_str(ch->conf, "debug.crash.point");
     ch->crash_point = strcmp(crash, "none") == 0 ? NULL : crash;
+    const char *mut = chorus__conf_str(ch->conf, "debug.mutation");
+    ch->mutations = strcmp(mut, "pivot-unsafe") == 0        ? CHORUS__MUT_PIVOT_UNSAFE
+                    : strcmp(mut, "no-overtake-guard") == 0 ? CHORUS__MUT_NO_OVERTAKE
+                    : strcmp(mut, "inbox-bypass") == 0      ? CHORUS__MUT_INBOX_BYPASS
+                                                            : 0;
     if (chorus__names_build(chorus__conf_str(ch->conf, "topology.namespace"), svc,
                             &ch->retry, &ch->topo.names)) {
         chorus__errstr(errstr, size, "topology.namespace and service.name make names "
@@ -86,7 +91,7 @@ static chorus_err_t conn_ready(chorus_t *ch, amqp_channel_t n, char *err, size_t
     /* a new connection, a reopened channel, a cancelled consumer, an
      * unroutable publish: the topology first (a 404 may mean someone
      * deleted it), then consuming where that channel is concerned */
-    chorus_err_t rc = chorus__topology_declare(ch->st, CHORUS__CH_ADMIN, &ch->topo, err, size);
+    chorus_err_t rc = ch->link->declare(ch, err, size);
     if (!rc && (n == 0 || n == CHORUS__CH_CONSUME) && ch->nhandlers > 0)
         rc = chorus__consume_start(ch);
     return rc;
@@ -127,6 +132,7 @@ chorus_t *chorus_new(chorus_conf_t *conf, char *errstr, size_t errstr_size) {
         return NULL;
     }
     ch->hooks = HOOKS;
+    ch->link = &chorus__amqp_link;
     ch->conf = conf;
     if (!load_conf(ch, errstr, errstr_size)) {
         free(ch);
@@ -422,6 +428,12 @@ chorus_err_t chorus_start(chorus_t *ch) {
 
 static chorus_err_t start(chorus_t *ch) {
     const chorus_saga_t *saga = ch->saga;
+    if ((strcmp(chorus__conf_str(ch->conf, "transport"), "simulation") == 0) !=
+        (ch->link != &chorus__amqp_link)) {
+        chorus__fail(ch, NULL, "transport=simulation is set by a simulation (chorus_sim.h) "
+                               "for the participants it runs, and only there");
+        return CHORUS_ERR_INVALID_CONF;
+    }
     chorus_err_t rc = check_saga(ch);
     if (!rc)
         rc = make_bindings(ch, saga);
@@ -464,7 +476,7 @@ static void sleep_ms(int64_t ms) {
 
 /* Reconnects when due.  Returns true when connected. */
 static bool ensure_connected(chorus_t *ch, int timeout_ms) {
-    if (ch->st)
+    if (chorus__up(ch))
         return true;
     int64_t wait = ch->reconnect.next_ms - chorus__mono_ms();
     if (wait > 0) {
@@ -492,7 +504,7 @@ static void store_poll(chorus_t *ch) {
         ch->stats.store_reconnects++;
         chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL reconnected");
     }
-    if (s->up && s->paused && ch->st) {
+    if (s->up && s->paused && chorus__up(ch)) {
         chorus__lock(ch);
         chorus__consume_resume(ch);
         chorus__unlock(ch);
@@ -568,7 +580,7 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     /* A batch under way and nothing else to do: its confirms are waited for
      * here, so that one poll handles and acks it (while other deliveries
      * arrive, the next poll handles them and the two batches overlap). */
-    while (ch->st && ch->inflight && !ch->backlog_head && chorus__consumer_waiting(ch) &&
+    while (chorus__up(ch) && ch->inflight && !ch->backlog_head && chorus__consumer_waiting(ch) &&
            (now = chorus__mono_ms()) < until && !ch->stop)
         poll_once(ch, frame_wait(ch, until, now, 1));
     /* Gone idle: rows confirmed meanwhile are marked now rather than with
@@ -576,8 +588,7 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     if (ch->store.marks.n && !ch->backlog_head && !ch->inflight)
         chorus__marks_flush(ch);
     chorus__lock(ch);
-    if (ch->st)
-        amqp_maybe_release_buffers(ch->st);
+    ch->link->release(ch);
     chorus__unlock(ch);
     return ch->stop ? CHORUS_ERR_STOPPED : CHORUS_OK;
 }

@@ -113,6 +113,7 @@ struct chorus_delivery_s {
     chorus_tx_t *tx;                /* durable: its batch's transaction, while handled */
     bool fresh;                     /* durable: the batch's inbox claim was its first */
     long runs;                      /* durable: handler runs so far (conflicts) */
+    bool ran;                       /* durable: the handler ran in this run */
     bool bad_emit;                  /* plain: an emitted event broke its schema */
     size_t row_from, nrows;         /* durable: its events among the batch's rows */
     uint64_t gen;                   /* consume generation it came with */
@@ -156,6 +157,47 @@ typedef struct {
     void (*returned)(chorus_t *ch, const amqp_message_t *msg);
 } chorus__conn_hooks_t;
 
+/*
+ * The transport under a participant: the AMQP connection (amqp_conn.c), or
+ * the simulation's in-memory broker (sim.c, "transport=simulation").  Above
+ * it nothing differs: the same hooks report deliveries, confirms, returns
+ * and losses, the same consumer, publisher, store and handlers run.
+ * Every operation is called with the connection lock held except open and
+ * close, which take it.  AMQP statuses: AMQP_STATUS_OK or a failure (the
+ * caller then loses the connection).
+ */
+typedef struct chorus__link_s {
+    const char *name;
+    bool (*up)(const chorus_t *ch);                     /* connected */
+    chorus_err_t (*open)(chorus_t *ch);                 /* connect, hooks.ready, resend */
+    void (*close)(chorus_t *ch);                        /* an orderly close */
+    void (*lost)(chorus_t *ch, const char *why);        /* drop it, hooks.reset(0) */
+    chorus_err_t (*dispatch)(chorus_t *ch, int timeout_ms); /* as chorus__dispatch() */
+    int (*fd)(const chorus_t *ch);
+    bool (*buffered)(const chorus_t *ch);
+    int (*frame_max)(const chorus_t *ch);
+    chorus_err_t (*declare)(chorus_t *ch, char *err, size_t size); /* ch->topo */
+    chorus_err_t (*consume)(chorus_t *ch, const char *tag, char *err, size_t size);
+    chorus_err_t (*cancel)(chorus_t *ch, const char *tag, char *err, size_t size);
+    int (*publish)(chorus_t *ch, const chorus__pub_t *p);
+    int (*ack)(chorus_t *ch, uint64_t tag, bool multiple);
+    int (*nack)(chorus_t *ch, uint64_t tag, bool requeue);
+    void (*release)(chorus_t *ch);                      /* idle: give buffers back */
+    bool heartbeats;                                    /* needs the heartbeat thread */
+    /* debug.crash.point reached: the process dies (AMQP: SIGKILL), or the
+     * simulated participant stops taking part, from this instant on. */
+    void (*crash)(chorus_t *ch, const char *point);
+    /* A handler's effects committed for @p env (NULL: nobody counts). */
+    void (*handled)(chorus_t *ch, const chorus_envelope_t *env);
+    /* PostgreSQL connections from a pool (NULL: libpq each time): a
+     * connection given back, reset to a new session, or NULL to open one;
+     * and one the store is done with (the pool may keep it). */
+    PGconn *(*pg_take)(chorus_t *ch);
+    void (*pg_give)(chorus_t *ch, PGconn *pg);
+} chorus__link_t;
+
+extern const chorus__link_t chorus__amqp_link;
+
 /* Every counter (stats.c lists them by name; chorus_stats_t is the first
  * twelve, for compatibility). */
 typedef struct {
@@ -183,6 +225,8 @@ struct chorus_s {
     size_t nhandlers;
 
     /* connection */
+    const chorus__link_t *link;     /* AMQP unless the simulation's */
+    void *link_opaque;              /* the simulation's participant */
     chorus__conn_hooks_t hooks;     /* set by chorus_new() */
     pthread_mutex_t conn_lock;
     amqp_connection_state_t st;     /* NULL while disconnected */
@@ -222,6 +266,7 @@ struct chorus_s {
     chorus__upcaster_t *upcasters;
     size_t nupcasters;
     const char *crash_point;        /* debug.crash.point */
+    unsigned mutations;             /* debug.mutation (CHORUS__MUT_*) */
 
     chorus__stats_t stats;
     char last_error[512];           /* chorus_last_error() */
@@ -250,24 +295,28 @@ void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
  * failure (for the caller to destroy). */
 chorus_err_t chorus__amqp_login(const chorus__url_t *u, const chorus__amqp_opts_t *o,
                                 amqp_connection_state_t *stp, char *err, size_t size);
-chorus_err_t chorus__conn_open(chorus_t *ch);
-void chorus__conn_lost(chorus_t *ch, const char *why);
+/* The transport's operations (see chorus__link_t). */
+static inline bool chorus__up(const chorus_t *ch) { return ch->link->up(ch); }
+static inline chorus_err_t chorus__conn_open(chorus_t *ch) { return ch->link->open(ch); }
+static inline void chorus__conn_lost(chorus_t *ch, const char *why) { ch->link->lost(ch, why); }
 /* The next reconnect after the current backoff (with jitter); doubles it. */
 void chorus__schedule_reconnect(chorus_t *ch);
-void chorus__conn_close(chorus_t *ch);
+static inline void chorus__conn_close(chorus_t *ch) { ch->link->close(ch); }
 chorus_err_t chorus__hb_start(chorus_t *ch);
 void chorus__hb_stop(chorus_t *ch);
 /* Reads and dispatches frames for up to timeout_ms (0: only what is
  * buffered).  Deliveries go to the backlog.  Returns CHORUS_ERR_TIMEOUT when
  * nothing arrived, CHORUS_OK when something was dispatched, or
  * CHORUS_ERR_CONN_CLOSED after the connection was lost (already cleaned). */
-chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms);
+static inline chorus_err_t chorus__dispatch(chorus_t *ch, int timeout_ms) {
+    return ch->link->dispatch(ch, timeout_ms);
+}
 /* Keeps reading until no frame is buffered (a bounded number of frames). */
 void chorus__dispatch_drain(chorus_t *ch);
 /* The connection's socket (-1 when disconnected), and whether frames or
  * bytes are already buffered (a wait on the socket would not see them). */
-int chorus__conn_fd(const chorus_t *ch);
-bool chorus__conn_buffered(const chorus_t *ch);
+static inline int chorus__conn_fd(const chorus_t *ch) { return ch->link->fd(ch); }
+static inline bool chorus__conn_buffered(const chorus_t *ch) { return ch->link->buffered(ch); }
 /* Declares the topology again when a publish found something missing
  * (deleted behind our back); lock held.  Loses the connection on failure. */
 void chorus__redeclare_if_needed(chorus_t *ch);
@@ -328,8 +377,17 @@ chorus_err_t chorus__consume_start(chorus_t *ch);
 /* Stops / resumes consuming while the store is down. */
 void chorus__consume_pause(chorus_t *ch);
 void chorus__consume_resume(chorus_t *ch);
-/* Test hook (debug.crash.point): dies with SIGKILL at the named point. */
-void chorus__crash_point(const chorus_t *ch, const char *point);
+/* Test hook (debug.crash.point): dies with SIGKILL at the named point (a
+ * simulated participant stops there instead: chorus__link_t.crash). */
+void chorus__crash_point(chorus_t *ch, const char *point);
+
+/* debug.mutation: defects the simulation must find, switched on by tests. */
+#define CHORUS__MUT_PIVOT_UNSAFE 1u   /* "pivot-unsafe": the pivot accepts every request */
+#define CHORUS__MUT_NO_OVERTAKE 2u    /* "no-overtake-guard": a cancelled action runs */
+#define CHORUS__MUT_INBOX_BYPASS 4u   /* "inbox-bypass": no inbox, no once-per-saga record */
+static inline bool chorus__mutated(const chorus_t *ch, unsigned m) {
+    return (ch->mutations & m) != 0;
+}
 
 /* header helpers (publisher.c) */
 amqp_table_entry_t *chorus__table_find(const amqp_table_t *t, const char *key);

@@ -80,7 +80,7 @@ uint64_t chorus__sim_next(chorus__sim_clock_t *s) {
 
 static int64_t sim_wall(void *opaque) {
     const chorus__sim_clock_t *s = opaque;
-    return s->epoch_ms + (int64_t)(s->now_ns / 1000000u);
+    return s->epoch_ms + (int64_t)(s->now_ns / 1000000u) + s->skew_ms;
 }
 
 static uint64_t sim_mono(void *opaque) { return ((const chorus__sim_clock_t *)opaque)->now_ns; }

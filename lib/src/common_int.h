@@ -69,6 +69,7 @@ typedef struct {
     uint64_t rng[4];
     int64_t epoch_ms;      /* the wall clock at monotonic 0 */
     uint64_t now_ns;
+    int64_t skew_ms;       /* added to the wall clock (one host's clock ahead/behind) */
 } chorus__sim_clock_t;
 void chorus__sim_clock_init(chorus__sim_clock_t *s, uint64_t seed, int64_t epoch_ms);
 void chorus__sim_clock_advance(chorus__sim_clock_t *s, int64_t ms);

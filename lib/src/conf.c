@@ -160,9 +160,23 @@ static const prop_t props[] = {
      "Saga declaration (JSON). When set, chorus_start() refuses to start if "
      "the registered handlers differ from this service's role in it, and "
      "binds the queue to exactly the events the role consumes."},
-    {"debug.crash.point", P_ENUM, "none", 0, 0, "none|before-commit|after-commit",
+    {"transport", P_ENUM, "amqp", 0, 0, "amqp|simulation",
+     "`simulation`: the participant runs against the in-memory broker and "
+     "simulated clock of a deterministic simulation (chorus_sim.h), which "
+     "sets it; chorus_start() refuses it anywhere else."},
+    {"debug.crash.point", P_ENUM, "none", 0, 0, "none|before-commit|after-commit|before-ack",
      "Fault injection for tests: the process kills itself (SIGKILL) at that "
-     "point of a delivery's transaction. Never set it in production."},
+     "point of a batch's life: before its transaction commits, after the "
+     "commit and before its events are published, or after they are "
+     "confirmed and before its deliveries are acked. Never set it in "
+     "production."},
+    {"debug.mutation", P_ENUM, "none", 0, 0, "none|pivot-unsafe|no-overtake-guard|inbox-bypass",
+     "A deliberate defect, for the simulation's own tests (scripts/sim "
+     "--mutation): `pivot-unsafe` makes the pivot accept a cancellation "
+     "request even after it ran; `no-overtake-guard` runs a step's action "
+     "although its compensation came first; `inbox-bypass` handles every "
+     "delivery as new (no inbox, no once-per-saga record of an action). "
+     "Never set it in production."},
     {"debug.commit.answer", P_ENUM, "read", 0, 0, "read|lost",
      "Fault injection for tests: `lost` drops the connection to PostgreSQL "
      "after the server has answered the COMMIT of a command that recorded an "

@@ -150,27 +150,16 @@ chorus_err_t chorus__consume_start(chorus_t *ch) {
         ch->store.paused = true; /* chorus_poll() resumes when the store is back */
         return CHORUS_OK;
     }
-    amqp_basic_qos(ch->st, CHORUS__CH_CONSUME, 0, (uint16_t)ch->topo.prefetch, 0);
-    chorus_err_t rc = chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME,
-                                               amqp_get_rpc_reply(ch->st),
-                                               "basic.qos", err, sizeof(err));
-    if (rc)
-        goto fail;
     char tag[128];
     snprintf(tag, sizeof(tag), "%s.%ld", ch->service, (long)getpid());
-    amqp_basic_consume(ch->st, CHORUS__CH_CONSUME,
-                       amqp_cstring_bytes(ch->topo.names.queue),
-                       amqp_cstring_bytes(tag), 0, 0, 0, amqp_empty_table);
-    rc = chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME, amqp_get_rpc_reply(ch->st),
-                                  "basic.consume", err, sizeof(err));
-    if (rc)
-        goto fail;
+    chorus_err_t rc = ch->link->consume(ch, tag, err, sizeof(err));
+    if (rc) {
+        chorus__log(ch, CHORUS_LOG_ERR, "%s", err);
+        return rc;
+    }
     ch->consuming = true;
     ch->consume_gen++;
     return CHORUS_OK;
-fail:
-    chorus__log(ch, CHORUS_LOG_ERR, "%s", err);
-    return rc;
 }
 
 /* ---- handling (no lock) -------------------------------------------------- */
@@ -425,6 +414,7 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
     long max_runs = 1 + chorus__conf_int(ch->conf, "store.conflict.retries");
     for (;;) {
         ++*runs;
+        d->ran = false;
         chorus__tx_enter(tx, d);
         d->tx = tx;
         if (tx->careful) {
@@ -435,7 +425,7 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
                 return ONE_BROKEN; /* even in its savepoint: give the batch back */
             d->fresh = claim == 1;
         }
-        if (!d->fresh) {
+        if (!d->fresh && !chorus__mutated(ch, CHORUS__MUT_INBOX_BYPASS)) {
             to(d, CHORUS__DE_DUPLICATE);
             chorus__tx_keep(tx);
             return ONE_DONE;
@@ -601,6 +591,9 @@ static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful
                 ch->stats.conflicts++;
             return BATCH_AGAIN;
         }
+        for (chorus_delivery_t *e = start; ch->link->handled && e != d; e = e->next)
+            if (e->ran && e->state == CHORUS__D_HANDLED)
+                ch->link->handled(ch, e->env);
         chorus__crash_point(ch, "after-commit");
         ch->stats.transactions++;
         b->resume = d; /* what came before is committed: it stays */
@@ -785,7 +778,7 @@ static bool copy_headers(chorus_t *ch, chorus__pub_t *p, const addh_t *add, int 
     }
     if (ok)
         qsort(order, (size_t)candidates, sizeof(*order), by_size_desc);
-    int frame_max = ch->st ? amqp_get_frame_max(ch->st) : 131072;
+    int frame_max = ch->link->frame_max(ch);
     size_t room = (size_t)frame_max - CHORUS__HEADER_FRAME_OVERHEAD, size = 0;
     char names[1024] = "";
     if (before)
@@ -1002,7 +995,7 @@ static void send_outcome(chorus_t *ch, chorus__batch_t *b, chorus_delivery_t *d)
         return;
     }
     for (size_t i = 0; i < d->nemitted; i++)
-        send_for(ch, d, ch->st ? pubs[i] : (chorus__pub_destroy(pubs[i]), NULL));
+        send_for(ch, d, chorus__up(ch) ? pubs[i] : (chorus__pub_destroy(pubs[i]), NULL));
     free(pubs);
 }
 
@@ -1039,6 +1032,9 @@ static void count(chorus_t *ch, const chorus_delivery_t *d) {
 
 /* Acks a settled batch: one multiple ack when every publish went well. */
 static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
+    chorus__crash_point(ch, "before-ack");
+    if (!chorus__up(ch))
+        return; /* died there (a simulated participant) */
     bool all_ok = true;
     uint64_t last = 0;
     for (chorus_delivery_t *d = b->head; d; d = d->next) {
@@ -1046,7 +1042,7 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         last = d->tag;
     }
     if (all_ok) {
-        if (amqp_basic_ack(ch->st, CHORUS__CH_CONSUME, last, 1) != AMQP_STATUS_OK) {
+        if (ch->link->ack(ch, last, true) != AMQP_STATUS_OK) {
             chorus__conn_lost(ch, "ack failed");
             return;
         }
@@ -1056,20 +1052,20 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         batch_to(ch, b, CHORUS__BE_ACK);
         return;
     }
-    for (chorus_delivery_t *d = b->head; d && ch->st; d = d->next) {
+    for (chorus_delivery_t *d = b->head; d && chorus__up(ch); d = d->next) {
         int s;
         if (d->w.failed) {
             chorus__log_env(ch, CHORUS_LOG_WARNING, d->env,
                             "a publish it caused failed; returning it to the queue");
-            s = amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, d->tag, 0, 1);
+            s = ch->link->nack(ch, d->tag, true);
         } else {
-            s = amqp_basic_ack(ch->st, CHORUS__CH_CONSUME, d->tag, 0);
+            s = ch->link->ack(ch, d->tag, false);
             count(ch, d);
         }
         if (s != AMQP_STATUS_OK)
             chorus__conn_lost(ch, "ack failed");
     }
-    if (ch->st) {
+    if (chorus__up(ch)) {
         ch->stats.batches++;
         batch_to(ch, b, CHORUS__BE_ACK);
     }
@@ -1078,9 +1074,9 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
 /* Gives deliveries back to the broker (nack, requeue): nothing of them is
  * acked, nothing dead-lettered; they come again. */
 static void requeue(chorus_t *ch, chorus_delivery_t *head) {
-    for (chorus_delivery_t *d = head; d && ch->st; d = d->next)
+    for (chorus_delivery_t *d = head; d && chorus__up(ch); d = d->next)
         if (d->gen == ch->consume_gen &&
-            amqp_basic_nack(ch->st, CHORUS__CH_CONSUME, d->tag, 0, 1) != AMQP_STATUS_OK)
+            ch->link->nack(ch, d->tag, true) != AMQP_STATUS_OK)
             chorus__conn_lost(ch, "nack failed");
 }
 
@@ -1165,7 +1161,7 @@ static void handle_batch(chorus_t *ch, chorus__batch_t *b) {
 
 /* HANDLED -> SENT: every publish of the batch at once (lock held). */
 static void send_batch(chorus_t *ch, chorus__batch_t *b) {
-    for (chorus_delivery_t *d = b->head; d && ch->st; d = d->next) {
+    for (chorus_delivery_t *d = b->head; d && chorus__up(ch); d = d->next) {
         send_outcome(ch, b, d);
         /* its count goes back to our own queue: it must not be handled
          * (and die) again before this batch's ack says it was counted */
@@ -1173,7 +1169,7 @@ static void send_batch(chorus_t *ch, chorus__batch_t *b) {
             b->alone = true;
     }
     b->due_ms = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-    if (ch->st)
+    if (chorus__up(ch))
         batch_to(ch, b, CHORUS__BE_SEND);
 }
 
@@ -1229,7 +1225,7 @@ void chorus__consumer_free(chorus_t *ch) {
  * freed.  Lock held. */
 static void advance(chorus_t *ch) {
     int64_t now = chorus__mono_ms();
-    for (chorus__batch_t *b = ch->inflight; b && ch->st; b = b->next) {
+    for (chorus__batch_t *b = ch->inflight; b && chorus__up(ch); b = b->next) {
         if (b->state == CHORUS__B_SENT && batch_settled(b))
             batch_to(ch, b, CHORUS__BE_SETTLE);
         else if (b->state == CHORUS__B_SENT && now >= b->due_ms) {
@@ -1242,7 +1238,7 @@ static void advance(chorus_t *ch) {
     for (chorus__batch_t *b = ch->inflight; b; b = b->next)
         if (!chorus__batch_done(b->state) && b->head && b->head->gen != ch->consume_gen)
             batch_to(ch, b, CHORUS__BE_LOSE);
-    while (ch->inflight && ch->st && ch->inflight->state == CHORUS__B_SETTLED)
+    while (ch->inflight && chorus__up(ch) && ch->inflight->state == CHORUS__B_SETTLED)
         ack_batch(ch, ch->inflight);
     while (ch->inflight && chorus__batch_done(ch->inflight->state)) {
         chorus__batch_t *b = ch->inflight;
@@ -1251,14 +1247,14 @@ static void advance(chorus_t *ch) {
         batch_free(b);
     }
     /* an older batch still waiting: the ones after it wait too */
-    while (ch->inflight && ch->st && ch->inflight->state == CHORUS__B_SETTLED)
+    while (ch->inflight && chorus__up(ch) && ch->inflight->state == CHORUS__B_SETTLED)
         ack_batch(ch, ch->inflight);
 }
 
 void chorus__consumer_process(chorus_t *ch) {
     chorus__lock(ch);
     advance(ch);
-    bool room = chorus__consumer_room(ch) && ch->backlog_head && ch->st &&
+    bool room = chorus__consumer_room(ch) && ch->backlog_head && chorus__up(ch) &&
                 !(ch->store.enabled && ch->store.paused);
     chorus__unlock(ch);
     if (!room)
@@ -1274,7 +1270,7 @@ void chorus__consumer_process(chorus_t *ch) {
     ch->ninflight++;
     handle_batch(ch, b);
     chorus__lock(ch);
-    if (b->state == CHORUS__B_HANDLED && ch->st)
+    if (b->state == CHORUS__B_HANDLED && chorus__up(ch))
         send_batch(ch, b);
     advance(ch);
     chorus__unlock(ch);
@@ -1282,14 +1278,12 @@ void chorus__consumer_process(chorus_t *ch) {
 
 void chorus__consume_pause(chorus_t *ch) {
     ch->store.paused = true;
-    if (!ch->st || !ch->consuming)
+    if (!chorus__up(ch) || !ch->consuming)
         return;
     char tag[128];
     snprintf(tag, sizeof(tag), "%s.%ld", ch->service, (long)getpid());
-    amqp_basic_cancel(ch->st, CHORUS__CH_CONSUME, amqp_cstring_bytes(tag));
     char err[256];
-    if (chorus__amqp_reply_error(ch->st, CHORUS__CH_CONSUME, amqp_get_rpc_reply(ch->st),
-                                 "basic.cancel", err, sizeof(err))) {
+    if (ch->link->cancel(ch, tag, err, sizeof(err))) {
         chorus__conn_lost(ch, err);
         return;
     }
@@ -1304,7 +1298,7 @@ void chorus__consume_pause(chorus_t *ch) {
 }
 
 void chorus__consume_resume(chorus_t *ch) {
-    if (!ch->store.paused || !ch->st || !ch->store.up)
+    if (!ch->store.paused || !chorus__up(ch) || !ch->store.up)
         return;
     if (ch->nhandlers == 0 || chorus__consume_start(ch) == CHORUS_OK) {
         ch->store.paused = false;
@@ -1312,11 +1306,9 @@ void chorus__consume_resume(chorus_t *ch) {
     }
 }
 
-void chorus__crash_point(const chorus_t *ch, const char *point) {
-    if (ch->crash_point && strcmp(ch->crash_point, point) == 0) {
-        chorus__log(ch, CHORUS_LOG_WARNING, "debug.crash.point: dying at %s", point);
-        raise(SIGKILL);
-    }
+void chorus__crash_point(chorus_t *ch, const char *point) {
+    if (ch->crash_point && strcmp(ch->crash_point, point) == 0)
+        ch->link->crash(ch, point);
 }
 
 /* ---- the handler's API --------------------------------------------------- */

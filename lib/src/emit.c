@@ -180,13 +180,16 @@ static int fire_page(chorus_t *ch) {
         return -1;
     tx->internal = true; /* its events are published without waiting */
     PGresult *r = NULL;
-    char page[16];
+    char page[16], now[24];
     snprintf(page, sizeof(page), "%d", TIMER_PAGE);
-    const char *p[] = {page};
+    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
+    const char *p[] = {page, now};
+    /* due by this participant's clock, the one that set fire_at */
     chorus_err_t rc = chorus__tx_exec(tx,
         "UPDATE timers SET state = 'fired' WHERE key IN (SELECT key FROM timers"
-        " WHERE state = 'pending' AND fire_at <= now() ORDER BY fire_at LIMIT $1::int"
-        " FOR UPDATE SKIP LOCKED) RETURNING key, envelope", 1, p, &r);
+        " WHERE state = 'pending' AND fire_at <= to_timestamp($2::double precision / 1000)"
+        " ORDER BY fire_at, key LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING key, envelope",
+        2, p, &r);
     int n = rc ? 0 : PQntuples(r);
     for (int i = 0; !rc && i < n; i++)
         rc = fire_one(ch, tx, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
@@ -206,8 +209,12 @@ static int fire_page(chorus_t *ch) {
 static bool any_due(chorus_t *ch) {
     PGresult *r = NULL;
     bool lost = false;
+    char now[24];
+    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
+    const char *p[] = {now};
     if (chorus__store_exec(ch, "SELECT 1 FROM timers WHERE state = 'pending'"
-                           " AND fire_at <= now() LIMIT 1", 0, NULL, &r, &lost) != CHORUS_OK) {
+                           " AND fire_at <= to_timestamp($1::double precision / 1000) LIMIT 1",
+                           1, p, &r, &lost) != CHORUS_OK) {
         if (lost)
             chorus__store_lost(ch, "timer check failed");
         return false;

@@ -82,16 +82,18 @@ chorus_err_t chorus__outbox_add(chorus_tx_t *tx, chorus_envelope_t *env) {
  * text per row count, each prepared once. */
 static char *insert_sql(size_t n, bool own) {
     static const char head[] = "INSERT INTO outbox (event_id, aggregate_id, routing_key, envelope, "
-                               "own) VALUES ";
+                               "own, created_at) VALUES ";
     static const char tail[] = " ON CONFLICT (event_id) DO NOTHING";
-    size_t cap = sizeof(head) + sizeof(tail) + n * 56;
+    size_t cap = sizeof(head) + sizeof(tail) + n * 100;
     char *s = malloc(cap);
     if (!s)
         return NULL;
     size_t o = (size_t)snprintf(s, cap, "%s", head);
     for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(s + o, cap - o, "%s($%zu,$%zu,$%zu,$%zu,%s)", i ? "," : "",
-                              4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4, own ? "true" : "false");
+        o += (size_t)snprintf(s + o, cap - o,
+                              "%s($%zu,$%zu,$%zu,$%zu,%s,to_timestamp($%zu::float8/1000))",
+                              i ? "," : "", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4,
+                              own ? "true" : "false", 4 * n + 1);
     snprintf(s + o, cap - o, "%s", tail);
     return s;
 }
@@ -101,7 +103,12 @@ void chorus__outbox_write(chorus_tx_t *tx, size_t from) {
      * fired twice, a handler's fixed id) is the same event, not a new one. */
     for (size_t at = from; at < tx->nrows && !tx->broken;) {
         size_t n = tx->nrows - at < INSERT_ROWS ? tx->nrows - at : INSERT_ROWS;
-        const char *p[4 * INSERT_ROWS];
+        /* created_at by the participant's clock: the relay's age test
+         * ("own" rows are left alone a while) uses that clock too */
+        const char *p[4 * INSERT_ROWS + 1];
+        char now[24];
+        snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
+        p[4 * n] = now;
         for (size_t i = 0; i < n; i++) {
             const chorus__row_t *r = &tx->rows[at + i];
             p[4 * i] = chorus_envelope_event_id(r->env);
@@ -117,7 +124,7 @@ void chorus__outbox_write(chorus_tx_t *tx, size_t from) {
         }
         /* with its parameters: too many to queue, so it is sent with the
          * queue in front of it; its answer is the next round trip's */
-        chorus__tx_exec(tx, sql, (int)(4 * n), p, NULL);
+        chorus__tx_exec(tx, sql, (int)(4 * n + 1), p, NULL);
         free(sql);
         at += n;
     }
@@ -181,7 +188,7 @@ int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__wai
     long copies = chorus__conf_int(ch->conf, "debug.publish.copies");
     int sent = 0;
     for (size_t i = 0; i < n; i++) {
-        chorus__pub_t *p = ch->st ? chorus__outbox_pub(ch, &rows[i]) : NULL;
+        chorus__pub_t *p = chorus__up(ch) ? chorus__outbox_pub(ch, &rows[i]) : NULL;
         if (!p) {
             ch->store.relay_wanted = true;
             if (w)
@@ -194,7 +201,7 @@ int chorus__outbox_send(chorus_t *ch, chorus__row_t *rows, size_t n, chorus__wai
         if (send_row(ch, p, w))
             sent++;
         for (int k = 0; k < 2; k++)
-            if (extra[k] && ch->st)
+            if (extra[k] && chorus__up(ch))
                 send_row(ch, extra[k], w);
             else
                 chorus__pub_destroy(extra[k]);
@@ -208,7 +215,7 @@ static bool waiter_settled(chorus_t *ch, void *arg) {
 }
 
 void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t n, bool wait) {
-    if (!ch->started || !ch->st) {
+    if (!ch->started || !chorus__up(ch)) {
         ch->store.relay_wanted = true;
         return; /* a command-line tool: the service's relay (NOTIFY) publishes them */
     }
@@ -216,7 +223,7 @@ void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t 
     chorus__lock(ch);
     chorus__outbox_send(ch, rows, n, wait ? &w : NULL);
     int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-    if (wait && ch->st && chorus__wait_until(ch, deadline, waiter_settled, &w) == CHORUS_ERR_TIMEOUT)
+    if (wait && chorus__up(ch) && chorus__wait_until(ch, deadline, waiter_settled, &w) == CHORUS_ERR_TIMEOUT)
         chorus__conn_lost(ch, "publisher confirms timed out");
     chorus__unlock(ch);
 }
@@ -248,7 +255,7 @@ static size_t publish_rows(chorus_t *ch, PGresult *rows, int64_t *ok) {
     chorus__lock(ch);
     for (int i = 0; i < w.n; i++) {
         w.each[i].failed = true; /* until a copy is handed to the publisher */
-        for (long k = 0; k < copies && ch->st; k++) {
+        for (long k = 0; k < copies && chorus__up(ch); k++) {
             chorus__pub_t *p = chorus__pub_from_text(ch, PQgetvalue(rows, i, 2),
                                                      (size_t)PQgetlength(rows, i, 2),
                                                      PQgetvalue(rows, i, 1),
@@ -268,7 +275,7 @@ static size_t publish_rows(chorus_t *ch, PGresult *rows, int64_t *ok) {
         }
     }
     int64_t deadline = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.rpc.timeout.ms");
-    if (ch->st && chorus__wait_until(ch, deadline, rows_settled, &w) == CHORUS_ERR_TIMEOUT)
+    if (chorus__up(ch) && chorus__wait_until(ch, deadline, rows_settled, &w) == CHORUS_ERR_TIMEOUT)
         chorus__conn_lost(ch, "publisher confirms timed out");
     chorus__unlock(ch);
     size_t nok = 0;
@@ -310,15 +317,16 @@ static int relay_page(chorus_t *ch) {
         return -1;
     }
     PGresult *rows = NULL;
-    char page[16];
+    char page[16], now[24];
     snprintf(page, sizeof(page), "%d", RELAY_PAGE);
-    const char *p[] = {page, RELAY_OWN_AGE};
+    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
+    const char *p[] = {page, RELAY_OWN_AGE, now};
     chorus_err_t rc = chorus__tx_exec(&tx,
         "SELECT seq, routing_key, envelope FROM outbox "
-        "WHERE published_at IS NULL AND (NOT own OR created_at < now() - make_interval(secs => "
-        "$2::int)) AND pg_try_advisory_xact_lock(hashtext(current_schema()), "
+        "WHERE published_at IS NULL AND (NOT own OR created_at < to_timestamp($3::float8/1000)"
+        " - make_interval(secs => $2::int)) AND pg_try_advisory_xact_lock(hashtext(current_schema()), "
         "hashtext(aggregate_id::text)) ORDER BY seq LIMIT $1::int FOR UPDATE SKIP LOCKED",
-        2, p, &rows);
+        3, p, &rows);
     int published = -1;
     int64_t *ok = rows ? calloc((size_t)PQntuples(rows) + 1, sizeof(int64_t)) : NULL;
     if (!rc && ok) {
@@ -374,11 +382,11 @@ void chorus__relay_poll(chorus_t *ch, bool idle) {
      * (idle), now. */
     if (idle)
         chorus__marks_flush(ch);
-    if (!s->relay_wanted || !ch->st || !s->up)
+    if (!s->relay_wanted || !chorus__up(ch) || !s->up)
         return;
     s->relay_wanted = false;
     /* A few pages at most per poll: consuming must not starve. */
-    for (int page = 0; page < 4 && s->up && ch->st; page++)
+    for (int page = 0; page < 4 && s->up && chorus__up(ch); page++)
         if (relay_page(ch) < RELAY_PAGE)
             break;
 }

@@ -180,7 +180,7 @@ static void resend_push(chorus_t *ch, chorus__pub_t *p) {
 }
 
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
-    if (!ch->st) {
+    if (!chorus__up(ch)) {
         if (p->waiter)
             return CHORUS_ERR_STATE; /* not taken: the caller still owns it */
         resend_push(ch, p); /* goes out after the reconnect */
@@ -193,7 +193,7 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
     /* Measured before anything is sent: a header that does not fit is this
      * message's problem, not the connection's (see amqp_props_int.h). */
     char why[256];
-    if (!chorus__props_fit(&p->props, amqp_get_frame_max(ch->st), why, sizeof(why))) {
+    if (!chorus__props_fit(&p->props, ch->link->frame_max(ch), why, sizeof(why))) {
         chorus__log_env(ch, CHORUS_LOG_ERR, p->env, "not publishing to '%.*s': %s",
                         (int)p->routing_key.len, (const char *)p->routing_key.bytes, why);
         return CHORUS_ERR_TOO_LARGE;
@@ -202,8 +202,7 @@ chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
     if (seq == 0)
         return CHORUS_ERR_NOMEM;
     bool waited = p->waiter != NULL;
-    int s = amqp_basic_publish(ch->st, CHORUS__CH_PUBLISH, p->exchange,
-                               p->routing_key, p->mandatory, 0, &p->props, p->body);
+    int s = ch->link->publish(ch, p);
     if (s != AMQP_STATUS_OK) {
         /* The tracker holds it: the loss handling below settles it (and
          * may free it: @p p is not touched again). */
@@ -299,7 +298,7 @@ void chorus__publisher_reset(chorus_t *ch) {
 void chorus__publisher_resend(chorus_t *ch) {
     chorus__pub_t *p = ch->resend_head;
     ch->resend_head = ch->resend_tail = NULL;
-    while (p && ch->st) {
+    while (p && chorus__up(ch)) {
         chorus__pub_t *next = p->next;
         p->next = NULL;
         chorus_err_t rc = chorus__pub_send(ch, p);

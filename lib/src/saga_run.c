@@ -86,6 +86,7 @@ static chorus_err_t guard_set(chorus_tx_t *tx, const char *corr, const char *ste
 chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
                                       const chorus__handler_t *hd) {
     uint64_t t0 = chorus__mono_ns();
+    d->ran = true;
     chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
     ch->stats.handler_ns += chorus__mono_ns() - t0;
     int64_t lag = d->handled_ms - chorus_envelope_timestamp_ms(d->env);
@@ -136,6 +137,11 @@ static chorus_outcome_t accept_cancel(chorus_t *ch, chorus_delivery_t *d, const 
 static chorus_outcome_t on_action(chorus_t *ch, chorus_delivery_t *d, const chorus__handler_t *hd,
                                   const char *corr, size_t step, const char *state) {
     const char *name = chorus_saga_step_name(ch->saga, step);
+    /* the simulation's mutations (debug.mutation): the guard forgets a
+     * cancellation that came first, or that the action already ran */
+    if ((strcmp(state, "cancelled") == 0 && chorus__mutated(ch, CHORUS__MUT_NO_OVERTAKE)) ||
+        (strcmp(state, "done") == 0 && chorus__mutated(ch, CHORUS__MUT_INBOX_BYPASS)))
+        state = "";
     if (*state) {
         if (strcmp(state, "cancelled") == 0) {
             chorus__log_env(ch, CHORUS_LOG_NOTICE, d->env, "saga %s: step '%s' refused: the saga "
@@ -189,7 +195,7 @@ static chorus_outcome_t on_undo(chorus_t *ch, chorus_delivery_t *d, const chorus
 static chorus_outcome_t on_request(chorus_t *ch, chorus_delivery_t *d, const char *corr,
                                    size_t step, const char *state) {
     const char *name = chorus_saga_step_name(ch->saga, step);
-    if (!*state)
+    if (!*state || (strcmp(state, "done") == 0 && chorus__mutated(ch, CHORUS__MUT_PIVOT_UNSAFE)))
         return accept_cancel(ch, d, corr, name, request_reason(d->env));
     if (strcmp(state, "done") == 0) {
         const char *refused =

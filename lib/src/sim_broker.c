@@ -469,3 +469,32 @@ size_t chorus__sim_tick(chorus__sim_broker_t *b) {
     }
     return n;
 }
+
+static sim_msg_t *ready_at(sim_queue_t *q, size_t index) {
+    sim_msg_t *m = q ? q->ready : NULL;
+    for (size_t i = 0; m && i < index; i++)
+        m = m->next;
+    return m;
+}
+
+bool chorus__sim_copy(chorus__sim_broker_t *b, const char *queue, size_t index) {
+    sim_queue_t *q = find_q(b, queue);
+    sim_msg_t *m = ready_at(q, index);
+    sim_msg_t *c = m ? msg_new(m->exchange, m->routing_key, &m->m.properties, m->m.body, m->death)
+                     : NULL;
+    if (!c)
+        return false;
+    enqueue(q, c, false);
+    return true;
+}
+
+const amqp_message_t *chorus__sim_peek(chorus__sim_broker_t *b, const char *queue, size_t index) {
+    sim_msg_t *m = ready_at(find_q(b, queue), index);
+    return m ? &m->m : NULL;
+}
+
+size_t chorus__sim_queue_count(const chorus__sim_broker_t *b) { return b->nq; }
+
+const char *chorus__sim_queue_name(const chorus__sim_broker_t *b, size_t i) {
+    return i < b->nq ? b->q[i].name : NULL;
+}

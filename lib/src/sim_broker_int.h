@@ -44,5 +44,13 @@ void chorus__sim_lose(chorus__sim_broker_t *b, const char *queue);
 /* Dead-letters what outlived its queue's TTL by chorus_now_ms(); how many. */
 size_t chorus__sim_tick(chorus__sim_broker_t *b);
 bool chorus__sim_topic_match(const char *pattern, const char *key);
+/* A second copy of the @p index-th ready message at the tail of @p queue
+ * (a publisher that resent it after a lost confirm). */
+bool chorus__sim_copy(chorus__sim_broker_t *b, const char *queue, size_t index);
+/* The queues, by index, for whoever inspects them. */
+size_t chorus__sim_queue_count(const chorus__sim_broker_t *b);
+const char *chorus__sim_queue_name(const chorus__sim_broker_t *b, size_t i);
+/* The @p index-th ready message of @p queue, left where it is (NULL: none). */
+const amqp_message_t *chorus__sim_peek(chorus__sim_broker_t *b, const char *queue, size_t index);
 
 #endif

@@ -163,6 +163,9 @@ static void first_line(const char *msg, char *out, size_t size) {
 }
 
 static PGconn *open_one(chorus_t *ch) {
+    PGconn *kept = ch->link->pg_take ? ch->link->pg_take(ch) : NULL;
+    if (kept)
+        return kept;
     const char *ci = chorus__conf_str(ch->conf, "store.conninfo");
     /* A connect timeout and keepalives so a dead server is noticed. */
     const char *keys[] = {"dbname", "connect_timeout", "keepalives", "keepalives_idle",
@@ -279,10 +282,15 @@ chorus_err_t chorus__store_connect(chorus_t *ch) {
 
 void chorus__store_close(chorus_t *ch) {
     chorus__store_t *s = &ch->store;
-    PQfinish(s->pg);
-    PQfinish(s->listen);
-    s->pg = s->listen = NULL;
     chorus__sql_reset(&s->sql, NULL);
+    if (ch->link->pg_give) {
+        ch->link->pg_give(ch, s->pg);
+        ch->link->pg_give(ch, s->listen);
+    } else {
+        PQfinish(s->pg);
+        PQfinish(s->listen);
+    }
+    s->pg = s->listen = NULL;
     /* confirmed rows not marked yet are published again by a relay */
     s->marks.n = 0;
     s->up = false;

@@ -29,7 +29,7 @@
  * INVENTORY_SEED="SKU:QTY,..." first when set); "inventory stock set SKU
  * QTY" and "inventory stock list" manage stock.
  */
-#include "service.h"
+#include "participants.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -201,7 +201,7 @@ static bool valid_sku(const char *s) { return *s && strlen(s) <= SVC_MAX_SKU; }
 
 /* "SKU:QTY,SKU:QTY" -> upserts in @p tx; false (with a message) when the
  * text is malformed or the SQL fails. */
-static bool seed(chorus_tx_t *tx, const char *spec) {
+static bool seed(chorus_tx_t *tx, const char *spec, bool keep) {
     char *copy = strdup(spec), *save = NULL;
     bool ok = copy != NULL;
     for (char *kv = ok ? strtok_r(copy, ",", &save) : NULL; ok && kv;
@@ -217,38 +217,58 @@ static bool seed(chorus_tx_t *tx, const char *spec) {
             fprintf(stderr, SERVICE ": INVENTORY_SEED: '%s' is not SKU:QTY\n", kv);
         else
             ok = !svc_sql(tx, NULL,
-                          "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)"
-                          " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand",
+                          keep ? "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)"
+                                 " ON CONFLICT (sku) DO NOTHING"
+                               : "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)"
+                                 " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand",
                           kv, colon + 1, NULL);
     }
     free(copy);
     return ok;
 }
 
-/* Creates the tables (an advisory lock keeps instances starting together
- * from racing on CREATE TABLE) and applies INVENTORY_SEED when set. */
+/* The simulation's seed: stock where there is none yet (a restarted
+ * participant keeps what it reserved). */
+static bool seed_once(chorus_tx_t *tx, void *opaque) {
+    return !opaque || seed(tx, opaque, true);
+}
+
+static chorus_err_t register_handlers(chorus_t *ch) {
+    chorus_err_t rc = chorus_register(ch, "PaymentSucceeded", on_payment_succeeded, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "ShippingFailed", on_compensate, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "OrderCancelled", on_compensate, NULL);
+    return rc;
+}
+
+chorus_err_t inventory_setup(chorus_t *ch, void *seed_spec) {
+    if (!svc_create_tables(ch, TABLES, NTABLES, seed_once, seed_spec))
+        return CHORUS_ERR_DB;
+    return register_handlers(ch);
+}
+
+#ifndef SVC_NO_MAIN
 /* The seed of INVENTORY_SEED, in the transaction that creates the tables. */
 static bool seed_from_env(chorus_tx_t *tx, void *opaque) {
     (void)opaque;
     const char *spec = getenv("INVENTORY_SEED");
-    return !spec || !*spec || seed(tx, spec);
+    return !spec || !*spec || seed(tx, spec, false);
 }
 
+/* Creates the tables (an advisory lock keeps instances starting together
+ * from racing on CREATE TABLE) and applies INVENTORY_SEED when set. */
 static bool prepare(chorus_t *ch, bool with_seed) {
     return svc_create_tables(ch, TABLES, NTABLES,
                              with_seed ? seed_from_env : NULL, NULL);
 }
 
+
 static int cmd_run(void) {
     chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
-    int rc = 1;
-    if (prepare(ch, true) &&
-        !chorus_register(ch, "PaymentSucceeded", on_payment_succeeded, NULL) &&
-        !chorus_register(ch, "ShippingFailed", on_compensate, NULL) &&
-        !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
-        rc = svc_run(ch);
+    int rc = prepare(ch, true) && !register_handlers(ch) ? svc_run(ch) : 1;
     chorus_destroy(ch);
     return rc;
 }
@@ -318,3 +338,4 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
 }
+#endif

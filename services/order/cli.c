@@ -452,3 +452,21 @@ int cli_main(int argc, char **argv) {
     }
     return bad("unknown command or arguments: '%s'", cmd);
 }
+
+chorus_err_t order_begin(chorus_t *ch, int i, void *opaque) {
+    (void)opaque;
+    place_t p;
+    scenario(i, &p);
+    snprintf(p.key, sizeof(p.key), "simulated-order-%d", i);
+    char id[37];
+    switch (place(ch, &p, id)) {
+    case PLACED:
+    case ALREADY_PLACED:
+        return CHORUS_OK;
+    case UNKNOWN:
+        return CHORUS_ERR_COMMIT_UNKNOWN; /* begun again later, with the same key */
+    case NOT_PLACED:
+        break;
+    }
+    return CHORUS_ERR_DB;
+}

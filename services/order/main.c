@@ -87,6 +87,18 @@ static chorus_outcome_t on_undone(chorus_t *ch, chorus_delivery_t *d, const chor
     return CHORUS_HANDLED;
 }
 
+chorus_err_t order_setup(chorus_t *ch, void *opaque) {
+    (void)opaque;
+    chorus_err_t rc = chorus_register(ch, "ShipmentScheduled", on_shipped, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "PaymentFailed", on_undone, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "PaymentRefunded", on_undone, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "ShipmentCancelled", on_undone, NULL);
+    return rc ? rc : order_prepare_tables(ch);
+}
+
 int order_run(int argc, char **argv) {
     (void)argc; (void)argv;
     char err[512];
@@ -98,11 +110,7 @@ int order_run(int argc, char **argv) {
     chorus_t *ch = svc_new(conf);
     if (!ch)
         return 1;
-    chorus_register(ch, "ShipmentScheduled", on_shipped, NULL);
-    chorus_register(ch, "PaymentFailed", on_undone, NULL);
-    chorus_register(ch, "PaymentRefunded", on_undone, NULL);
-    chorus_register(ch, "ShipmentCancelled", on_undone, NULL);
-    if (order_prepare_tables(ch)) {
+    if (order_setup(ch, NULL)) {
         fprintf(stderr, "order: cannot prepare its tables (is PostgreSQL up?)\n");
         chorus_destroy(ch);
         return 1;
@@ -112,8 +120,10 @@ int order_run(int argc, char **argv) {
     return code;
 }
 
+#ifndef SVC_NO_MAIN
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "run") == 0)
         return order_run(argc, argv);
     return cli_main(argc - 1, argv + 1);
 }
+#endif

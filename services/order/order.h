@@ -11,7 +11,7 @@
 #ifndef ORDER_H
 #define ORDER_H
 
-#include "service.h"
+#include "participants.h"
 
 typedef struct {
     char status[16];  /* placed | completed | cancelled */

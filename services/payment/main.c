@@ -14,7 +14,8 @@
  *
  * Table (schema svc_schema("payment")):
  *
- *   payments(order_id PK, payment_id, amount, status, updated_at)
+ *   payments(payment_id PK, order_id, amount, status, updated_at): one row
+ *   per charge or declined attempt
  *   status:  charged --compensation--> refunded,  or declined
  *
  * What this file does not do, because libchorus does it from the saga
@@ -26,7 +27,7 @@
  * Commands: "payment [run]" runs the participant; "payment dump" prints one
  * line per payment, "order_id status amount".
  */
-#include "service.h"
+#include "participants.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -37,14 +38,19 @@
 
 static long long decline_above = 100000;
 
+/* One row per charge (or declined attempt): a charge is money moved at
+ * the card processor, and nothing in this table stops a second one for an
+ * order -- chorus' inbox and step guard do (the simulation's inbox-bypass
+ * mutation shows the double charge they prevent). */
 static const char *const TABLES[] = {
     "CREATE TABLE IF NOT EXISTS payments ("
-    "  order_id uuid PRIMARY KEY,"
-    "  payment_id uuid,"
+    "  payment_id uuid PRIMARY KEY,"
+    "  order_id uuid NOT NULL,"
     "  amount bigint NOT NULL DEFAULT 0,"
     "  status text NOT NULL"
     "    CHECK (status IN ('charged', 'declined', 'refunded')),"
     "  updated_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS payments_order ON payments (order_id)",
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
@@ -74,13 +80,10 @@ static chorus_outcome_t on_order_placed(chorus_t *ch, chorus_delivery_t *d,
     const char *reason = decline_reason(svc_str(data, "card"), total, why, sizeof(why));
     snprintf(amount, sizeof(amount), "%lld", total);
     chorus_uuid_v7(payment_id);
-    /* svc_sql's parameter list ends at NULL: a declined row's payment_id
-     * travels as "" and becomes NULL in SQL. */
     if (svc_sql(chorus_delivery_tx(d), NULL,
                 "INSERT INTO payments (order_id, payment_id, amount, status)"
-                " VALUES ($1, NULLIF($2, '')::uuid, $3, $4)",
-                order_id, reason ? "" : payment_id, amount, reason ? "declined" : "charged",
-                NULL))
+                " VALUES ($1, $2, $3, $4)",
+                order_id, payment_id, amount, reason ? "declined" : "charged", NULL))
         return CHORUS_RETRY_LATER;
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "order_id", order_id);
@@ -112,12 +115,14 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
                 " WHERE order_id = $1 AND status = 'charged' RETURNING payment_id, amount",
                 order_id, NULL))
         return CHORUS_RETRY_LATER;
-    if (PQntuples(r) != 1) { /* cannot happen behind chorus' guard; said if it does */
+    if (PQntuples(r) == 0) { /* cannot happen behind chorus' guard; said if it does */
         PQclear(r);
         svc_log(SERVICE, env, "WARNING order %s: no charge to refund", order_id);
         return CHORUS_HANDLED;
     }
-    long long amount = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    long long amount = 0; /* every charge of the order (one, behind chorus' guard) */
+    for (int i = 0; i < PQntuples(r); i++)
+        amount += strtoll(PQgetvalue(r, i, 1), NULL, 10);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "order_id", order_id);
     cJSON_AddStringToObject(out, "payment_id", PQgetvalue(r, 0, 0));
@@ -127,7 +132,24 @@ static chorus_outcome_t on_compensate(chorus_t *ch, chorus_delivery_t *d,
     return svc_emit(d, "PaymentRefunded", order_id, out);
 }
 
+/* The participant: its table and handlers (main's "run", the simulation). */
+chorus_err_t payment_setup(chorus_t *ch, void *opaque) {
+    (void)opaque;
+    if (!svc_create_tables(ch, TABLES, NTABLES, NULL, NULL))
+        return CHORUS_ERR_DB;
+    chorus_err_t rc = chorus_register(ch, "OrderPlaced", on_order_placed, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "InsufficientStock", on_compensate, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "InventoryReleased", on_compensate, NULL);
+    if (!rc)
+        rc = chorus_register(ch, "OrderCancelled", on_compensate, NULL);
+    return rc;
+}
+
 /* ---- commands -------------------------------------------------------- */
+
+#ifndef SVC_NO_MAIN
 
 static bool read_env(void) {
     const char *v = getenv("PAYMENT_DECLINE_ABOVE");
@@ -149,13 +171,7 @@ static int cmd_run(void) {
     chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
-    int rc = 1;
-    if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
-        !chorus_register(ch, "OrderPlaced", on_order_placed, NULL) &&
-        !chorus_register(ch, "InsufficientStock", on_compensate, NULL) &&
-        !chorus_register(ch, "InventoryReleased", on_compensate, NULL) &&
-        !chorus_register(ch, "OrderCancelled", on_compensate, NULL))
-        rc = svc_run(ch);
+    int rc = payment_setup(ch, NULL) ? 1 : svc_run(ch);
     chorus_destroy(ch);
     return rc;
 }
@@ -190,3 +206,4 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
 }
+#endif

@@ -38,7 +38,7 @@
  * Commands: "shipping [run]" runs the participant; "shipping dump" prints
  * one line per shipment, "order_id status shipment_id".
  */
-#include "service.h"
+#include "participants.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +99,14 @@ static chorus_outcome_t on_inventory_reserved(chorus_t *ch, chorus_delivery_t *d
 
 /* ---- commands -------------------------------------------------------- */
 
+chorus_err_t shipping_setup(chorus_t *ch, void *opaque) {
+    (void)opaque;
+    if (!svc_create_tables(ch, TABLES, NTABLES, NULL, NULL))
+        return CHORUS_ERR_DB;
+    return chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL);
+}
+
+#ifndef SVC_NO_MAIN
 static int cmd_run(void) {
     const char *down = getenv("SHIPPING_CARRIER_DOWN");
     if (down)
@@ -110,10 +118,7 @@ static int cmd_run(void) {
     chorus_t *ch = svc_open(SERVICE);
     if (!ch)
         return 1;
-    int rc = 1;
-    if (svc_create_tables(ch, TABLES, NTABLES, NULL, NULL) &&
-        !chorus_register(ch, "InventoryReserved", on_inventory_reserved, NULL))
-        rc = svc_run(ch);
+    int rc = shipping_setup(ch, NULL) ? 1 : svc_run(ch);
     chorus_destroy(ch);
     return rc;
 }
@@ -154,3 +159,4 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
 }
+#endif
