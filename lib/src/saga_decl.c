@@ -1639,3 +1639,5 @@ void chorus_saga_write_dot(const chorus_saga_t *s, void *out) {
     dot_observers(s, f);
     fprintf(f, "}\n");
 }
+
+const char *chorus__saga_namespace(const chorus_saga_t *saga) { return saga->ns; }

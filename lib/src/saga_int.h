@@ -83,4 +83,7 @@ chorus_outcome_t chorus__saga_deliver(chorus_t *ch, chorus_delivery_t *d,
 chorus_outcome_t chorus__saga_noop(chorus_t *ch, chorus_delivery_t *d,
                                    const chorus_envelope_t *env, void *opaque);
 
+/* "namespace" (default "chorus"): the prefix of its exchanges and queues. */
+const char *chorus__saga_namespace(const chorus_saga_t *saga);
+
 #endif

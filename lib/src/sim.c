@@ -1225,6 +1225,8 @@ chorus_sim_t *chorus_sim_new(const char *saga_file, char *errstr, size_t errstr_
         chorus_conf_set(s->base, "saga.file", saga_file, err, sizeof(err)) != CHORUS_CONF_OK ||
         chorus_conf_set(s->base, "store.type", "postgres", err, sizeof(err)) != CHORUS_CONF_OK ||
         chorus_conf_set(s->base, "transport", "simulation", err, sizeof(err)) != CHORUS_CONF_OK ||
+        chorus_conf_set(s->base, "topology.namespace", chorus__saga_namespace(s->saga), err,
+                        sizeof(err)) != CHORUS_CONF_OK ||
         chorus_conf_set(s->base, "amqp.url", "amqp://sim:sim@simulation:5672/", err,
                         sizeof(err)) != CHORUS_CONF_OK ||
         (pg && *pg &&
