@@ -549,6 +549,8 @@ static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful
     chorus_delivery_t *d = b->resume;
     while (d) {
         chorus_tx_t *tx = &b->tx;
+        /* what a failed run left (its rows, when its COMMIT failed) */
+        chorus__tx_clear(tx);
         if (chorus__tx_open(ch, tx, careful) != CHORUS_OK) {
             chorus__store_lost(ch, "BEGIN failed");
             return BATCH_STORE_DOWN;
