@@ -56,6 +56,8 @@
 
 #include <cJSON.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1374,8 +1376,8 @@ chorus_err_t chorus_sim_invariants(chorus_sim_t *s, const char *path, char *errs
 
 static void usage(FILE *out, const char *prog) {
     fprintf(out,
-            "usage: %s [--seeds N] [--seed S] [--sagas K] [--mutation M] [--keep-going]\n"
-            "          [--no-shrink] [--trace] [--verbose]\n"
+            "usage: %s [--seeds N] [--seed S] [--sagas K] [--jobs J] [--mutation M]\n"
+            "          [--keep-going] [--no-shrink] [--trace] [--verbose]\n"
             "\n"
             "Runs N seeded schedules (seeds S, S+1, ...) of K concurrent sagas against the\n"
             "simulated broker and clock, with the handlers' SQL on PostgreSQL (libpq's PG*\n"
@@ -1384,6 +1386,8 @@ static void usage(FILE *out, const char *prog) {
             "  --seeds N      schedules to run (default 100)\n"
             "  --seed S       the first seed (default 1); --seeds 1 --seed S replays one\n"
             "  --sagas K      sagas begun per schedule (default 3)\n"
+            "  --jobs J       J processes share the seeds (default 1); a violation is\n"
+            "                 then run again here, for its shrinking and trace\n"
             "  --mutation M   a deliberate defect: pivot-unsafe, no-overtake-guard,\n"
             "                 inbox-bypass (the simulation must find it)\n"
             "  --keep-going   run every seed even after a violation\n"
@@ -1534,12 +1538,6 @@ static bool prepare(chorus_sim_t *s) {
         }
         p->user[o < sizeof(p->user) ? o : sizeof(p->user) - 1] = '\0';
     }
-    s->ctl = PQconnectdb(chorus__conf_str(s->base, "store.conninfo"));
-    if (PQstatus(s->ctl) != CONNECTION_OK) {
-        snprintf(s->error, sizeof(s->error), "PostgreSQL: %s", PQerrorMessage(s->ctl));
-        return false;
-    }
-    PQclear(PQexec(s->ctl, "SET client_min_messages = warning"));
     return true;
 }
 
@@ -1552,11 +1550,177 @@ static void drop_schemas(chorus_sim_t *s) {
     }
 }
 
+/* What one schedule came to, as a worker reports it. */
+typedef struct {
+    uint64_t seed;
+    int violations; /* -1: a set-up error */
+    int steps;
+    uint64_t hash;
+    long faults[F_KINDS];
+    char error[1024];
+} outcome_t;
+
+static bool connect_ctl(chorus_sim_t *s) {
+    s->ctl = PQconnectdb(chorus__conf_str(s->base, "store.conninfo"));
+    if (PQstatus(s->ctl) != CONNECTION_OK) {
+        snprintf(s->error, sizeof(s->error), "PostgreSQL: %s", PQerrorMessage(s->ctl));
+        return false;
+    }
+    PQclear(PQexec(s->ctl, "SET client_min_messages = warning"));
+    snprintf(s->prefix, sizeof(s->prefix), "sim%ld_", (long)getpid());
+    drop_schemas(s); /* what an earlier run of this pid left */
+    return true;
+}
+
+static void run_one(chorus_sim_t *s, uint64_t seed, int sagas, outcome_t *o) {
+    int saved = silence_stderr(s->verbose);
+    int v = run_schedule(s, seed, sagas);
+    restore_stderr(saved);
+    memset(o, 0, sizeof(*o));
+    o->seed = seed;
+    o->violations = v;
+    o->steps = s->step;
+    o->hash = trace_hash(s);
+    memcpy(o->faults, s->fault_count, sizeof(o->faults));
+    snprintf(o->error, sizeof(o->error), "%s", s->error);
+}
+
+/* A worker of --jobs: seeds first+j, first+j+jobs, ... until done or told
+ * to stop (its stop pipe closed); one outcome_t per seed on @p out. */
+static void worker(chorus_sim_t *s, uint64_t first, uint64_t seeds, int j, int jobs, int sagas,
+                   bool keep_going, int out, int stop) {
+    outcome_t o;
+    if (!connect_ctl(s)) {
+        memset(&o, 0, sizeof(o));
+        o.violations = -1;
+        snprintf(o.error, sizeof(o.error), "%s", s->error);
+        (void)!write(out, &o, sizeof(o));
+        return;
+    }
+    fcntl(stop, F_SETFL, O_NONBLOCK);
+    for (uint64_t seed = first + (uint64_t)j; seed < first + seeds; seed += (uint64_t)jobs) {
+        char c;
+        if (read(stop, &c, 1) == 0)
+            break; /* the parent closed it */
+        run_one(s, seed, sagas, &o);
+        if (write(out, &o, sizeof(o)) != (ssize_t)sizeof(o) || o.violations < 0 ||
+            (o.violations > 0 && !keep_going))
+            break;
+    }
+    drop_schemas(s);
+}
+
+/* Prints a violating seed: run again here, shrunk unless @p no_shrink,
+ * with the failing saga's trace. */
+static void report(chorus_sim_t *s, uint64_t seed, int sagas, uint64_t after, bool no_shrink,
+                   bool details) {
+    int saved = silence_stderr(s->verbose);
+    run_schedule(s, seed, sagas);
+    restore_stderr(saved);
+    printf("\nVIOLATION with seed %llu (after %llu schedule%s):\n", (unsigned long long)seed,
+           (unsigned long long)after, after == 1 ? "" : "s");
+    for (size_t i = 0; i < s->nviolations; i++)
+        printf("  - %s\n", s->violations[i]);
+    if (details && !no_shrink && s->nviolations) {
+        int total = s->nfaults;
+        saved = silence_stderr(s->verbose);
+        shrink(s, seed, sagas, total);
+        restore_stderr(saved);
+        s->fault_limit = SIM_MAX_FAULTS;
+        for (size_t i = 0; i < s->nviolations; i++)
+            printf("  - %s\n", s->violations[i]);
+    }
+    if (details) {
+        printf("  faults of the %sschedule:\n", no_shrink ? "" : "shrunk ");
+        print_faults(s);
+        if (s->failing_corr[0]) {
+            printf("  trace of saga %s:\n", s->failing_corr);
+            print_trace(s, s->failing_corr);
+        }
+    }
+    printf("  replay: --seed %llu --seeds 1 --sagas %d%s%s\n", (unsigned long long)seed, sagas,
+           *s->mutation ? " --mutation " : "", s->mutation);
+    fflush(stdout);
+}
+
+typedef struct {
+    pid_t pid;
+    int out, stop; /* read end of its outcomes; write end of its stop pipe */
+} job_t;
+
+static bool start_jobs(chorus_sim_t *s, job_t *jobs, int n, uint64_t first, uint64_t seeds,
+                       int sagas, bool keep_going) {
+    fflush(stdout);
+    fflush(stderr);
+    for (int j = 0; j < n; j++) {
+        int out[2], stop[2];
+        if (pipe(out) || pipe(stop))
+            return false;
+        pid_t pid = fork();
+        if (pid < 0)
+            return false;
+        if (pid == 0) {
+            for (int k = 0; k < j; k++)
+                close(jobs[k].out), close(jobs[k].stop);
+            close(out[0]);
+            close(stop[1]);
+            worker(s, first, seeds, j, n, sagas, keep_going, out[1], stop[0]);
+            if (s->ctl)
+                PQfinish(s->ctl);
+            _exit(0);
+        }
+        close(out[1]);
+        close(stop[0]);
+        jobs[j] = (job_t){pid, out[0], stop[1]};
+    }
+    return true;
+}
+
+/* The next outcome of any job (false: every job has ended). */
+static bool next_outcome(job_t *jobs, int n, outcome_t *o) {
+    for (;;) {
+        struct pollfd fds[64];
+        int live = 0;
+        for (int j = 0; j < n; j++) {
+            fds[j] = (struct pollfd){.fd = jobs[j].out, .events = POLLIN};
+            live += jobs[j].out >= 0;
+        }
+        if (!live)
+            return false;
+        if (poll(fds, (nfds_t)n, -1) < 0)
+            continue;
+        for (int j = 0; j < n; j++) {
+            if (jobs[j].out < 0 || !fds[j].revents)
+                continue;
+            size_t got = 0;
+            while (got < sizeof(*o)) {
+                ssize_t r = read(jobs[j].out, (char *)o + got, sizeof(*o) - got);
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
+            if (got == sizeof(*o))
+                return true;
+            close(jobs[j].out); /* it ended */
+            jobs[j].out = -1;
+            waitpid(jobs[j].pid, NULL, 0);
+        }
+    }
+}
+
+static void stop_jobs(job_t *jobs, int n) {
+    for (int j = 0; j < n; j++)
+        if (jobs[j].stop >= 0) {
+            close(jobs[j].stop);
+            jobs[j].stop = -1;
+        }
+}
+
 int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
     if (!s)
         return 2;
     const char *prog = argc > 0 ? argv[0] : "sim";
-    uint64_t seeds = 100, first = 1, sagas = 3;
+    uint64_t seeds = 100, first = 1, sagas = 3, njobs = 1;
     bool keep_going = false, no_shrink = false, full_trace = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1571,6 +1735,8 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
             ok = parse_u64(v, 0, UINT64_MAX / 2, &first), i++;
         } else if (strcmp(a, "--sagas") == 0) {
             ok = parse_u64(v, 1, 1000, &sagas), i++;
+        } else if (strcmp(a, "--jobs") == 0) {
+            ok = parse_u64(v, 1, 64, &njobs), i++;
         } else if (strcmp(a, "--mutation") == 0) {
             ok = v && (strcmp(v, "pivot-unsafe") == 0 || strcmp(v, "no-overtake-guard") == 0 ||
                        strcmp(v, "inbox-bypass") == 0 || strcmp(v, "none") == 0);
@@ -1595,71 +1761,76 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
             return 2;
         }
     }
-    if (!prepare(s)) {
+    if (njobs > seeds)
+        njobs = seeds;
+    if (!prepare(s) || (njobs == 1 && !connect_ctl(s))) {
         fprintf(stderr, "%s: %s\n", prog, s->error);
         chorus_sim_destroy(s);
         return 2;
     }
-    drop_schemas(s); /* what an earlier run of this pid left */
-    printf("simulating saga '%s' (%s): seeds %llu..%llu, %llu saga%s each, %d participants%s%s\n",
+    printf("simulating saga '%s' (%s): seeds %llu..%llu, %llu saga%s each, %d participants%s%s",
            chorus_saga_name(s->saga), s->saga_file, (unsigned long long)first,
            (unsigned long long)(first + seeds - 1), (unsigned long long)sagas,
            sagas == 1 ? "" : "s", s->nparts, *s->mutation ? ", mutation " : "", s->mutation);
+    if (njobs > 1)
+        printf(", %llu jobs", (unsigned long long)njobs);
+    printf("\n");
     fflush(stdout);
     long totals[F_KINDS] = {0};
-    uint64_t run = 0, failed = 0, first_failed = 0;
+    uint64_t run = 0, failed = 0, first_failed = UINT64_MAX, failed_after = 0;
     int code = 0;
     int64_t t0 = real_ms(), last = t0;
     s->keep_trace = true;
     s->fault_limit = SIM_MAX_FAULTS;
-    for (uint64_t seed = first; seed < first + seeds; seed++) {
-        int saved = silence_stderr(s->verbose);
-        int v = run_schedule(s, seed, (int)sagas);
-        restore_stderr(saved);
-        if (v < 0) {
-            fprintf(stderr, "%s: seed %llu: %s\n", prog, (unsigned long long)seed, s->error);
+    job_t jobs[64];
+    int n = (int)njobs;
+    if (n > 1 && !start_jobs(s, jobs, n, first, seeds, (int)sagas, keep_going)) {
+        fprintf(stderr, "%s: cannot start %d jobs\n", prog, n);
+        chorus_sim_destroy(s);
+        return 2;
+    }
+    for (uint64_t seed = first;; seed++) {
+        outcome_t o;
+        if (n > 1) {
+            if (!next_outcome(jobs, n, &o))
+                break;
+        } else {
+            if (seed >= first + seeds)
+                break;
+            run_one(s, seed, (int)sagas, &o);
+        }
+        if (o.violations < 0) {
+            fprintf(stderr, "%s: seed %llu: %s\n", prog, (unsigned long long)o.seed, o.error);
             code = 2;
-            break;
+            if (n == 1)
+                break;
+            stop_jobs(jobs, n);
+            continue;
         }
         run++;
         for (int k = 0; k < F_KINDS; k++)
-            totals[k] += s->fault_count[k];
+            totals[k] += o.faults[k];
         if (seeds == 1)
-            printf("seed %llu: %d steps, trace hash %016llx\n", (unsigned long long)seed, s->step,
-                   (unsigned long long)trace_hash(s));
-        if (v > 0) {
+            printf("seed %llu: %d steps, trace hash %016llx\n", (unsigned long long)o.seed,
+                   o.steps, (unsigned long long)o.hash);
+        if (o.violations > 0) {
             failed++;
-            code = 1;
-            if (failed == 1)
-                first_failed = seed;
-            printf("\nVIOLATION with seed %llu (after %llu schedule%s):\n",
-                   (unsigned long long)seed, (unsigned long long)run, run == 1 ? "" : "s");
-            for (size_t i = 0; i < s->nviolations; i++)
-                printf("  - %s\n", s->violations[i]);
-            if (!no_shrink && failed == 1) {
-                int total = s->nfaults;
-                saved = silence_stderr(s->verbose);
-                shrink(s, seed, (int)sagas, total);
-                restore_stderr(saved);
-                s->fault_limit = SIM_MAX_FAULTS;
-                if (s->nviolations)
-                    for (size_t i = 0; i < s->nviolations; i++)
-                        printf("  - %s\n", s->violations[i]);
+            if (code == 0)
+                code = 1;
+            if (o.seed < first_failed) {
+                first_failed = o.seed;
+                failed_after = run;
             }
-            printf("  faults of the %sschedule:\n", no_shrink ? "" : "shrunk ");
-            print_faults(s);
-            if (s->failing_corr[0] && failed == 1) {
-                printf("  trace of saga %s:\n", s->failing_corr);
-                print_trace(s, s->failing_corr);
+            if (n == 1) /* in order: the first is the first */
+                report(s, o.seed, (int)sagas, run, no_shrink, failed == 1);
+            if (!keep_going) {
+                if (n == 1)
+                    break;
+                stop_jobs(jobs, n);
             }
-            printf("  replay: --seed %llu --seeds 1 --sagas %llu%s%s\n", (unsigned long long)seed,
-                   (unsigned long long)sagas, *s->mutation ? " --mutation " : "", s->mutation);
-            fflush(stdout);
-            if (!keep_going)
-                break;
         }
         int64_t now = real_ms();
-        if (now - last >= 5000 && seed + 1 < first + seeds) {
+        if (now - last >= 5000 && run < seeds) {
             printf("  %llu/%llu schedules, %.1f/s, %llu with a violation\n",
                    (unsigned long long)run, (unsigned long long)seeds,
                    (double)run * 1000.0 / (double)(now - t0 ? now - t0 : 1),
@@ -1668,9 +1839,19 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
             last = now;
         }
     }
+    double secs = (double)(real_ms() - t0) / 1000.0;
+    if (n > 1) {
+        stop_jobs(jobs, n);
+        /* the first failing seed found, run again here for its details */
+        if (failed && code != 2) {
+            if (connect_ctl(s))
+                report(s, first_failed, (int)sagas, failed_after, no_shrink, true);
+            else
+                fprintf(stderr, "%s: %s\n", prog, s->error);
+        }
+    }
     if (full_trace && code != 2)
         print_trace(s, NULL);
-    double secs = (double)(real_ms() - t0) / 1000.0;
     printf("\nschedules run: %llu in %.1f s (%.1f/s), %llu saga%s each\n", (unsigned long long)run,
            secs, secs > 0 ? (double)run / secs : 0.0, (unsigned long long)sagas,
            sagas == 1 ? "" : "s");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sim.sh — the deterministic simulation (chorus_sim.h) in scripts/test:
 #   sagas      a bounded simulation of every saga under sagas/ finds no violation
-#   replay     the same seed twice is the same run, event for event (trace hash)
+#   replay     the same seed twice is the same run, event for event (trace hash), and
+#              the same seeds in three processes (--jobs) inject the same faults
 #   mutations  each deliberate defect is found within a bounded number of seeds,
 #              shrunk, and printed with a trace
 #   usage      bad arguments and a bad invariants file are refused (exit 2)
@@ -30,7 +31,7 @@ sagas)
         [[ -x $prog ]] || fail "saga $name ($decl) has no simulation program ($prog)"
         [[ -f $ROOT/sagas/$name.invariants.json ]] || fail "saga $name declares no invariants"
         echo "== $name: $SEEDS seeds"
-        "$prog" --seeds "$SEEDS" --sagas 3 | tee "$OUT/$name.txt" ||
+        "$prog" --seeds "$SEEDS" --sagas 3 --jobs "${CHORUS_SIM_JOBS:-2}" | tee "$OUT/$name.txt" ||
             fail "saga $name: the simulation found a violation (above)"
         grep -q "^schedules run: $SEEDS " "$OUT/$name.txt" || fail "saga $name: not every seed ran"
         grep -q "^violations: 0 schedules" "$OUT/$name.txt" || fail "saga $name: no clean summary"
@@ -49,6 +50,10 @@ replay)
         echo "seed $seed: $a / $b"
         [[ -n $a && $a == "$b" ]] || fail "seed $seed ran differently twice"
     done
+    one=$("$SIM" --seed 20 --seeds 12 | grep '^faults injected')
+    two=$("$SIM" --seed 20 --seeds 12 --jobs 3 | grep '^faults injected')
+    echo "one process: $one"; echo "three jobs:  $two"
+    [[ -n $one && $one == "$two" ]] || fail "--jobs 3 ran the seeds differently"
     c=$("$SIM" --seed 4 --seeds 1 | grep 'trace hash' | awk '{print $NF}')
     d=$("$SIM" --seed 11 --seeds 1 | grep 'trace hash' | awk '{print $NF}')
     [[ $c != "$d" ]] || fail "seeds 4 and 11 gave the same run: the seed decides nothing"
@@ -82,6 +87,8 @@ usage)
     { ((rc == 2)) && grep -q "bad argument '--seeds'" "$OUT/err"; } || fail "--seeds 0: exit $rc"
     rc=0; "$SIM" --mutation nonsense 2> "$OUT/err" || rc=$?
     { ((rc == 2)) && grep -q "usage:" "$OUT/err"; } || fail "--mutation nonsense: exit $rc"
+    rc=0; "$SIM" --jobs 0 2> "$OUT/err" || rc=$?
+    { ((rc == 2)) && grep -q "bad argument '--jobs'" "$OUT/err"; } || fail "--jobs 0: exit $rc"
     rc=0; "$SIM" --frobnicate 2> "$OUT/err" || rc=$?
     ((rc == 2)) || fail "--frobnicate: exit $rc"
     echo '{"saga": "order_fulfillment", "invariants": [{"name": "x"}]}' > "$OUT/bad.json"
