@@ -66,13 +66,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SIM_MAX_PARTS 16
+#define SIM_MAX_PARTS 16 /* services */
+#define SIM_MAX_INSTANCES 4
 #define SIM_EPOCH_MS INT64_C(1767225600000) /* 2026-01-01T00:00:00Z: fixed, for replay */
 #define SIM_MAX_FAULTS 4096
 
-enum { F_REORDER, F_DUPLICATE, F_DELAY, F_CRASH, F_LOSS, F_RELAY, F_SKEW, F_KINDS };
+enum { F_REORDER, F_DUPLICATE, F_DELAY, F_CRASH, F_LOSS, F_RELAY, F_TIMER, F_SKEW, F_NACK,
+       F_PGDOWN, F_KINDS };
 static const char *const FAULT_NAMES[F_KINDS] = {"reorder", "duplicate", "delay", "crash",
-                                                 "loss",    "relay",     "skew"};
+                                                 "loss",    "relay",     "timer", "skew",
+                                                 "nack",    "pg-restart"};
 
 typedef struct {
     char corr[37];
@@ -108,6 +111,8 @@ typedef struct sim_part_s {
     struct chorus_sim_s *sim;
     int index;
     char service[65], user[256];
+    char label[72];        /* service, or service#k for its k-th instance */
+    int instance;          /* 0, 1, ...: instances of one service share queue and schema */
     chorus_sim_setup_fn *setup;
     void *opaque;
     chorus_t *ch;          /* NULL while down */
@@ -141,7 +146,13 @@ struct chorus_sim_s {
     chorus_saga_t *saga;
     char saga_file[1024];
     chorus_conf_t *base; /* settings for every participant */
-    sim_part_t parts[SIM_MAX_PARTS];
+    struct {
+        char service[65];
+        chorus_sim_setup_fn *setup;
+        void *opaque;
+    } decl[SIM_MAX_PARTS];     /* chorus_sim_participant() */
+    int ndecl, instances;
+    sim_part_t parts[SIM_MAX_PARTS * SIM_MAX_INSTANCES]; /* every instance of each */
     int nparts;
     chorus_sim_begin_fn *begin;
     void *begin_opaque;
@@ -160,6 +171,7 @@ struct chorus_sim_s {
     chorus__sim_clock_t sched;  /* the scheduler's own choices */
     chorus__sim_broker_t *broker;
     int step;
+    bool faulting;              /* the faults phase (not settling) */
     uint64_t activity;
     trace_line_t *trace;
     size_t ntrace, captrace;
@@ -368,7 +380,7 @@ static chorus_err_t link_open(chorus_t *ch) {
         p->up = false;
     } else {
         ch->hooks.reopened(ch, CHORUS__CH_PUBLISH);
-        trace(p->sim, NULL, "%s connected", p->service);
+        trace(p->sim, NULL, "%s connected", p->label);
     }
     chorus__unlock(ch);
     return rc;
@@ -386,7 +398,7 @@ static void link_lost(chorus_t *ch, const char *why) {
     sim_part_t *p = part_of(ch);
     if (!p->up)
         return;
-    trace(p->sim, NULL, "%s connection lost: %s", p->service, why);
+    trace(p->sim, NULL, "%s connection lost: %s", p->label, why);
     if (!p->dead)
         give_back(p);
     p->up = false;
@@ -506,11 +518,16 @@ static int link_publish(chorus_t *ch, const chorus__pub_t *pub) {
     char ex[CHORUS__NAME_MAX], rk[CHORUS__NAME_MAX];
     bytes_str(pub->exchange, ex, sizeof(ex));
     bytes_str(pub->routing_key, rk, sizeof(rk));
-    int n = chorus__sim_publish(s->broker, ex, rk, &pub->props, pub->body);
     amqp_message_t view = {.properties = pub->props, .body = pub->body};
     char corr[37], type[64], id[37];
     msg_ids(&view, corr, type, id);
-    trace(s, corr, "%s publish %s %s -> %s (%d queue%s)", p->service, type, id, rk, n,
+    /* the broker could not take it (RabbitMQ nacks what it failed to
+     * enqueue): nothing routed, a negative confirm */
+    int n = -1;
+    if (!s->faulting || rnd(s, 100) >= 2 ||
+        !fault(s, F_NACK, "the broker nacks %s's publish of %s", p->label, *type ? type : rk))
+        n = chorus__sim_publish(s->broker, ex, rk, &pub->props, pub->body);
+    trace(s, corr, "%s publish %s %s -> %s (%d queue%s)", p->label, type, id, rk, n,
           n == 1 ? "" : "s");
     if (n > 0 && strcmp(ex, ch->topo.names.exchange) == 0)
         record_published(s, &view);
@@ -542,7 +559,7 @@ static int link_ack(chorus_t *ch, uint64_t tag, bool multiple) {
         /* RabbitMQ closes the channel on an unknown tag */
         if (!unhold(p, tag) || chorus__sim_ack(p->sim->broker, tag))
             return AMQP_STATUS_CONNECTION_CLOSED;
-        trace(p->sim, NULL, "%s ack %llu", p->service, (unsigned long long)tag);
+        trace(p->sim, NULL, "%s ack %llu", p->label, (unsigned long long)tag);
         return AMQP_STATUS_OK;
     }
     bool any = false;
@@ -555,7 +572,7 @@ static int link_ack(chorus_t *ch, uint64_t tag, bool multiple) {
             i++;
         }
     }
-    trace(p->sim, NULL, "%s ack up to %llu", p->service, (unsigned long long)tag);
+    trace(p->sim, NULL, "%s ack up to %llu", p->label, (unsigned long long)tag);
     return any ? AMQP_STATUS_OK : AMQP_STATUS_CONNECTION_CLOSED;
 }
 
@@ -566,7 +583,7 @@ static int link_nack(chorus_t *ch, uint64_t tag, bool requeue) {
     p->sim->activity++;
     if (!unhold(p, tag) || chorus__sim_nack(p->sim->broker, tag, requeue))
         return AMQP_STATUS_CONNECTION_CLOSED;
-    trace(p->sim, NULL, "%s nack %llu%s", p->service, (unsigned long long)tag,
+    trace(p->sim, NULL, "%s nack %llu%s", p->label, (unsigned long long)tag,
           requeue ? " (requeued)" : " (dead-lettered)");
     return AMQP_STATUS_OK;
 }
@@ -574,9 +591,10 @@ static int link_nack(chorus_t *ch, uint64_t tag, bool requeue) {
 static void link_release(chorus_t *ch) { (void)ch; }
 
 /* Its backends go with it: the server rolls back what was open. */
-static void kill_backends(chorus_sim_t *s, chorus_t *ch) {
-    int pids[1] = {ch->store.pg ? PQbackendPID(ch->store.pg) : 0};
-    for (int i = 0; i < 1; i++) {
+static void kill_backends(chorus_sim_t *s, chorus_t *ch, bool listen_too) {
+    int pids[2] = {ch->store.pg ? PQbackendPID(ch->store.pg) : 0,
+                   listen_too && ch->store.listen ? PQbackendPID(ch->store.listen) : 0};
+    for (int i = 0; i < 2; i++) {
         if (pids[i] <= 0)
             continue;
         char pid[16];
@@ -602,8 +620,8 @@ static void link_crash(chorus_t *ch, const char *point) {
     if (p->dead)
         return;
     p->dead = true;
-    trace(p->sim, NULL, "%s CRASHED at %s", p->service, point);
-    kill_backends(p->sim, ch);
+    trace(p->sim, NULL, "%s CRASHED at %s", p->label, point);
+    kill_backends(p->sim, ch, false);
 }
 
 static void link_handled(chorus_t *ch, const chorus_envelope_t *env) {
@@ -612,13 +630,13 @@ static void link_handled(chorus_t *ch, const chorus_envelope_t *env) {
     char key[104];
     snprintf(key, sizeof(key), "%s/%s", p->service, chorus_envelope_event_id(env));
     const char *corr = chorus_envelope_correlation_id(env);
-    trace(s, corr, "%s committed %s %s", p->service, chorus_envelope_event_type(env),
+    trace(s, corr, "%s committed %s %s", p->label, chorus_envelope_event_type(env),
           chorus_envelope_event_id(env));
     for (size_t i = 0; i < s->nhandled; i++)
         if (strcmp(s->handled[i].key, key) == 0) {
             if (++s->handled[i].n == 2)
                 violation(s, corr, "handled-once: %s committed the effects of %s %s twice",
-                          p->service, chorus_envelope_event_type(env),
+                          p->label, chorus_envelope_event_type(env),
                           chorus_envelope_event_id(env));
             return;
         }
@@ -738,7 +756,7 @@ static bool part_make(sim_part_t *p) {
         p->ch = NULL;
         return false;
     }
-    trace(s, NULL, "%s started", p->service);
+    trace(s, NULL, "%s started", p->label);
     return true;
 }
 
@@ -749,7 +767,7 @@ static void part_down(sim_part_t *p, int64_t restart_after_ms) {
         return;
     if (!p->dead) {
         p->dead = true;
-        kill_backends(s, p->ch);
+        kill_backends(s, p->ch, false);
     }
     with_skew(p);
     chorus_destroy(p->ch);
@@ -758,7 +776,7 @@ static void part_down(sim_part_t *p, int64_t restart_after_ms) {
     p->up = false;
     give_back(p); /* the broker noticed the connection go */
     p->restart_ms = sim_now(s) + restart_after_ms;
-    trace(s, NULL, "%s down; restarts in %lld ms", p->service, (long long)restart_after_ms);
+    trace(s, NULL, "%s down; restarts in %lld ms", p->label, (long long)restart_after_ms);
 }
 
 static void part_poll(sim_part_t *p) {
@@ -808,7 +826,7 @@ static bool part_deliver(sim_part_t *p, size_t index) {
     p->held[p->nheld++] = d.tag;
     char corr[37], type[64], id[37];
     msg_ids(&pd->msg, corr, type, id);
-    trace(s, corr, "%s deliver %s %s tag %llu%s%s", p->service, type, id,
+    trace(s, corr, "%s deliver %s %s tag %llu%s%s", p->label, type, id,
           (unsigned long long)d.tag, d.redelivered ? " redelivered" : "",
           index ? " (overtaking)" : "");
     return true;
@@ -967,13 +985,17 @@ static void advance(chorus_sim_t *s, int64_t ms) {
 }
 
 static void begin_one(chorus_sim_t *s, int *begun) {
-    sim_part_t *p = &s->parts[s->begin_part];
-    if (!p->ch || !link_up(p->ch))
+    sim_part_t *p = NULL;
+    for (int i = 0; i < s->nparts && !p; i++)
+        if (strcmp(s->parts[i].service, s->decl[s->begin_part].service) == 0 && s->parts[i].ch &&
+            link_up(s->parts[i].ch))
+            p = &s->parts[i];
+    if (!p)
         return;
     with_skew(p);
     chorus_err_t rc = s->begin(p->ch, *begun, s->begin_opaque);
     no_skew(s);
-    trace(s, NULL, "%s begins saga %d: %s", p->service, *begun, rc ? chorus_strerror(rc) : "ok");
+    trace(s, NULL, "%s begins saga %d: %s", p->label, *begun, rc ? chorus_strerror(rc) : "ok");
     if (!rc)
         ++*begun;
 }
@@ -982,34 +1004,49 @@ static const char *const CRASH_POINTS[] = {"before-commit", "after-commit", "bef
 
 static void inject(chorus_sim_t *s) {
     sim_part_t *p = &s->parts[rnd(s, (uint64_t)s->nparts)];
-    uint64_t kind = rnd(s, 10);
+    uint64_t kind = rnd(s, 12);
     if (!p->ch)
         return;
     if (kind < 5) {
         const char *point = CRASH_POINTS[rnd(s, 4)];
         int64_t after = 50 + (int64_t)rnd(s, 3000);
-        if (!fault(s, F_CRASH, "%s at %s, restarting %lld ms later", p->service, point,
+        if (!fault(s, F_CRASH, "%s at %s, restarting %lld ms later", p->label, point,
                    (long long)after))
             return;
         if (strcmp(point, "now") == 0) {
-            trace(s, NULL, "%s CRASHED between deliveries", p->service);
+            trace(s, NULL, "%s CRASHED between deliveries", p->label);
             part_down(p, after);
         } else {
             p->armed = point;
             p->crash_delay_ms = after;
         }
+    } else if (kind == 5 && rnd(s, 3) == 0) {
+        if (!fault(s, F_PGDOWN, "PostgreSQL restarts: every session is terminated"))
+            return;
+        for (int i = 0; i < s->nparts; i++)
+            if (s->parts[i].ch)
+                kill_backends(s, s->parts[i].ch, true);
+        while (s->npool > 0) /* idle ones too */
+            PQfinish(s->pool[--s->npool]);
     } else if (kind < 8) {
         if (!link_up(p->ch) || !fault(s, F_LOSS, "the broker drops %s's connection (%zu unacked)",
-                                      p->service, p->nheld))
+                                      p->label, p->nheld))
             return;
         chorus__lock(p->ch);
         link_lost(p->ch, "the broker closed the connection");
         chorus__unlock(p->ch);
-    } else {
-        if (!fault(s, F_RELAY, "%s runs its outbox relay now", p->service))
+    } else if (kind < 10) {
+        if (!fault(s, F_RELAY, "%s runs its outbox relay now", p->label))
             return;
         p->ch->store.relay_wanted = true;
         p->ch->store.next_relay_ms = 0;
+        part_poll(p);
+    } else {
+        /* before its interval: what is due by its clock fires now */
+        if (!fault(s, F_TIMER, "%s looks for due timers now", p->label))
+            return;
+        p->ch->store.next_timer_ms = 0;
+        p->ch->store.next_timer_wall_ms = 0;
         part_poll(p);
     }
 }
@@ -1027,10 +1064,10 @@ static void deliver_some(chorus_sim_t *s, sim_part_t *p, bool faults) {
         size_t index = 0;
         uint64_t dice = rnd(s, 100), pick = rnd(s, ready < 4 ? ready : 4);
         if (faults && dice < 4 && fault(s, F_DUPLICATE, "%s's queue gets a second copy of a message",
-                                        p->service))
+                                        p->label))
             chorus__sim_copy(s->broker, q, 0);
         else if (faults && dice >= 90 && pick > 0 &&
-                 fault(s, F_REORDER, "%s takes message %zu of %zu first", p->service,
+                 fault(s, F_REORDER, "%s takes message %zu of %zu first", p->label,
                        (size_t)pick + 1, ready))
             index = (size_t)pick;
         if (!part_deliver(p, index))
@@ -1118,6 +1155,8 @@ static void check(chorus_sim_t *s, bool settled) {
     }
     for (int i = 0; i < s->nparts; i++) {
         sim_part_t *p = &s->parts[i];
+        if (p->instance > 0)
+            continue; /* one DLQ per service */
         char dlq[CHORUS__NAME_MAX];
         snprintf(dlq, sizeof(dlq), "%s.%s.dlq", chorus__conf_str(s->base, "topology.namespace"),
                  p->service);
@@ -1190,15 +1229,17 @@ static int run_schedule(chorus_sim_t *s, uint64_t seed, int nsagas) {
         sim_part_t *p = &s->parts[i];
         p->skew_ms = 0;
         int64_t skew = (int64_t)rnd(s, 1001) - 500;
-        if (rnd(s, 100) < 30 && fault(s, F_SKEW, "%s's clock runs %+lld ms %s", p->service,
+        if (rnd(s, 100) < 30 && fault(s, F_SKEW, "%s's clock runs %+lld ms %s", p->label,
                                       (long long)skew, skew >= 0 ? "ahead" : "behind"))
             p->skew_ms = skew;
         p->restart_ms = 0;
     }
     for (int i = 0; i < s->nparts && !s->error[0]; i++)
         part_make(&s->parts[i]);
+    s->faulting = true;
     if (!s->error[0])
         run_faults(s, nsagas);
+    s->faulting = false;
     bool settled = !s->error[0] && settle(s);
     if (!s->error[0])
         check(s, settled);
@@ -1238,6 +1279,7 @@ chorus_sim_t *chorus_sim_new(const char *saga_file, char *errstr, size_t errstr_
         return NULL;
     }
     s->begin_part = -1;
+    s->instances = 2;
     snprintf(s->prefix, sizeof(s->prefix), "sim%ld_", (long)getpid());
     return s;
 }
@@ -1278,38 +1320,55 @@ chorus_err_t chorus_sim_set(chorus_sim_t *s, const char *key, const char *value)
                : CHORUS_ERR_INVALID_CONF;
 }
 
-static int find_part(const chorus_sim_t *s, const char *service) {
-    for (int i = 0; i < s->nparts; i++)
-        if (strcmp(s->parts[i].service, service) == 0)
+static int find_decl(const chorus_sim_t *s, const char *service) {
+    for (int i = 0; i < s->ndecl; i++)
+        if (strcmp(s->decl[i].service, service) == 0)
             return i;
     return -1;
 }
 
 chorus_err_t chorus_sim_participant(chorus_sim_t *s, const char *service,
                                     chorus_sim_setup_fn *setup, void *opaque) {
-    if (!s || !service || !*service || strlen(service) > 64 || find_part(s, service) >= 0)
+    if (!s || !service || !*service || strlen(service) > 64 || find_decl(s, service) >= 0)
         return CHORUS_ERR_INVALID_ARG;
-    if (s->nparts == SIM_MAX_PARTS)
+    if (s->ndecl == SIM_MAX_PARTS)
         return CHORUS_ERR_QUEUE_FULL;
-    sim_part_t *p = &s->parts[s->nparts];
-    memset(p, 0, sizeof(*p));
-    p->sim = s;
-    p->index = s->nparts++;
-    snprintf(p->service, sizeof(p->service), "%s", service);
-    p->setup = setup;
-    p->opaque = opaque;
+    snprintf(s->decl[s->ndecl].service, sizeof(s->decl[0].service), "%s", service);
+    s->decl[s->ndecl].setup = setup;
+    s->decl[s->ndecl].opaque = opaque;
+    s->ndecl++;
     return CHORUS_OK;
 }
 
 chorus_err_t chorus_sim_begin(chorus_sim_t *s, const char *service, chorus_sim_begin_fn *begin,
                               void *opaque) {
-    int i = s && begin ? find_part(s, service) : -1;
+    int i = s && begin && service ? find_decl(s, service) : -1;
     if (i < 0)
         return CHORUS_ERR_INVALID_ARG;
     s->begin = begin;
     s->begin_opaque = opaque;
     s->begin_part = i;
     return CHORUS_OK;
+}
+
+/* The instances: each declared service @p n times. */
+static void make_instances(chorus_sim_t *s, int n) {
+    s->nparts = 0;
+    for (int d = 0; d < s->ndecl; d++)
+        for (int k = 0; k < n; k++) {
+            sim_part_t *p = &s->parts[s->nparts];
+            memset(p, 0, sizeof(*p));
+            p->sim = s;
+            p->index = s->nparts++;
+            p->instance = k;
+            snprintf(p->service, sizeof(p->service), "%s", s->decl[d].service);
+            if (n > 1)
+                snprintf(p->label, sizeof(p->label), "%s#%d", s->decl[d].service, k + 1);
+            else
+                snprintf(p->label, sizeof(p->label), "%s", s->decl[d].service);
+            p->setup = s->decl[d].setup;
+            p->opaque = s->decl[d].opaque;
+        }
 }
 
 static char *json_text(const cJSON *o, const char *key) {
@@ -1376,8 +1435,9 @@ chorus_err_t chorus_sim_invariants(chorus_sim_t *s, const char *path, char *errs
 
 static void usage(FILE *out, const char *prog) {
     fprintf(out,
-            "usage: %s [--seeds N] [--seed S] [--sagas K] [--jobs J] [--mutation M]\n"
-            "          [--keep-going] [--no-shrink] [--trace] [--verbose]\n"
+            "usage: %s [--seeds N] [--seed S] [--sagas K] [--instances I] [--jobs J]\n"
+            "          [--set K=V] [--mutation M] [--keep-going] [--no-shrink] [--trace]\n"
+            "          [--verbose]\n"
             "\n"
             "Runs N seeded schedules (seeds S, S+1, ...) of K concurrent sagas against the\n"
             "simulated broker and clock, with the handlers' SQL on PostgreSQL (libpq's PG*\n"
@@ -1386,8 +1446,12 @@ static void usage(FILE *out, const char *prog) {
             "  --seeds N      schedules to run (default 100)\n"
             "  --seed S       the first seed (default 1); --seeds 1 --seed S replays one\n"
             "  --sagas K      sagas begun per schedule (default 3)\n"
+            "  --instances I  instances of each service, consuming its queue together\n"
+            "                 (default 2, at most 4)\n"
             "  --jobs J       J processes share the seeds (default 1); a violation is\n"
             "                 then run again here, for its shrinking and trace\n"
+            "  --set K=V      a configuration property of every participant\n"
+            "                 (lib/docs/CONFIGURATION.md), e.g. store.timer.interval.ms=500\n"
             "  --mutation M   a deliberate defect: pivot-unsafe, no-overtake-guard,\n"
             "                 inbox-bypass (the simulation must find it)\n"
             "  --keep-going   run every seed even after a violation\n"
@@ -1513,13 +1577,14 @@ static bool prepare(chorus_sim_t *s) {
         size_t steps = chorus_saga_step_count(s->saga);
         for (size_t k = 0; k < steps; k++)
             observer = observer || strcmp(chorus_saga_step_service(s->saga, k), names[i]) == 0;
-        if (find_part(s, names[i]) < 0 && observer) {
+        if (find_decl(s, names[i]) < 0 && observer) {
             snprintf(s->error, sizeof(s->error), "saga '%s': service '%s' takes steps but is "
                      "not a participant of the simulation (chorus_sim_participant)",
                      chorus_saga_name(s->saga), names[i]);
             return false;
         }
     }
+    make_instances(s, s->instances);
     const char *ns = chorus__conf_str(s->base, "topology.namespace");
     const char *tmpl = chorus__conf_str(s->base, "security.user.template");
     for (int i = 0; i < s->nparts; i++) {
@@ -1737,11 +1802,26 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
             ok = parse_u64(v, 1, 1000, &sagas), i++;
         } else if (strcmp(a, "--jobs") == 0) {
             ok = parse_u64(v, 1, 64, &njobs), i++;
+        } else if (strcmp(a, "--instances") == 0) {
+            uint64_t k = 0;
+            ok = parse_u64(v, 1, SIM_MAX_INSTANCES, &k), i++;
+            s->instances = (int)k;
         } else if (strcmp(a, "--mutation") == 0) {
             ok = v && (strcmp(v, "pivot-unsafe") == 0 || strcmp(v, "no-overtake-guard") == 0 ||
                        strcmp(v, "inbox-bypass") == 0 || strcmp(v, "none") == 0);
             if (ok)
                 snprintf(s->mutation, sizeof(s->mutation), "%s", v);
+            i++;
+        } else if (strcmp(a, "--set") == 0) {
+            const char *eq = v ? strchr(v, '=') : NULL;
+            char key[128], err[256];
+            ok = eq && eq > v && (size_t)(eq - v) < sizeof(key);
+            if (ok) {
+                snprintf(key, sizeof(key), "%.*s", (int)(eq - v), v);
+                ok = chorus_conf_set(s->base, key, eq + 1, err, sizeof(err)) == CHORUS_CONF_OK;
+                if (!ok)
+                    fprintf(stderr, "%s: --set %s: %s\n", prog, v, err);
+            }
             i++;
         } else if (strcmp(a, "--keep-going") == 0) {
             keep_going = true;
@@ -1768,10 +1848,11 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
         chorus_sim_destroy(s);
         return 2;
     }
-    printf("simulating saga '%s' (%s): seeds %llu..%llu, %llu saga%s each, %d participants%s%s",
-           chorus_saga_name(s->saga), s->saga_file, (unsigned long long)first,
+    printf("simulating saga '%s' (%s): seeds %llu..%llu, %llu saga%s each, %d participants "
+           "x %d instance%s%s%s", chorus_saga_name(s->saga), s->saga_file, (unsigned long long)first,
            (unsigned long long)(first + seeds - 1), (unsigned long long)sagas,
-           sagas == 1 ? "" : "s", s->nparts, *s->mutation ? ", mutation " : "", s->mutation);
+           sagas == 1 ? "" : "s", s->ndecl, s->instances, s->instances == 1 ? "" : "s",
+           *s->mutation ? ", mutation " : "", s->mutation);
     if (njobs > 1)
         printf(", %llu jobs", (unsigned long long)njobs);
     printf("\n");

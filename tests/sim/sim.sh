@@ -36,7 +36,7 @@ sagas)
         grep -q "^schedules run: $SEEDS " "$OUT/$name.txt" || fail "saga $name: not every seed ran"
         grep -q "^violations: 0 schedules" "$OUT/$name.txt" || fail "saga $name: no clean summary"
         # it did inject faults: a run without them would prove little
-        for kind in reorder duplicate delay crash loss relay skew; do
+        for kind in reorder duplicate delay crash loss relay timer skew nack pg-restart; do
             grep -Eq "$kind [1-9]" "$OUT/$name.txt" || fail "saga $name: no $kind fault injected"
         done
         n=$((n + 1))
