@@ -182,12 +182,10 @@ static int fire_page(chorus_t *ch) {
     PGresult *r = NULL;
     char page[16], now[24];
     snprintf(page, sizeof(page), "%d", TIMER_PAGE);
-    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
-    const char *p[] = {page, now};
-    /* due by this participant's clock, the one that set fire_at */
+    const char *p[] = {page, chorus__sim_now(now, sizeof(now))};
     chorus_err_t rc = chorus__tx_exec(tx,
         "UPDATE timers SET state = 'fired' WHERE key IN (SELECT key FROM timers"
-        " WHERE state = 'pending' AND fire_at <= to_timestamp($2::double precision / 1000)"
+        " WHERE state = 'pending' AND fire_at <= " CHORUS__SQL_NOW("$2")
         " ORDER BY fire_at, key LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING key, envelope",
         2, p, &r);
     int n = rc ? 0 : PQntuples(r);
@@ -210,10 +208,9 @@ static bool any_due(chorus_t *ch) {
     PGresult *r = NULL;
     bool lost = false;
     char now[24];
-    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
-    const char *p[] = {now};
+    const char *p[] = {chorus__sim_now(now, sizeof(now))};
     if (chorus__store_exec(ch, "SELECT 1 FROM timers WHERE state = 'pending'"
-                           " AND fire_at <= to_timestamp($1::double precision / 1000) LIMIT 1",
+                           " AND fire_at <= " CHORUS__SQL_NOW("$1") " LIMIT 1",
                            1, p, &r, &lost) != CHORUS_OK) {
         if (lost)
             chorus__store_lost(ch, "timer check failed");

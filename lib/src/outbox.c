@@ -91,7 +91,8 @@ static char *insert_sql(size_t n, bool own) {
     size_t o = (size_t)snprintf(s, cap, "%s", head);
     for (size_t i = 0; i < n; i++)
         o += (size_t)snprintf(s + o, cap - o,
-                              "%s($%zu,$%zu,$%zu,$%zu,%s,to_timestamp($%zu::float8/1000))",
+                              "%s($%zu,$%zu,$%zu,$%zu,%s,coalesce(to_timestamp($%zu::float8/1000),"
+                              "now()))",
                               i ? "," : "", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4,
                               own ? "true" : "false", 4 * n + 1);
     snprintf(s + o, cap - o, "%s", tail);
@@ -103,12 +104,11 @@ void chorus__outbox_write(chorus_tx_t *tx, size_t from) {
      * fired twice, a handler's fixed id) is the same event, not a new one. */
     for (size_t at = from; at < tx->nrows && !tx->broken;) {
         size_t n = tx->nrows - at < INSERT_ROWS ? tx->nrows - at : INSERT_ROWS;
-        /* created_at by the participant's clock: the relay's age test
-         * ("own" rows are left alone a while) uses that clock too */
+        /* created_at: PostgreSQL's now(), or the simulated clock's (the
+         * relay's age test, "own" rows are left alone a while, uses the same) */
         const char *p[4 * INSERT_ROWS + 1];
         char now[24];
-        snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
-        p[4 * n] = now;
+        p[4 * n] = chorus__sim_now(now, sizeof(now));
         for (size_t i = 0; i < n; i++) {
             const chorus__row_t *r = &tx->rows[at + i];
             p[4 * i] = chorus_envelope_event_id(r->env);
@@ -319,11 +319,10 @@ static int relay_page(chorus_t *ch) {
     PGresult *rows = NULL;
     char page[16], now[24];
     snprintf(page, sizeof(page), "%d", RELAY_PAGE);
-    snprintf(now, sizeof(now), "%lld", (long long)chorus_now_ms());
-    const char *p[] = {page, RELAY_OWN_AGE, now};
+    const char *p[] = {page, RELAY_OWN_AGE, chorus__sim_now(now, sizeof(now))};
     chorus_err_t rc = chorus__tx_exec(&tx,
         "SELECT seq, routing_key, envelope FROM outbox "
-        "WHERE published_at IS NULL AND (NOT own OR created_at < to_timestamp($3::float8/1000)"
+        "WHERE published_at IS NULL AND (NOT own OR created_at < " CHORUS__SQL_NOW("$3")
         " - make_interval(secs => $2::int)) AND pg_try_advisory_xact_lock(hashtext(current_schema()), "
         "hashtext(aggregate_id::text)) ORDER BY seq LIMIT $1::int FOR UPDATE SKIP LOCKED",
         3, p, &rows);

@@ -113,6 +113,7 @@ typedef struct sim_part_s {
     char service[65], user[256];
     char label[72];        /* service, or service#k for its k-th instance */
     int instance;          /* 0, 1, ...: instances of one service share queue and schema */
+    bool quorum;           /* its queue's type (topology.queue.type) */
     chorus_sim_setup_fn *setup;
     void *opaque;
     chorus_t *ch;          /* NULL while down */
@@ -124,8 +125,13 @@ typedef struct sim_part_s {
     size_t nconfirms, capconfirms;
     pending_t *pending;
     size_t npending, cappending;
-    uint64_t *held;        /* delivery tags handed over and not settled */
+    /* deliveries handed over and not settled: the channel's tag (from 1 on
+     * each connection, as RabbitMQ numbers them) and the broker's */
+    struct held_s {
+        uint64_t tag, broker_tag;
+    } *held;
     size_t nheld, capheld;
+    uint64_t next_tag;
     const char *armed;     /* crash point armed by the scheduler */
     int64_t crash_delay_ms; /* and how long it stays down after it */
 } sim_part_t;
@@ -139,7 +145,8 @@ typedef struct {
 /* Per saga instance, what was published (the built-in checks). */
 typedef struct {
     char corr[37], agg[37];
-    bool terminal, pivot_done, compensated, accepted;
+    char terminal[64], terminal2[64]; /* its terminal event, and another one */
+    bool pivot_done, compensated, accepted;
 } saga_seen_t;
 
 struct chorus_sim_s {
@@ -283,6 +290,14 @@ static void msg_ids(const amqp_message_t *m, char corr[37], char type[64], char 
 
 static void with_skew(sim_part_t *p) { p->sim->clock.skew_ms = p->skew_ms; }
 static void no_skew(chorus_sim_t *s) { s->clock.skew_ms = 0; }
+/* The broker's own clock (no host's skew) for what it stamps, from here to
+ * skew_back(): enqueue times, which its queues' TTL counts from. */
+static int64_t broker_clock(chorus_sim_t *s) {
+    int64_t k = s->clock.skew_ms;
+    s->clock.skew_ms = 0;
+    return k;
+}
+static void skew_back(chorus_sim_t *s, int64_t k) { s->clock.skew_ms = k; }
 
 /* ---- what was published: the built-in checks' record ---------------------- */
 
@@ -326,8 +341,12 @@ static void record_published(chorus_sim_t *s, const amqp_message_t *m) {
     default:
         break;
     }
-    if (chorus_saga_is_terminal(s->saga, type))
-        g->terminal = true;
+    if (chorus_saga_is_terminal(s->saga, type)) {
+        if (!g->terminal[0])
+            snprintf(g->terminal, sizeof(g->terminal), "%s", type);
+        else if (strcmp(g->terminal, type) != 0)
+            snprintf(g->terminal2, sizeof(g->terminal2), "%s", type);
+    }
 }
 
 /* ---- the link: a participant's transport ---------------------------------- */
@@ -359,8 +378,13 @@ static void give_back(sim_part_t *p) {
     for (size_t i = 0; i < p->npending; i++)
         pending_clear(&p->pending[i]);
     p->npending = 0;
-    for (size_t i = p->nheld; i-- > 0;)
-        chorus__sim_nack(p->sim->broker, p->held[i], true);
+    /* oldest first to a quorum queue's tail, newest first to a classic
+     * one's head: either way they come back in the order they came */
+    int64_t k = broker_clock(p->sim);
+    for (size_t i = 0; i < p->nheld; i++)
+        chorus__sim_nack(p->sim->broker, p->held[p->quorum ? i : p->nheld - 1 - i].broker_tag,
+                         true);
+    skew_back(p->sim, k);
     p->nheld = 0;
     confirms_clear(p);
 }
@@ -372,6 +396,7 @@ static chorus_err_t link_open(chorus_t *ch) {
     chorus__lock(ch);
     p->up = true;
     p->pub_seq = 0;
+    p->next_tag = 0; /* a new channel numbers its deliveries from 1 */
     snprintf(ch->conn_user, sizeof(ch->conn_user), "%s", p->user);
     char err[512];
     chorus_err_t rc = ch->hooks.ready(ch, 0, err, sizeof(err));
@@ -411,7 +436,7 @@ static void link_lost(chorus_t *ch, const char *why) {
  * once it came back (the quorum queue's header). */
 static chorus_err_t hand_over(chorus_t *ch, pending_t *d) {
     amqp_basic_properties_t *pr = &d->msg.properties;
-    if (d->count > 0) {
+    if (part_of(ch)->quorum && d->count > 0) {
         size_t n = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? (size_t)pr->headers.num_entries : 0;
         amqp_table_entry_t *e = amqp_pool_alloc(&d->msg.pool, (n + 1) * sizeof(*e));
         if (!e)
@@ -523,10 +548,14 @@ static int link_publish(chorus_t *ch, const chorus__pub_t *pub) {
     msg_ids(&view, corr, type, id);
     /* the broker could not take it (RabbitMQ nacks what it failed to
      * enqueue): nothing routed, a negative confirm */
-    int n = -1;
-    if (!s->faulting || rnd(s, 100) >= 2 ||
-        !fault(s, F_NACK, "the broker nacks %s's publish of %s", p->label, *type ? type : rk))
-        n = chorus__sim_publish(s->broker, ex, rk, &pub->props, pub->body);
+    bool nack = s->faulting && rnd(s, 100) < 2;
+    bool routed_anyway = rnd(s, 2) == 0; /* a nack does not say it was not enqueued */
+    nack = nack && fault(s, F_NACK, "the broker nacks %s's publish of %s%s", p->label,
+                         *type ? type : rk, routed_anyway ? " (after enqueuing it)" : "");
+    int64_t k = broker_clock(s);
+    int n = nack && !routed_anyway ? 0
+                                   : chorus__sim_publish(s->broker, ex, rk, &pub->props, pub->body);
+    skew_back(s, k);
     trace(s, corr, "%s publish %s %s -> %s (%d queue%s)", p->label, type, id, rk, n,
           n == 1 ? "" : "s");
     if (n > 0 && strcmp(ex, ch->topo.names.exchange) == 0)
@@ -534,46 +563,56 @@ static int link_publish(chorus_t *ch, const chorus__pub_t *pub) {
     if (!grow_array((void **)&p->confirms, &p->capconfirms, p->nconfirms + 1, sizeof(*p->confirms)))
         return AMQP_STATUS_NO_MEMORY;
     confirm_t *c = &p->confirms[p->nconfirms++];
-    *c = (confirm_t){.seq = ++p->pub_seq, .nack = n < 0};
-    if (n == 0 && pub->mandatory)
+    *c = (confirm_t){.seq = ++p->pub_seq, .nack = n < 0 || nack};
+    if (n == 0 && pub->mandatory && !nack)
         c->ret = message_copy(&pub->props, pub->body);
     s->activity++;
     return AMQP_STATUS_OK;
 }
 
-static bool unhold(sim_part_t *p, uint64_t tag) {
+/* The broker's tag of channel tag @p tag, no longer held; 0: not held. */
+static uint64_t unhold(sim_part_t *p, uint64_t tag) {
     for (size_t i = 0; i < p->nheld; i++)
-        if (p->held[i] == tag) {
+        if (p->held[i].tag == tag) {
+            uint64_t b = p->held[i].broker_tag;
             memmove(p->held + i, p->held + i + 1, (--p->nheld - i) * sizeof(*p->held));
-            return true;
+            return b;
         }
+    return 0;
+}
+
+static bool holds(const sim_part_t *p, uint64_t tag) {
+    for (size_t i = 0; i < p->nheld; i++)
+        if (p->held[i].tag == tag)
+            return true;
     return false;
 }
 
+/* RabbitMQ closes the channel on a tag it did not deliver on it (also
+ * the tag of a multiple ack): PRECONDITION_FAILED. */
 static int link_ack(chorus_t *ch, uint64_t tag, bool multiple) {
     sim_part_t *p = part_of(ch);
     if (p->dead)
         return AMQP_STATUS_OK;
     p->sim->activity++;
-    if (!multiple) {
-        /* RabbitMQ closes the channel on an unknown tag */
-        if (!unhold(p, tag) || chorus__sim_ack(p->sim->broker, tag))
-            return AMQP_STATUS_CONNECTION_CLOSED;
-        trace(p->sim, NULL, "%s ack %llu", p->label, (unsigned long long)tag);
-        return AMQP_STATUS_OK;
+    if (!holds(p, tag)) {
+        trace(p->sim, NULL, "%s ack of unknown tag %llu: channel closed", p->label,
+              (unsigned long long)tag);
+        return AMQP_STATUS_CONNECTION_CLOSED;
     }
-    bool any = false;
+    int64_t k = broker_clock(p->sim);
     for (size_t i = 0; i < p->nheld;) {
-        if (p->held[i] <= tag) {
-            chorus__sim_ack(p->sim->broker, p->held[i]);
+        if (p->held[i].tag == tag || (multiple && p->held[i].tag < tag)) {
+            chorus__sim_ack(p->sim->broker, p->held[i].broker_tag);
             memmove(p->held + i, p->held + i + 1, (--p->nheld - i) * sizeof(*p->held));
-            any = true;
         } else {
             i++;
         }
     }
-    trace(p->sim, NULL, "%s ack up to %llu", p->label, (unsigned long long)tag);
-    return any ? AMQP_STATUS_OK : AMQP_STATUS_CONNECTION_CLOSED;
+    skew_back(p->sim, k);
+    trace(p->sim, NULL, "%s ack %s%llu", p->label, multiple ? "up to " : "",
+          (unsigned long long)tag);
+    return AMQP_STATUS_OK;
 }
 
 static int link_nack(chorus_t *ch, uint64_t tag, bool requeue) {
@@ -581,7 +620,11 @@ static int link_nack(chorus_t *ch, uint64_t tag, bool requeue) {
     if (p->dead)
         return AMQP_STATUS_OK;
     p->sim->activity++;
-    if (!unhold(p, tag) || chorus__sim_nack(p->sim->broker, tag, requeue))
+    uint64_t b = unhold(p, tag);
+    int64_t k = broker_clock(p->sim);
+    bool ok = b && chorus__sim_nack(p->sim->broker, b, requeue) == CHORUS_OK;
+    skew_back(p->sim, k);
+    if (!ok)
         return AMQP_STATUS_CONNECTION_CLOSED;
     trace(p->sim, NULL, "%s nack %llu%s", p->label, (unsigned long long)tag,
           requeue ? " (requeued)" : " (dead-lettered)");
@@ -742,6 +785,7 @@ static bool part_make(sim_part_t *p) {
     }
     ch->link = &sim_link;
     ch->link_opaque = p;
+    p->quorum = strcmp(chorus__conf_str(ch->conf, "topology.queue.type"), "quorum") == 0;
     p->dead = p->up = false;
     p->armed = NULL;
     p->ch = ch;
@@ -819,15 +863,15 @@ static bool part_deliver(sim_part_t *p, size_t index) {
     }
     pd->msg = *m;
     free(m);
-    pd->tag = d.tag;
+    pd->tag = ++p->next_tag;
     pd->redelivered = d.redelivered;
     pd->count = d.delivery_count;
     p->npending++;
-    p->held[p->nheld++] = d.tag;
+    p->held[p->nheld++] = (struct held_s){pd->tag, d.tag};
     char corr[37], type[64], id[37];
     msg_ids(&pd->msg, corr, type, id);
     trace(s, corr, "%s deliver %s %s tag %llu%s%s", p->label, type, id,
-          (unsigned long long)d.tag, d.redelivered ? " redelivered" : "",
+          (unsigned long long)pd->tag, d.redelivered ? " redelivered" : "",
           index ? " (overtaking)" : "");
     return true;
 }
@@ -1145,9 +1189,12 @@ static void check(chorus_sim_t *s, bool settled) {
     }
     for (size_t i = 0; i < s->nsagas; i++) {
         saga_seen_t *g = &s->sagas[i];
-        if (!g->terminal)
+        if (!g->terminal[0])
             violation(s, g->corr, "terminal: saga %s (aggregate %s) never reached a terminal event",
                       g->corr, g->agg);
+        if (g->terminal2[0])
+            violation(s, g->corr, "terminal: saga %s ended twice, with %s and %s", g->corr,
+                      g->terminal, g->terminal2);
         if (g->pivot_done && (g->compensated || g->accepted))
             violation(s, g->corr, "pivot: saga %s: the pivot step ran, and %s", g->corr,
                       g->accepted ? "its cancellation was accepted"
@@ -1680,10 +1727,13 @@ static void worker(chorus_sim_t *s, uint64_t first, uint64_t seeds, int j, int j
 static void report(chorus_sim_t *s, uint64_t seed, int sagas, uint64_t after, bool no_shrink,
                    bool details) {
     int saved = silence_stderr(s->verbose);
-    run_schedule(s, seed, sagas);
+    int v = run_schedule(s, seed, sagas);
     restore_stderr(saved);
     printf("\nVIOLATION with seed %llu (after %llu schedule%s):\n", (unsigned long long)seed,
            (unsigned long long)after, after == 1 ? "" : "s");
+    if (v <= 0)
+        printf("  run again here, it %s: the seed does not decide the run alone (a bug of the "
+               "simulation; please report it)\n", v < 0 ? s->error : "found nothing");
     for (size_t i = 0; i < s->nviolations; i++)
         printf("  - %s\n", s->violations[i]);
     if (details && !no_shrink && s->nviolations) {
@@ -1713,17 +1763,34 @@ typedef struct {
     int out, stop; /* read end of its outcomes; write end of its stop pipe */
 } job_t;
 
+static void stop_jobs(job_t *jobs, int n);
+
+/* Ends the first @p n jobs started (a start that failed half-way). */
+static void abandon_jobs(job_t *jobs, int n) {
+    stop_jobs(jobs, n);
+    for (int j = 0; j < n; j++) {
+        close(jobs[j].out);
+        waitpid(jobs[j].pid, NULL, 0);
+    }
+}
+
 static bool start_jobs(chorus_sim_t *s, job_t *jobs, int n, uint64_t first, uint64_t seeds,
                        int sagas, bool keep_going) {
     fflush(stdout);
     fflush(stderr);
     for (int j = 0; j < n; j++) {
-        int out[2], stop[2];
-        if (pipe(out) || pipe(stop))
+        int out[2] = {-1, -1}, stop[2] = {-1, -1};
+        pid_t pid = -1;
+        if (pipe(out) || pipe(stop) || (pid = fork()) < 0) {
+            for (int k = 0; k < 2; k++) {
+                if (out[k] >= 0)
+                    close(out[k]);
+                if (stop[k] >= 0)
+                    close(stop[k]);
+            }
+            abandon_jobs(jobs, j);
             return false;
-        pid_t pid = fork();
-        if (pid < 0)
-            return false;
+        }
         if (pid == 0) {
             for (int k = 0; k < j; k++)
                 close(jobs[k].out), close(jobs[k].stop);
@@ -1768,7 +1835,19 @@ static bool next_outcome(job_t *jobs, int n, outcome_t *o) {
                 return true;
             close(jobs[j].out); /* it ended */
             jobs[j].out = -1;
-            waitpid(jobs[j].pid, NULL, 0);
+            int st = 0;
+            waitpid(jobs[j].pid, &st, 0);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) { /* died: its seeds are lost */
+                memset(o, 0, sizeof(*o));
+                o->violations = -1;
+                if (WIFSIGNALED(st))
+                    snprintf(o->error, sizeof(o->error), "job %d died of signal %d", j + 1,
+                             WTERMSIG(st));
+                else
+                    snprintf(o->error, sizeof(o->error), "job %d exited with status %d", j + 1,
+                             WEXITSTATUS(st));
+                return true;
+            }
         }
     }
 }
@@ -1921,6 +2000,11 @@ int chorus_sim_main(chorus_sim_t *s, int argc, char **argv) {
         }
     }
     double secs = (double)(real_ms() - t0) / 1000.0;
+    if (code == 0 && run < seeds) {
+        fprintf(stderr, "%s: only %llu of %llu schedules ran\n", prog, (unsigned long long)run,
+                (unsigned long long)seeds);
+        code = 2;
+    }
     if (n > 1) {
         stop_jobs(jobs, n);
         /* the first failing seed found, run again here for its details */

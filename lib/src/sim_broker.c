@@ -15,7 +15,9 @@
  *             the scheduler's reordering)
  *   ack       gone; nack/reject without requeue: dead-lettered ("rejected")
  *   requeue   nack with requeue, or lose (a consumer's channel went): back
- *             at the head, redelivered, its x-delivery-count one higher;
+ *             at the head of a classic queue, behind what arrived meanwhile
+ *             in a quorum queue (RabbitMQ 3.10), redelivered, its
+ *             x-delivery-count one higher;
  *             past x-delivery-limit dead-lettered ("delivery_limit")
  *   tick      messages older than their queue's x-message-ttl by the
  *             simulated clock are dead-lettered ("expired"): the retry
@@ -49,6 +51,7 @@ typedef struct {
 typedef struct {
     char name[CHORUS__NAME_MAX], dlx[CHORUS__NAME_MAX], dlk[CHORUS__NAME_MAX];
     long long ttl_ms, delivery_limit; /* 0: none */
+    bool quorum;                      /* x-queue-type: a return goes to the tail */
     sim_msg_t *ready, *ready_tail, *unacked;
     size_t nready, nunacked;
 } sim_queue_t;
@@ -170,10 +173,12 @@ static chorus_err_t declare_op(chorus__sim_broker_t *b, const chorus__topo_op_t 
         snprintf(want.dlk, sizeof(want.dlk), "%s", arg_s(op, "x-dead-letter-routing-key"));
         want.ttl_ms = arg_i(op, "x-message-ttl");
         want.delivery_limit = arg_i(op, "x-delivery-limit");
+        want.quorum = strcmp(arg_s(op, "x-queue-type"), "quorum") == 0;
         sim_queue_t *q = find_q(b, op->name);
         if (q) {
             if (strcmp(q->dlx, want.dlx) == 0 && strcmp(q->dlk, want.dlk) == 0 &&
-                q->ttl_ms == want.ttl_ms && q->delivery_limit == want.delivery_limit)
+                q->ttl_ms == want.ttl_ms && q->delivery_limit == want.delivery_limit &&
+                q->quorum == want.quorum)
                 return CHORUS_OK;
             snprintf(err, n, "queue '%s' exists with other arguments", op->name);
             return CHORUS_ERR_PRECONDITION;
@@ -423,7 +428,7 @@ static void requeue(chorus__sim_broker_t *b, sim_queue_t *q, sim_msg_t *m) {
     if (q->delivery_limit > 0 && m->deliveries > q->delivery_limit)
         dead_letter(b, q, m, "delivery_limit");
     else
-        enqueue(q, m, true);
+        enqueue(q, m, !q->quorum); /* classic: its place at the head */
 }
 
 chorus_err_t chorus__sim_nack(chorus__sim_broker_t *b, uint64_t tag, bool back) {
@@ -442,7 +447,18 @@ void chorus__sim_lose(chorus__sim_broker_t *b, const char *queue) {
     sim_queue_t *q = find_q(b, queue);
     if (!q)
         return;
-    /* back in the order they were taken: the oldest ends at the head */
+    /* back in the order they were taken: the oldest ends at the head (or,
+     * quorum, first at the tail); the unacked list is newest first */
+    if (q->quorum) {
+        sim_msg_t *rev = NULL;
+        while (q->unacked) {
+            sim_msg_t *m = q->unacked;
+            q->unacked = m->next;
+            m->next = rev;
+            rev = m;
+        }
+        q->unacked = rev;
+    }
     while (q->unacked) {
         sim_msg_t *m = q->unacked;
         q->unacked = m->next;

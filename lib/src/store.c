@@ -303,3 +303,10 @@ void chorus__store_lost(chorus_t *ch, const char *why) {
     chorus__store_close(ch);
     chorus__backoff_failed(&s->retry, chorus__mono_ms());
 }
+
+const char *chorus__sim_now(char *buf, size_t n) {
+    if (!chorus__clock_simulated())
+        return NULL;
+    snprintf(buf, n, "%lld", (long long)chorus_now_ms());
+    return buf;
+}

@@ -201,4 +201,11 @@ void chorus__upcasters_free(chorus_t *ch);
  * reach (1 when none is registered). */
 int chorus__upcast_newest(const chorus_t *ch, const char *event_type);
 
+/* "Now" in SQL: PostgreSQL's now(), one clock for every instance -- but a
+ * simulation's clock when one is installed (clock.c), passed as parameter
+ * @p param (milliseconds, or NULL: then now()).  chorus__sim_now() gives
+ * that parameter's value: NULL unless simulated, else written in @p buf. */
+#define CHORUS__SQL_NOW(param) "coalesce(to_timestamp(" param "::float8 / 1000), now())"
+const char *chorus__sim_now(char *buf, size_t n);
+
 #endif

@@ -15,7 +15,7 @@ if [[ -z ${PGHOST:-} ]]; then
     echo "skipped: no PostgreSQL (run ./scripts/test)"
     exit 77
 fi
-SEEDS=${CHORUS_SIM_SEEDS:-300}
+SEEDS=${CHORUS_SIM_SEEDS:-200}
 SIM=$BUILD/services/sim/order_fulfillment-sim
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
