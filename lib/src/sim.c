@@ -313,17 +313,39 @@ static saga_seen_t *saga_of(chorus_sim_t *s, const char *corr) {
     return g;
 }
 
+/* A deadline's timer must not fire before the deadline, by the clock of
+ * the participant that fires it (the one chorus_now_ms() reads here). */
+static void check_deadline(chorus_sim_t *s, const char *corr, const cJSON *j) {
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "metadata");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(data, "reason");
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(meta, "deadline");
+    int64_t deadline;
+    if (!cJSON_IsString(reason) || strcmp(reason->valuestring, "deadline passed") != 0 ||
+        !cJSON_IsString(dl) || chorus_timestamp_parse(dl->valuestring, &deadline) != CHORUS_OK)
+        return;
+    int64_t now = chorus_now_ms();
+    if (now < deadline)
+        violation(s, corr, "deadline: saga %s: its deadline fired %lld ms before the deadline "
+                  "(by the clock of the participant that fired it)", corr,
+                  (long long)(deadline - now));
+}
+
 static void record_published(chorus_sim_t *s, const amqp_message_t *m) {
     char corr[37], type[64], id[37];
     msg_ids(m, corr, type, id);
     saga_seen_t *g = *corr ? saga_of(s, corr) : NULL;
     if (!g)
         return;
-    if (!g->agg[0]) {
+    const char *dl_event = chorus__saga_deadline_event(s->saga);
+    bool deadline = dl_event && strcmp(type, dl_event) == 0;
+    if (!g->agg[0] || deadline) {
         cJSON *j = cJSON_ParseWithLength(m->body.bytes, m->body.len);
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "aggregate_id");
-        if (cJSON_IsString(a))
+        if (!g->agg[0] && cJSON_IsString(a))
             snprintf(g->agg, sizeof(g->agg), "%s", a->valuestring);
+        if (deadline)
+            check_deadline(s, corr, j);
         cJSON_Delete(j);
     }
     int step = -1;
@@ -635,8 +657,8 @@ static void link_release(chorus_t *ch) { (void)ch; }
 
 /* Its backends go with it: the server rolls back what was open. */
 static void kill_backends(chorus_sim_t *s, chorus_t *ch, bool listen_too) {
-    int pids[2] = {ch->store.pg ? PQbackendPID(ch->store.pg) : 0,
-                   listen_too && ch->store.listen ? PQbackendPID(ch->store.listen) : 0};
+    PGconn *conns[2] = {ch->store.pg, listen_too ? ch->store.listen : NULL};
+    int pids[2] = {conns[0] ? PQbackendPID(conns[0]) : 0, conns[1] ? PQbackendPID(conns[1]) : 0};
     for (int i = 0; i < 2; i++) {
         if (pids[i] <= 0)
             continue;
@@ -655,6 +677,13 @@ static void kill_backends(chorus_sim_t *s, chorus_t *ch, bool listen_too) {
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
+        /* and until its end reached this side -- the server's last
+         * message and the close behind it (POLLRDHUP) -- so that what the
+         * participant reads next is the same whatever the machine's load */
+        struct pollfd fd = {.fd = PQsocket(conns[i]), .events = POLLRDHUP};
+        for (int k = 0; fd.fd >= 0 && k < 200; k++)
+            if (poll(&fd, 1, 10) > 0 && (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                break;
     }
 }
 
@@ -1612,6 +1641,29 @@ static int64_t real_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* security.user.template with {namespace} and {service} replaced: the
+ * broker user a participant's connection would log in as. */
+static void expand_user(char *out, size_t n, const char *tmpl, const char *ns,
+                        const char *service) {
+    size_t o = 0;
+    for (const char *c = tmpl; *c && o + 1 < n;) {
+        const char *v = "";
+        size_t skip = 0;
+        if (strncmp(c, "{namespace}", 11) == 0)
+            v = ns, skip = 11;
+        else if (strncmp(c, "{service}", 9) == 0)
+            v = service, skip = 9;
+        if (skip) {
+            for (; *v && o + 1 < n; v++)
+                out[o++] = *v;
+            c += skip;
+        } else {
+            out[o++] = *c++;
+        }
+    }
+    out[o] = '\0';
+}
+
 static bool prepare(chorus_sim_t *s) {
     if (s->begin_part < 0) {
         snprintf(s->error, sizeof(s->error), "no chorus_sim_begin(): who begins the sagas?");
@@ -1634,22 +1686,8 @@ static bool prepare(chorus_sim_t *s) {
     make_instances(s, s->instances);
     const char *ns = chorus__conf_str(s->base, "topology.namespace");
     const char *tmpl = chorus__conf_str(s->base, "security.user.template");
-    for (int i = 0; i < s->nparts; i++) {
-        sim_part_t *p = &s->parts[i];
-        size_t o = 0;
-        for (const char *c = tmpl; *c && o + 1 < sizeof(p->user);) {
-            const char *v = strncmp(c, "{namespace}", 11) == 0 ? ns
-                            : strncmp(c, "{service}", 9) == 0  ? p->service
-                                                               : NULL;
-            if (v) {
-                o += (size_t)snprintf(p->user + o, sizeof(p->user) - o, "%s", v);
-                c += v == ns ? 11 : 9;
-            } else {
-                p->user[o++] = *c++;
-            }
-        }
-        p->user[o < sizeof(p->user) ? o : sizeof(p->user) - 1] = '\0';
-    }
+    for (int i = 0; i < s->nparts; i++)
+        expand_user(s->parts[i].user, sizeof(s->parts[i].user), tmpl, ns, s->parts[i].service);
     return true;
 }
 

@@ -44,7 +44,7 @@ sagas)
     ((n > 0)) || fail "no saga under sagas/"
     ;;
 replay)
-    for seed in 3 11; do
+    for seed in 3 11 16 23 31 42; do
         a=$("$SIM" --seed "$seed" --seeds 1 | grep 'trace hash')
         b=$("$SIM" --seed "$seed" --seeds 1 | grep 'trace hash')
         echo "seed $seed: $a / $b"
