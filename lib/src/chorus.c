@@ -319,8 +319,7 @@ static chorus_err_t make_bindings(chorus_t *ch, const chorus_saga_t *saga) {
     return rc;
 }
 
-/* @p tmpl with {namespace} and {service} replaced; malloc'd. */
-static char *expand_user(const char *tmpl, const char *ns, const char *service) {
+char *chorus__expand_user(const char *tmpl, const char *ns, const char *service) {
     size_t cap = strlen(tmpl) + 1, len = 0;
     for (const char *p = tmpl; *p; p++)
         if (*p == '{')
@@ -379,7 +378,7 @@ static chorus_err_t derive_handler_rules(chorus_t *ch, const chorus_saga_t *saga
         }
         chorus__saga_producers(saga, h->event_type, prods, n);
         for (size_t k = 0; k < n; k++) {
-            if (!(h->producer_users[k] = expand_user(tmpl, ns, prods[k]))) {
+            if (!(h->producer_users[k] = chorus__expand_user(tmpl, ns, prods[k]))) {
                 free(prods);
                 return CHORUS_ERR_NOMEM;
             }

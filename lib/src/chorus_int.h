@@ -273,6 +273,10 @@ struct chorus_s {
     char last_sqlstate[6];
 };
 
+/* security.user.template @p tmpl with {namespace} and {service} replaced:
+ * a service's broker user; malloc'd, NULL when out of memory. */
+char *chorus__expand_user(const char *tmpl, const char *ns, const char *service);
+
 /* Records why something failed, for chorus_last_error() (and logs it). */
 void chorus__fail(chorus_t *ch, const char *sqlstate, const char *fmt, ...) CHORUS_PRINTF(3, 4);
 

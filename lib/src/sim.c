@@ -1641,29 +1641,6 @@ static int64_t real_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* security.user.template with {namespace} and {service} replaced: the
- * broker user a participant's connection would log in as. */
-static void expand_user(char *out, size_t n, const char *tmpl, const char *ns,
-                        const char *service) {
-    size_t o = 0;
-    for (const char *c = tmpl; *c && o + 1 < n;) {
-        const char *v = "";
-        size_t skip = 0;
-        if (strncmp(c, "{namespace}", 11) == 0)
-            v = ns, skip = 11;
-        else if (strncmp(c, "{service}", 9) == 0)
-            v = service, skip = 9;
-        if (skip) {
-            for (; *v && o + 1 < n; v++)
-                out[o++] = *v;
-            c += skip;
-        } else {
-            out[o++] = *c++;
-        }
-    }
-    out[o] = '\0';
-}
-
 static bool prepare(chorus_sim_t *s) {
     if (s->begin_part < 0) {
         snprintf(s->error, sizeof(s->error), "no chorus_sim_begin(): who begins the sagas?");
@@ -1686,8 +1663,15 @@ static bool prepare(chorus_sim_t *s) {
     make_instances(s, s->instances);
     const char *ns = chorus__conf_str(s->base, "topology.namespace");
     const char *tmpl = chorus__conf_str(s->base, "security.user.template");
-    for (int i = 0; i < s->nparts; i++)
-        expand_user(s->parts[i].user, sizeof(s->parts[i].user), tmpl, ns, s->parts[i].service);
+    for (int i = 0; i < s->nparts; i++) { /* the user its connection would log in as */
+        char *u = chorus__expand_user(tmpl, ns, s->parts[i].service);
+        if (!u) {
+            snprintf(s->error, sizeof(s->error), "out of memory");
+            return false;
+        }
+        snprintf(s->parts[i].user, sizeof(s->parts[i].user), "%s", u);
+        free(u);
+    }
     return true;
 }
 
