@@ -7,18 +7,19 @@
  * (sim_broker.c) and hands it deliveries, confirms and losses through the
  * same hooks the AMQP connection uses.  Time is the simulated clock
  * (clock.c): timestamps, ids, timers, deadlines, retry delays, backoffs.
- * Its PostgreSQL work is real, in a schema of its own.
+ * Its PostgreSQL work is real, in its service's schema.  Each service runs
+ * as --instances participants sharing its queue and schema.
  *
  * A schedule (one seed):
  *
  *   make every participant (setup, chorus_start: declare, consume)
  *   faults phase   each step the scheduler, from the seed, either
  *                    begins the next saga            (chorus_sim_begin_fn)
- *                    gives a participant deliveries  (the head, or another
+ *                    gives an instance deliveries    (the head, or another
  *                                                     one: "reorder"; a
  *                                                     second copy first:
  *                                                     "duplicate")
- *                    polls a participant             (confirms, acks, relay,
+ *                    polls an instance               (confirms, acks, relay,
  *                                                     timers)
  *                    lets time pass                  (a long pause: "delay")
  *                    injects a fault                 "crash" at before-commit,
@@ -27,15 +28,21 @@
  *                                                    "loss" (the broker drops
  *                                                    the connection: unacked
  *                                                    deliveries come again);
- *                                                    "relay" (a relay run now)
- *                  a participant's clock may run ahead or behind ("skew":
- *                  its timers fire early or late against the others')
+ *                                                    "relay" / "timer" (a
+ *                                                    relay run, a look for
+ *                                                    due timers, now);
+ *                                                    "pg-restart" (every
+ *                                                    session terminated)
+ *                  a publish may be nacked ("nack"), and a participant's
+ *                  clock may run ahead or behind ("skew": its timers fire
+ *                  early or late against the others')
  *   settle phase   no more faults: crashed participants restart, every
  *                  delivery is handled in order, time passes until nothing
  *                  is left (queues, outboxes, timers) -- or "did not settle"
- *   invariants     the built-in ones (every saga terminal; no pivot next to
- *                  a compensated step; no DLQ entry; each event's handler
- *                  committed once per consumer) and the declared SQL ones
+ *   invariants     the built-in ones (every saga terminal, once; no deadline
+ *                  before its time; no pivot next to a compensated step; no
+ *                  DLQ entry; each event's handler committed once per
+ *                  service) and the declared SQL ones
  *
  * A crash is the participant's process dying at that instant: from then on
  * nothing it sends reaches the broker, its PostgreSQL backends are
