@@ -116,7 +116,6 @@ typedef struct {
 
 typedef struct sim_part_s {
     struct chorus_sim_s *sim;
-    int index;
     char service[65], user[256];
     char label[72];        /* service, or service#k for its k-th instance */
     int instance;          /* 0, 1, ...: instances of one service share queue and schema */
@@ -402,7 +401,7 @@ static void confirms_clear(sim_part_t *p) {
 }
 
 /* The broker's side of a closed channel: what was handed over and not
- * settled is requeued (the oldest ends at the head). */
+ * settled is requeued, in the order it came. */
 static void give_back(sim_part_t *p) {
     for (size_t i = 0; i < p->npending; i++)
         pending_clear(&p->pending[i]);
@@ -933,10 +932,10 @@ static char *expand_schemas(chorus_sim_t *s, const char *sql) {
         return NULL;
     for (const char *q = sql; *q;) {
         bool done = false;
-        for (int i = 0; *q == '{' && i < s->nparts && !done; i++) {
-            size_t n = strlen(s->parts[i].service);
-            if (strncmp(q + 1, s->parts[i].service, n) == 0 && q[1 + n] == '}') {
-                o += sprintf(o, "\"%s%s\"", s->prefix, s->parts[i].service);
+        for (int i = 0; *q == '{' && i < s->ndecl && !done; i++) {
+            size_t n = strlen(s->decl[i].service);
+            if (strncmp(q + 1, s->decl[i].service, n) == 0 && q[1 + n] == '}') {
+                o += sprintf(o, "\"%s%s\"", s->prefix, s->decl[i].service);
                 q += n + 2;
                 done = true;
             }
@@ -1031,12 +1030,12 @@ static bool part_busy(const sim_part_t *p) {
 /* Unpublished outbox rows and pending timers, in every schema. */
 static long store_work(chorus_sim_t *s) {
     long n = 0;
-    for (int i = 0; i < s->nparts; i++) {
+    for (int i = 0; i < s->ndecl; i++) { /* a schema per service */
         char sql[512];
         snprintf(sql, sizeof(sql),
                  "SELECT (SELECT count(*) FROM \"%s%s\".outbox WHERE published_at IS NULL) +"
                  " (SELECT count(*) FROM \"%s%s\".timers WHERE state = 'pending')",
-                 s->prefix, s->parts[i].service, s->prefix, s->parts[i].service);
+                 s->prefix, s->decl[i].service, s->prefix, s->decl[i].service);
         PGresult *r = PQexec(s->ctl, sql);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             n += strtol(PQgetvalue(r, 0, 0), NULL, 10);
@@ -1236,31 +1235,27 @@ static void check(chorus_sim_t *s, bool settled) {
                       g->accepted ? "its cancellation was accepted"
                                   : "a step was compensated");
     }
-    for (int i = 0; i < s->nparts; i++) {
-        sim_part_t *p = &s->parts[i];
-        if (p->instance > 0)
-            continue; /* one DLQ per service */
-        char dlq[CHORUS__NAME_MAX];
-        snprintf(dlq, sizeof(dlq), "%s.%s.dlq", chorus__conf_str(s->base, "topology.namespace"),
-                 p->service);
+    chorus__retry_schedule_t retry;
+    chorus__retry_schedule_from_conf(s->base, &retry);
+    for (int i = 0; i < s->ndecl; i++) { /* a DLQ per service, named as chorus names it */
+        chorus__names_t names;
+        if (chorus__names_build(chorus__conf_str(s->base, "topology.namespace"),
+                                s->decl[i].service, &retry, &names))
+            continue;
+        const char *dlq = names.dlq;
         for (size_t k = 0; k < chorus__sim_ready(s->broker, dlq); k++) {
             const amqp_message_t *m = chorus__sim_peek(s->broker, dlq, k);
             char corr[37], type[64], id[37], why[200] = "", err[300] = "";
             msg_ids(m, corr, type, id);
-            const amqp_table_t *h = &m->properties.headers;
-            for (int e = 0; (m->properties._flags & AMQP_BASIC_HEADERS_FLAG) &&
-                            e < h->num_entries; e++) {
-                const amqp_table_entry_t *t = &h->entries[e];
-                if (t->value.kind != AMQP_FIELD_KIND_UTF8 && t->value.kind != AMQP_FIELD_KIND_BYTES)
-                    continue;
-                char key[64];
-                bytes_str(t->key, key, sizeof(key));
-                if (strcmp(key, CHORUS__H_REASON) == 0)
-                    bytes_str(t->value.value.bytes, why, sizeof(why));
-                else if (strcmp(key, CHORUS__H_ERROR) == 0)
-                    bytes_str(t->value.value.bytes, err, sizeof(err));
-            }
-            violation(s, corr, "dlq: %s dead-lettered %s %s: %s%s%s", p->service, type, id,
+            const amqp_table_t *h =
+                (m->properties._flags & AMQP_BASIC_HEADERS_FLAG) ? &m->properties.headers : NULL;
+            const amqp_table_entry_t *r = chorus__table_find(h, CHORUS__H_REASON),
+                                     *e = chorus__table_find(h, CHORUS__H_ERROR);
+            if (r && (r->value.kind == AMQP_FIELD_KIND_UTF8 || r->value.kind == AMQP_FIELD_KIND_BYTES))
+                bytes_str(r->value.value.bytes, why, sizeof(why));
+            if (e && (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+                bytes_str(e->value.value.bytes, err, sizeof(err));
+            violation(s, corr, "dlq: %s dead-lettered %s %s: %s%s%s", s->decl[i].service, type, id,
                       *why ? why : "rejected", *err ? ": " : "", err);
         }
     }
@@ -1442,7 +1437,7 @@ static void make_instances(chorus_sim_t *s, int n) {
             sim_part_t *p = &s->parts[s->nparts];
             memset(p, 0, sizeof(*p));
             p->sim = s;
-            p->index = s->nparts++;
+            s->nparts++;
             p->instance = k;
             snprintf(p->service, sizeof(p->service), "%s", s->decl[d].service);
             if (n > 1)
@@ -1683,10 +1678,10 @@ static bool prepare(chorus_sim_t *s) {
 }
 
 static void drop_schemas(chorus_sim_t *s) {
-    for (int i = 0; s->ctl && i < s->nparts; i++) {
+    for (int i = 0; s->ctl && i < s->ndecl; i++) {
         char sql[256];
         snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS \"%s%s\" CASCADE", s->prefix,
-                 s->parts[i].service);
+                 s->decl[i].service);
         PQclear(PQexec(s->ctl, sql));
     }
 }
