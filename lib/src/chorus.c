@@ -411,6 +411,27 @@ static chorus_err_t connect_at_start(chorus_t *ch) {
     }
 }
 
+/* PostgreSQL down or still starting is waited for, as the broker is,
+ * within "store.start.timeout.ms"; the store's own backoff paces it. */
+static chorus_err_t store_at_start(chorus_t *ch) {
+    int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, "store.start.timeout.ms");
+    for (;;) {
+        ch->store.unreachable = false;
+        chorus_err_t rc = chorus__store_connect(ch);
+        int64_t left = until - chorus__mono_ms();
+        if (!rc || !ch->store.unreachable || left <= 0 || ch->stop)
+            return rc;
+        int64_t wait = ch->store.retry.next_ms - chorus__mono_ms();
+        if (wait < 1)
+            wait = 1;
+        if (wait > left)
+            wait = left;
+        chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL not ready (%s); trying again in %lld ms",
+                    ch->last_error, (long long)wait);
+        sleep_ms(wait);
+    }
+}
+
 static chorus_err_t start(chorus_t *ch);
 
 chorus_err_t chorus_start(chorus_t *ch) {
@@ -455,7 +476,7 @@ static chorus_err_t start(chorus_t *ch) {
     if ((rc = chorus__topology_build(&spec, &ch->topo)))
         return rc;
     /* The store first: consuming starts only once it is ready. */
-    if (ch->store.enabled && !ch->store.up && (rc = chorus__store_connect(ch)))
+    if (ch->store.enabled && !ch->store.up && (rc = store_at_start(ch)))
         return rc;
     if ((rc = connect_at_start(ch)))
         return rc;

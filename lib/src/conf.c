@@ -143,6 +143,10 @@ static const prop_t props[] = {
     {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
      "Immediate re-runs of a handler after a version conflict, serialization "
      "failure or deadlock, before it is retried later instead."},
+    {"store.start.timeout.ms", P_INT, "15000", 0, 3600000, NULL,
+     "How long chorus_start() keeps trying when PostgreSQL is down or not "
+     "accepting connections yet (starting up, in recovery); refused logins "
+     "and schema errors fail at once. 0: one attempt."},
     {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
      "Upper bound of the delay between PostgreSQL reconnect attempts; "
      "consumption pauses meanwhile."},

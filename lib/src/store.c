@@ -178,6 +178,11 @@ static PGconn *open_one(chorus_t *ch) {
     }
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
+        /* Down, or starting up / shutting down / in recovery: an outage to
+         * wait out.  A server that answers but refuses us (password, role,
+         * database) is an answer, and chorus_start fails at once. */
+        PGPing ping = PQpingParams(keys, vals, 1);
+        ch->store.unreachable = ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
         char why[256];
         first_line(pg ? PQerrorMessage(pg) : NULL, why, sizeof(why));
         chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL: %s", why);

@@ -50,6 +50,8 @@ typedef struct {
     bool relay_wanted;    /* NOTIFY arrived or rows left behind */
     chorus__marks_t marks;  /* confirmed, not yet marked published */
     bool paused;          /* consumer cancelled while the store is down */
+    bool unreachable;     /* the last connect found no server answering (or one
+                           * not accepting connections yet): worth waiting for */
 } chorus__store_t;
 
 struct chorus_tx_s {
