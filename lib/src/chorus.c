@@ -411,6 +411,43 @@ static chorus_err_t connect_at_start(chorus_t *ch) {
     }
 }
 
+/* What chorus_start() declares, from the configuration and the bindings. */
+static chorus_err_t build_topology(chorus_t *ch, chorus__topology_t *out) {
+    chorus__topology_spec_t spec = {
+        .service = ch->service,
+        .ns = chorus__conf_str(ch->conf, "topology.namespace"),
+        .quorum = strcmp(chorus__conf_str(ch->conf, "topology.queue.type"), "quorum") == 0,
+        .prefetch = (int)chorus__conf_int(ch->conf, "topology.prefetch"),
+        .bindings = (const char *const *)ch->bindings,
+        .nbindings = ch->nbindings,
+        .retry = &ch->retry,
+        .retry_at_most_once =
+            strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
+        .delivery_limit = ch->delivery_limit,
+    };
+    return chorus__topology_build(&spec, out);
+}
+
+chorus_err_t chorus_topology_definitions(chorus_t *ch, const char *vhost, char **json) {
+    if (!ch || !json)
+        return CHORUS_ERR_INVALID_ARG;
+    *json = NULL;
+    chorus__topology_t t = {0};
+    chorus_err_t rc = CHORUS_OK;
+    if (ch->started) {
+        t = ch->topo; /* borrowed */
+    } else if ((rc = make_bindings(ch, ch->saga)) || (rc = build_topology(ch, &t))) {
+        free_bindings(ch);
+        return rc;
+    }
+    *json = chorus__topology_definitions(&t, vhost && *vhost ? vhost : "/");
+    if (!ch->started) {
+        chorus__topology_free(&t);
+        free_bindings(ch); /* chorus_start makes them again */
+    }
+    return *json ? CHORUS_OK : CHORUS_ERR_NOMEM;
+}
+
 /* PostgreSQL down or still starting is waited for, as the broker is,
  * within "store.start.timeout.ms"; the store's own backoff paces it. */
 static chorus_err_t store_at_start(chorus_t *ch) {
@@ -461,19 +498,7 @@ static chorus_err_t start(chorus_t *ch) {
         rc = derive_handler_rules(ch, saga);
     if (rc)
         return rc;
-    chorus__topology_spec_t spec = {
-        .service = ch->service,
-        .ns = chorus__conf_str(ch->conf, "topology.namespace"),
-        .quorum = strcmp(chorus__conf_str(ch->conf, "topology.queue.type"), "quorum") == 0,
-        .prefetch = (int)chorus__conf_int(ch->conf, "topology.prefetch"),
-        .bindings = (const char *const *)ch->bindings,
-        .nbindings = ch->nbindings,
-        .retry = &ch->retry,
-        .retry_at_most_once =
-            strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
-        .delivery_limit = ch->delivery_limit,
-    };
-    if ((rc = chorus__topology_build(&spec, &ch->topo)))
+    if ((rc = build_topology(ch, &ch->topo)))
         return rc;
     /* The store first: consuming starts only once it is ready. */
     if (ch->store.enabled && !ch->store.up && (rc = store_at_start(ch)))

@@ -350,6 +350,38 @@ static bool validate(const prop_t *pr, const char *v, char *errstr,
     return false;
 }
 
+chorus_conf_res_t chorus_conf_set_list(chorus_conf_t *conf, const char *list, char *errstr,
+                                       size_t errstr_size) {
+    if (!conf || !list) {
+        chorus__errstr(errstr, errstr_size, "conf and list are required");
+        return CHORUS_CONF_INVALID;
+    }
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ";");
+        if (len) {
+            const char *eq = memchr(p, '=', len);
+            if (!eq) {
+                chorus__errstr(errstr, errstr_size, "'%.*s' is not key=value", (int)len, p);
+                return CHORUS_CONF_INVALID;
+            }
+            char *key = strndup(p, (size_t)(eq - p));
+            char *value = strndup(eq + 1, len - (size_t)(eq - p) - 1);
+            chorus_conf_res_t r = key && value ? chorus_conf_set(conf, key, value, errstr,
+                                                                 errstr_size)
+                                               : CHORUS_CONF_INVALID;
+            if (!key || !value)
+                chorus__errstr(errstr, errstr_size, "out of memory");
+            free(key);
+            free(value);
+            if (r != CHORUS_CONF_OK)
+                return r;
+        }
+        p += len;
+        p += *p == ';';
+    }
+    return CHORUS_CONF_OK;
+}
+
 chorus_conf_res_t chorus_conf_set(chorus_conf_t *conf, const char *key,
                                   const char *value, char *errstr,
                                   size_t errstr_size) {

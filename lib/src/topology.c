@@ -46,6 +46,8 @@
  */
 #include "topology_int.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,4 +304,72 @@ chorus_err_t chorus__topology_declare(amqp_connection_state_t st,
             return rc;
     }
     return CHORUS_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The plan as a RabbitMQ definitions document: what an operator imports
+ * (rabbitmqctl import_definitions, or POST /api/definitions) to create
+ * everything before the participant starts.  Its arguments are those
+ * chorus__topology_declare() sends, so the participant's own declaration
+ * is then a no-op, and a difference would fail it with PRECONDITION_FAILED.
+ */
+static cJSON *args_json(const chorus__topo_op_t *op) {
+    cJSON *a = cJSON_CreateObject();
+    for (int i = 0; a && i < op->nargs; i++) {
+        const chorus__arg_t *x = &op->args[i];
+        if (!(x->is_int ? cJSON_AddNumberToObject(a, x->key, (double)x->i)
+                        : cJSON_AddStringToObject(a, x->key, x->s))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static bool add_op_json(cJSON *arr, const chorus__topo_op_t *op, const char *vhost) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddItemToArray(arr, o))
+        return (cJSON_Delete(o), false);
+    bool ok;
+    switch (op->kind) {
+    case CHORUS__OP_EXCHANGE:
+        ok = cJSON_AddStringToObject(o, "name", op->name) &&
+             cJSON_AddStringToObject(o, "vhost", vhost) &&
+             cJSON_AddStringToObject(o, "type", op->type) &&
+             cJSON_AddTrueToObject(o, "durable") && cJSON_AddFalseToObject(o, "auto_delete") &&
+             cJSON_AddFalseToObject(o, "internal");
+        break;
+    case CHORUS__OP_QUEUE:
+        ok = cJSON_AddStringToObject(o, "name", op->name) &&
+             cJSON_AddStringToObject(o, "vhost", vhost) && cJSON_AddTrueToObject(o, "durable") &&
+             cJSON_AddFalseToObject(o, "auto_delete");
+        break;
+    default:
+        ok = cJSON_AddStringToObject(o, "source", op->source) &&
+             cJSON_AddStringToObject(o, "vhost", vhost) &&
+             cJSON_AddStringToObject(o, "destination", op->name) &&
+             cJSON_AddStringToObject(o, "destination_type", "queue") &&
+             cJSON_AddStringToObject(o, "routing_key", op->key);
+        break;
+    }
+    cJSON *a = ok ? args_json(op) : NULL;
+    return a && cJSON_AddItemToObject(o, "arguments", a);
+}
+
+char *chorus__topology_definitions(const chorus__topology_t *t, const char *vhost) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *ex = cJSON_AddArrayToObject(doc, "exchanges");
+    cJSON *qs = cJSON_AddArrayToObject(doc, "queues");
+    cJSON *bs = cJSON_AddArrayToObject(doc, "bindings");
+    bool ok = doc && ex && qs && bs;
+    for (int i = 0; ok && i < t->nops; i++) {
+        const chorus__topo_op_t *op = &t->ops[i];
+        ok = add_op_json(op->kind == CHORUS__OP_EXCHANGE ? ex
+                         : op->kind == CHORUS__OP_QUEUE  ? qs
+                                                         : bs,
+                         op, vhost);
+    }
+    char *out = ok ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    return out;
 }

@@ -74,6 +74,9 @@ chorus_err_t chorus__names_build(const char *ns, const char *service,
 chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
                                     chorus__topology_t *out);
 void chorus__topology_free(chorus__topology_t *t);
+/* The plan as a RabbitMQ definitions document (exchanges, queues, bindings
+ * in @p vhost), malloc'd JSON text; NULL when out of memory. */
+char *chorus__topology_definitions(const chorus__topology_t *t, const char *vhost);
 const chorus__arg_t *chorus__op_arg(const chorus__topo_op_t *op, const char *key);
 
 /* Declares every op on @p channel (already open).  On a broker refusal the

@@ -7,6 +7,7 @@
  *   chorus-saga services FILE                       one service a line
  *   chorus-saga bindings FILE SERVICE               one routing key a line
  *   chorus-saga permissions FILE SERVICE [NAMESPACE]
+ *   chorus-saga topology FILE SERVICE [NAMESPACE]   RabbitMQ definitions (JSON)
  *
  * Exit status: 0 done, 1 the declaration (or the service) was refused,
  * 2 bad arguments.
@@ -17,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
@@ -26,6 +28,7 @@ static void usage(FILE *f) {
             "       chorus-saga services FILE\n"
             "       chorus-saga bindings FILE SERVICE\n"
             "       chorus-saga permissions FILE SERVICE [NAMESPACE]\n"
+            "       chorus-saga topology FILE SERVICE [NAMESPACE]\n"
             "       chorus-saga --help\n"
             "\n"
             "Loads and checks a saga declaration (format: sagas/README.md).\n"
@@ -36,6 +39,10 @@ static void usage(FILE *f) {
             "  permissions  SERVICE's RabbitMQ permissions (configure, write, read,\n"
             "               topic write on the events exchange); NAMESPACE defaults to\n"
             "               the declaration's \"namespace\"\n"
+            "  topology     the exchanges, queues and bindings SERVICE's participant\n"
+            "               declares, as a RabbitMQ definitions document (JSON) to import\n"
+            "               before it starts; configuration keys that shape them\n"
+            "               (topology.*, retry.*) come from CHORUS_CONF (key=value;...)\n"
             "Exit status: 0 ok, 1 refused, 2 bad arguments.\n");
 }
 
@@ -137,6 +144,37 @@ static int cmd_permissions(const chorus_saga_t *saga, const char *service, const
     return 0;
 }
 
+static int cmd_topology(const char *file, const char *service, const char *ns) {
+    char err[1024];
+    const char *extra = getenv("CHORUS_CONF");
+    chorus_conf_t *conf = chorus_conf_new();
+    /* nothing connects: the URL only satisfies chorus_new */
+    if (!conf || chorus_conf_set(conf, "service.name", service, err, sizeof(err)) ||
+        chorus_conf_set(conf, "amqp.url", "amqp://127.0.0.1/", err, sizeof(err)) ||
+        chorus_conf_set(conf, "saga.file", file, err, sizeof(err)) ||
+        (ns && chorus_conf_set(conf, "topology.namespace", ns, err, sizeof(err))) ||
+        (extra && chorus_conf_set_list(conf, extra, err, sizeof(err)))) {
+        fprintf(stderr, "chorus-saga: topology: %s\n", conf ? err : "out of memory");
+        chorus_conf_destroy(conf);
+        return 1;
+    }
+    chorus_t *ch = chorus_new(conf, err, sizeof(err));
+    if (!ch) {
+        fprintf(stderr, "chorus-saga: topology: %s\n", err);
+        chorus_conf_destroy(conf);
+        return 1;
+    }
+    char *json = NULL;
+    chorus_err_t rc = chorus_topology_definitions(ch, "/", &json);
+    if (rc)
+        fprintf(stderr, "chorus-saga: topology: %s\n", chorus_strerror(rc));
+    else
+        printf("%s\n", json);
+    free(json);
+    chorus_destroy(ch);
+    return rc ? 1 : 0;
+}
+
 static int bad_args(void) {
     usage(stderr);
     return 2;
@@ -159,6 +197,15 @@ static int run(const char *cmd, const chorus_saga_t *saga, int argc, char **argv
         return cmd_bindings(saga, argv[3]);
     if (strcmp(cmd, "permissions") == 0 && (argc == 4 || argc == 5))
         return cmd_permissions(saga, argv[3], argc == 5 ? argv[4] : NULL);
+    if (strcmp(cmd, "topology") == 0 && (argc == 4 || argc == 5)) {
+        char c[512], w[512], r[512], t[512];
+        if (chorus_saga_permissions(saga, argv[3], NULL, c, w, r, t, 512) == CHORUS_ERR_NOT_FOUND) {
+            fprintf(stderr, "chorus-saga: service '%s' takes no part in saga '%s'\n", argv[3],
+                    chorus_saga_name(saga));
+            return 1;
+        }
+        return cmd_topology(argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+    }
     return bad_args();
 }
 
@@ -168,7 +215,7 @@ static bool known(const char *cmd, int argc) {
         const char *name;
         int min, max;
     } cmds[] = {{"check", 3, 3},    {"graph", 3, 3},       {"services", 3, 3},
-                {"bindings", 4, 4}, {"permissions", 4, 5}};
+                {"bindings", 4, 4}, {"permissions", 4, 5}, {"topology", 4, 5}};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(cmds[i].name, cmd) == 0)
             return argc >= cmds[i].min && argc <= cmds[i].max;

@@ -27,27 +27,81 @@ sr_psql() {
 
 sr_schema() { printf '%s%s' "$CHORUS_SCHEMA_PREFIX" "$1"; }
 
-sr_ctl() { "$ROOT/scripts/env" ctl "$@" </dev/null >/dev/null; }
+# sr_mgmt METHOD PATH [FILE]: the RabbitMQ management API as the admin of CHORUS_AMQP_URL,
+# FILE the JSON body (the credentials go to curl on stdin, never on a command line).
+sr_mgmt() {
+    local url=${CHORUS_AMQP_URL%%[, ]*} cred
+    cred=${url#amqp*://}
+    cred=${cred%%@*}
+    curl -sSf -K - -X "$1" ${3:+-H 'content-type: application/json' --data-binary "@$3"} \
+        "$CHORUS_MGMT_URL/api/$2" <<<"user = \"$cred\""
+}
 
-# Drops the services' schemas, roles and broker users, and the namespace's queues: a clean slate.
+# The vhost of CHORUS_AMQP_URL, %-encoded for the management API ("/" when none).
+sr_vhost() {
+    local url=${CHORUS_AMQP_URL%%[, ]*} v
+    v=${url#amqp*://}
+    v=${v#*@}
+    if [[ $v == */* ]]; then v=${v#*/}; else v=''; fi
+    if [[ -n $v ]]; then printf '%s' "$v"; else printf '%%2F'; fi
+}
+
+# sr_can_admin: the management API answers the admin of CHORUS_AMQP_URL.
+sr_can_admin() {
+    [[ -n ${CHORUS_MGMT_URL:-} ]] && command -v curl >/dev/null && sr_mgmt GET overview >/dev/null 2>&1
+}
+
+# sr_mgmt_delete PATH...: DELETE each, in one curl (missing objects are no error).
+sr_mgmt_delete() {
+    (($#)) || return 0
+    local url=${CHORUS_AMQP_URL%%[, ]*} cred p urls=()
+    cred=${url#amqp*://}
+    cred=${cred%%@*}
+    for p in "$@"; do urls+=("$CHORUS_MGMT_URL/api/$p"); done
+    curl -s -o /dev/null -K - -X DELETE "${urls[@]}" <<<"user = \"$cred\"" || true
+}
+
+# sr_drop_broker NS [USER...]: deletes every queue and exchange named "NS.*", and the
+# broker users named, through the management API (no CLI start-up per object).
+sr_drop_broker() {
+    local ns=$1 vhost kind name u paths=()
+    shift
+    if ! sr_can_admin; then
+        echo "note: the broker is not ours to administer; what namespace $ns declared is kept" >&2
+        return 0
+    fi
+    vhost=$(sr_vhost)
+    for kind in queues exchanges; do
+        while read -r name; do
+            paths+=("$kind/$vhost/$name")
+        done < <(sr_mgmt GET "$kind/$vhost?columns=name" |
+            jq -r --arg p "$ns." '.[].name | select(startswith($p)) | @uri')
+    done
+    for u in "$@"; do paths+=("users/$(jq -rn --arg n "$u" '$n|@uri')"); done
+    sr_mgmt_delete "${paths[@]}"
+}
+
+# Drops the services' schemas, roles and broker users, and the namespace's queues and
+# exchanges: a clean slate.
 sr_reset() {
-    local s q
+    local s users=()
     for s in "${SR_SERVICES[@]}"; do
         sr_psql "DROP SCHEMA IF EXISTS $(sr_schema "$s") CASCADE" >/dev/null
         sr_psql "DROP ROLE IF EXISTS $(sr_schema "$s")" >/dev/null
-        if [[ -n ${CHORUS_CTL:-} ]]; then
-            sr_ctl delete_user "$CHORUS_NAMESPACE-$s" 2>/dev/null || true
-        fi
+        users+=("$CHORUS_NAMESPACE-$s")
     done
-    if [[ -n ${CHORUS_CTL:-} ]]; then
-        while read -r q; do
-            if [[ $q == "$CHORUS_NAMESPACE".* ]]; then
-                "$ROOT/scripts/env" ctl delete_queue "$q" </dev/null >/dev/null
-            fi
-        done < <("$ROOT/scripts/env" ctl list_queues -q --no-table-headers name)
-    else
-        echo "note: the broker is not ours to control; queues of namespace $CHORUS_NAMESPACE are kept" >&2
-    fi
+    sr_drop_broker "$CHORUS_NAMESPACE" "${users[@]}"
+}
+
+# sr_url_list USER:PASS FIRST HOST...: amqp://USER:PASS@HOST for each HOST, comma-separated,
+# starting with the FIRST-th (modulo their number) and wrapping around.
+sr_url_list() {
+    local cred=$1 first=$2 n i out=''
+    shift 2
+    n=$#
+    local h=("$@")
+    for ((i = 0; i < n; i++)); do out+="${out:+,}amqp://$cred@${h[$(((first + i) % n))]}"; done
+    printf '%s' "$out"
 }
 
 sr_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
@@ -57,11 +111,18 @@ sr_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
 # that every event comes from its declared producer) that may configure and read only its
 # own queues and exchanges and write to the events exchange only under its own
 # routing-key prefix, and a PostgreSQL role owning only its own schema.
+#
+# The broker side is one definitions import (POST /api/definitions: RabbitMQ's own
+# provisioning, applied as a whole): every service's user, permissions and topic
+# permissions, the exchanges, queues and bindings each participant would declare
+# (chorus-saga topology, with CHORUS_CONF: the same arguments, so their own declaration
+# at start is a no-op), and the policy that mirrors the dead-letter queues on every node
+# of a cluster ($SR_OUT/definitions.json, passwords removed, is kept for reading).
 # Credentials go to the services through CHORUS_AMQP_URL_<SERVICE> / CHORUS_PG_<SERVICE>
 # and to $SR_OUT/credentials (mode 600); they are never printed.
 sr_provision() {
-    local s up pass perms conf write read topic amqp_host
-    if [[ -z ${CHORUS_CTL:-} ]]; then
+    local s up pass perms urls tool parts=() defs=$SR_OUT/definitions.json k=0
+    if ! sr_can_admin; then
         # One broker user for every service: the producer check (each event from the
         # user of its declared producer) cannot hold, so it is switched off.
         echo "note: the broker is not ours to administer; services share CHORUS_AMQP_URL," \
@@ -69,29 +130,60 @@ sr_provision() {
         export CHORUS_CONF="${CHORUS_CONF:+$CHORUS_CONF;}security.producer.check=off"
         return 0
     fi
-    amqp_host=${CHORUS_AMQP_URL##*@}
+    tool=${SR_BUILD:-$ROOT/build}/lib/tools/chorus-saga
+    # host:port/vhost of each broker of CHORUS_AMQP_URL (a cluster: a list)
+    local hosts=() u
+    for u in ${CHORUS_AMQP_URL//,/ }; do hosts+=("${u##*@}"); done
     : >"$SR_OUT/credentials"
     chmod 600 "$SR_OUT/credentials"
+    (umask 077 && : >"$defs.secret")
     for s in "${SR_SERVICES[@]}"; do
         up=$(printf '%s' "$s" | tr 'a-z-' 'A-Z_')
         pass=$(sr_secret)
-        perms=$("${SR_BUILD:-$ROOT/build}/lib/tools/chorus-saga" permissions "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE")
-        conf=$(sed -n 's/^configure //p' <<<"$perms")
-        write=$(sed -n 's/^write //p' <<<"$perms")
-        read=$(sed -n 's/^read //p' <<<"$perms")
-        topic=$(sed -n 's/^topic //p' <<<"$perms")
-        sr_ctl add_user "$CHORUS_NAMESPACE-$s" "$pass"
-        sr_ctl set_permissions -p / "$CHORUS_NAMESPACE-$s" "$conf" "$write" "$read"
-        sr_ctl set_topic_permissions -p / "$CHORUS_NAMESPACE-$s" "$CHORUS_NAMESPACE.events" "$topic" ".*"
-        export "CHORUS_AMQP_URL_$up=amqp://$CHORUS_NAMESPACE-$s:$pass@$amqp_host"
+        perms=$("$tool" permissions "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE")
+        "$tool" topology "$CHORUS_SAGA_FILE" "$s" "$CHORUS_NAMESPACE" >"$SR_OUT/topology-$s.json"
+        parts+=("$SR_OUT/topology-$s.json")
+        jq -n --arg user "$CHORUS_NAMESPACE-$s" --arg pass "$pass" --arg perms "$perms" \
+            --arg exchange "$CHORUS_NAMESPACE.events" '
+            ($perms | split("\n") | map(select(. != "") | capture("^(?<key>[a-z]+) (?<value>.*)$"))
+                    | from_entries) as $p
+            | {users: [{name: $user, password: $pass, tags: ""}],
+               permissions: [{user: $user, vhost: "/", configure: $p.configure,
+                              write: $p.write, read: $p.read}],
+               topic_permissions: [{user: $user, vhost: "/", exchange: $exchange,
+                                    write: $p.topic, read: ".*"}]}' >>"$defs.secret"
+        # the list rotated per service: on a cluster the services spread over its nodes
+        urls=$(sr_url_list "$CHORUS_NAMESPACE-$s:$pass" "$k" "${hosts[@]}")
+        k=$((k + 1))
+        export "CHORUS_AMQP_URL_$up=$urls"
         sr_psql "CREATE ROLE $(sr_schema "$s") LOGIN PASSWORD '$pass'" >/dev/null
         sr_psql "CREATE SCHEMA $(sr_schema "$s") AUTHORIZATION $(sr_schema "$s")" >/dev/null
         sr_psql "REVOKE ALL ON SCHEMA $(sr_schema "$s") FROM PUBLIC" >/dev/null
         export "CHORUS_PG_$up=user=$(sr_schema "$s") password=$pass"
-        printf 'CHORUS_AMQP_URL_%s=amqp://%s-%s:%s@%s\nCHORUS_PG_%s=user=%s password=%s\n' \
-            "$up" "$CHORUS_NAMESPACE" "$s" "$pass" "$amqp_host" "$up" "$(sr_schema "$s")" "$pass" \
+        printf 'CHORUS_AMQP_URL_%s=%s\nCHORUS_PG_%s=user=%s password=%s\n' \
+            "$up" "$urls" "$up" "$(sr_schema "$s")" "$pass" \
             >>"$SR_OUT/credentials"
     done
+    # one document: the users' part, every service's topology (shared objects once) and the
+    # DLQ mirroring policy (ha-* applies to classic queues only: the DLQs; see README)
+    jq -s --arg ns "$CHORUS_NAMESPACE" '
+        (map(select(.users)) ) as $u | (map(select(.queues))) as $t
+        | {users: [$u[].users[]], permissions: [$u[].permissions[]],
+           topic_permissions: [$u[].topic_permissions[]],
+           exchanges: ([$t[].exchanges[]] | unique_by(.name)),
+           queues: ([$t[].queues[]] | unique_by(.name)),
+           bindings: ([$t[].bindings[]] | unique),
+           policies: [{vhost: "/", name: "\($ns).dlq-mirror",
+                       pattern: "^\($ns | gsub("\\."; "\\."))\\.[^.]+\\.dlq$",
+                       "apply-to": "queues", priority: 0,
+                       definition: {"ha-mode": "all", "ha-sync-mode": "automatic"}}]}' \
+        "$defs.secret" "${parts[@]}" >"$defs.all"
+    chmod 600 "$defs.all"
+    local rc=0
+    sr_mgmt POST definitions "$defs.all" >/dev/null || rc=$?
+    jq 'del(.users[].password)' "$defs.all" >"$defs"
+    rm -f "$defs.secret" "$defs.all" "${parts[@]}"
+    ((rc == 0)) || { echo "the broker refused the definitions import ($defs)" >&2; return 1; }
     # the command-line tools of a service (order place, inventory stock set) use its role too
 }
 

@@ -41,21 +41,11 @@ static bool set(chorus_conf_t *c, const char *k, const char *v, char *err, size_
 }
 
 bool svc_conf_extra(chorus_conf_t *c, const char *extra, char *err, size_t n) {
-    char *copy = strdup(extra), *save = NULL;
-    bool ok = copy != NULL;
-    for (char *kv = copy ? strtok_r(copy, ";", &save) : NULL; ok && kv;
-         kv = strtok_r(NULL, ";", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            snprintf(err, n, "CHORUS_CONF: '%s' is not key=value", kv);
-            ok = false;
-            break;
-        }
-        *eq = '\0';
-        ok = set(c, kv, eq + 1, err, n);
-    }
-    free(copy);
-    return ok;
+    char why[512];
+    if (chorus_conf_set_list(c, extra, why, sizeof(why)) == CHORUS_CONF_OK)
+        return true;
+    snprintf(err, n, "CHORUS_CONF: %s", why);
+    return false;
 }
 
 chorus_conf_t *svc_conf(const char *service, char *err, size_t n) {

@@ -146,6 +146,12 @@ CHORUS_API void chorus_conf_destroy(chorus_conf_t *conf);
 CHORUS_API chorus_conf_res_t chorus_conf_set(chorus_conf_t *conf,
                                              const char *key, const char *value,
                                              char *errstr, size_t errstr_size);
+/** Sets each "key=value" of @p list, separated by ';' (the form of the
+ *  CHORUS_CONF variable the sample services and tools read), in order;
+ *  stops at the first refusal, which errstr names.  Empty items are
+ *  skipped; a value cannot hold ';'. */
+CHORUS_API chorus_conf_res_t chorus_conf_set_list(chorus_conf_t *conf, const char *list,
+                                                  char *errstr, size_t errstr_size);
 /** The current value as text (the default when never set); NULL if unknown. */
 CHORUS_API const char *chorus_conf_get(const chorus_conf_t *conf,
                                        const char *key);
@@ -320,6 +326,16 @@ CHORUS_API chorus_err_t chorus_register_schema_version(chorus_t *ch, const char 
 /* Connects (trying each configured broker in turn), declares the topology
  * and starts consuming when handlers are registered. */
 CHORUS_API chorus_err_t chorus_start(chorus_t *ch);
+
+/* The exchanges, queues and bindings chorus_start() declares for @p ch (its
+ * configuration, saga declaration and the handlers registered so far), as
+ * the "exchanges", "queues" and "bindings" of a RabbitMQ definitions
+ * document in @p vhost (NULL: "/").  Imported before the participant
+ * starts (POST /api/definitions, rabbitmqctl import_definitions), they let
+ * an operator provision everything at once, with the very arguments the
+ * participant then declares again as a no-op.  Needs no broker.  @p json
+ * is malloc'd: free() it. */
+CHORUS_API chorus_err_t chorus_topology_definitions(chorus_t *ch, const char *vhost, char **json);
 /*
  * Does the work that is ready, waiting up to @p timeout_ms for some:
  * deliveries, confirms, reconnects.  Returns CHORUS_OK, or
