@@ -222,6 +222,7 @@ static chorus_err_t amqp_open(chorus_t *ch) {
         rc = try_url(ch, &ch->urls[i], err, sizeof(err));
         if (rc == CHORUS_OK) {
             snprintf(ch->conn_user, sizeof(ch->conn_user), "%s", ch->urls[i].user);
+            snprintf(ch->conn_where, sizeof(ch->conn_where), "%s", where);
             chorus__log(ch, CHORUS_LOG_INFO, "connected to %s as %s", where,
                         ch->urls[i].user);
             break;

@@ -56,6 +56,7 @@ static bool load_conf(chorus_t *ch, char *errstr, size_t size) {
     chorus__backoff_init(&ch->reconnect,
                          chorus__conf_int(ch->conf, "amqp.reconnect.backoff.initial.ms"),
                          chorus__conf_int(ch->conf, "amqp.reconnect.backoff.max.ms"));
+    chorus__backoff_init(&ch->pubfail, 200, 5000);
     chorus__store_t *st = &ch->store;
     chorus__backoff_init(&st->retry, 100, chorus__conf_int(ch->conf, "store.reconnect.backoff.max.ms"));
     st->enabled = strcmp(chorus__conf_str(ch->conf, "store.type"), "postgres") == 0;
@@ -148,6 +149,7 @@ static void free_bindings(chorus_t *ch) {
     for (int i = 0; i < ch->nbindings; i++)
         free(ch->bindings[i]);
     free(ch->bindings);
+    free(ch->held);
     ch->bindings = NULL;
     ch->nbindings = 0;
 }
@@ -532,7 +534,8 @@ static bool ensure_connected(chorus_t *ch, int timeout_ms) {
     if (chorus__conn_open(ch) == CHORUS_OK) {
         chorus__backoff_reset(&ch->reconnect);
         ch->stats.reconnects++;
-        chorus__log(ch, CHORUS_LOG_NOTICE, "reconnected; topology declared again");
+        chorus__log(ch, CHORUS_LOG_NOTICE, "reconnected to %s; topology declared again",
+                    ch->conn_where);
         return true;
     }
     chorus__schedule_reconnect(ch); /* as if the connection had just been lost */
@@ -616,6 +619,7 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     store_poll(ch);
     if (!connected)
         return CHORUS_OK;
+    chorus__consumer_release_held(ch);
     /* Nothing to handle now (no backlog, or no room while batches wait for
      * their confirms): wait for a frame, at most until a confirm is late. */
     int64_t now = chorus__mono_ms();

@@ -236,9 +236,20 @@ struct chorus_s {
     bool need_redeclare;            /* a publish came back unroutable */
     bool started;
     chorus__backoff_t reconnect;    /* amqp.reconnect.backoff.* */
+    /* Deliveries whose publishes the broker refused, given back only when
+     * due: a quorum queue without a leader (a node lost) refuses for a
+     * while, and an immediate return would use up the delivery limit in a
+     * loop.  The delay doubles while refusals go on (pubfail). */
+    struct chorus__held_s {
+        uint64_t tag, gen;
+        int64_t due_ms;
+    } *held;
+    int nheld, capheld;
+    chorus__backoff_t pubfail;
     int heartbeat_s;
     char conn_name[160];
     char conn_user[256];            /* the broker user of the connection */
+    char conn_where[300];           /* and its broker: host:port/vhost */
 
     pthread_t hb_thread;
     bool hb_started;
@@ -370,6 +381,8 @@ void chorus__consumer_process(chorus_t *ch);
 bool chorus__consumer_waiting(const chorus_t *ch);
 /* When the oldest confirm wait runs out (monotonic ms; INT64_MAX: none). */
 int64_t chorus__consumer_due(const chorus_t *ch);
+/* Gives back the held deliveries that are due (nack, requeue). */
+void chorus__consumer_release_held(chorus_t *ch);
 /* The connection or consume channel is gone: batches in flight are void. */
 void chorus__consumer_lost(chorus_t *ch);
 /* Whether another batch may be taken now. */

@@ -1032,6 +1032,44 @@ static void count(chorus_t *ch, const chorus_delivery_t *d) {
     }
 }
 
+/* Keeps @p d unacknowledged for @p ms before it goes back to the queue
+ * (chorus__consumer_release_held); it counts against the prefetch meanwhile,
+ * so refusals slow consumption down instead of spinning.  Out of memory: at
+ * once. */
+static int hold(chorus_t *ch, chorus_delivery_t *d, long ms) {
+    if (ch->nheld == ch->capheld) {
+        int cap = ch->capheld ? 2 * ch->capheld : 16;
+        struct chorus__held_s *n = realloc(ch->held, (size_t)cap * sizeof(*n));
+        if (!n)
+            return ch->link->nack(ch, d->tag, true);
+        ch->held = n;
+        ch->capheld = cap;
+    }
+    ch->held[ch->nheld++] = (struct chorus__held_s){
+        .tag = d->tag, .gen = d->gen, .due_ms = chorus__mono_ms() + ms};
+    return AMQP_STATUS_OK;
+}
+
+void chorus__consumer_release_held(chorus_t *ch) {
+    int64_t now = chorus__mono_ms();
+    int kept = 0;
+    for (int i = 0; i < ch->nheld; i++) {
+        struct chorus__held_s *h = &ch->held[i];
+        if (h->gen != ch->consume_gen)
+            continue; /* that connection is gone: the broker gave it back itself */
+        if (h->due_ms > now || !chorus__up(ch)) {
+            ch->held[kept++] = *h;
+            continue;
+        }
+        if (ch->link->nack(ch, h->tag, true) != AMQP_STATUS_OK) {
+            chorus__conn_lost(ch, "nack failed");
+            kept = 0;
+            break;
+        }
+    }
+    ch->nheld = kept;
+}
+
 /* Acks a settled batch: one multiple ack when every publish went well. */
 static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
     chorus__crash_point(ch, "before-ack");
@@ -1043,6 +1081,14 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         all_ok = all_ok && !d->w.failed;
         last = d->tag;
     }
+    long hold_ms = 0;
+    if (all_ok)
+        chorus__backoff_reset(&ch->pubfail);
+    else
+        hold_ms = chorus__backoff_failed(&ch->pubfail, chorus__mono_ms());
+    /* a multiple ack would take held deliveries with it: one by one then */
+    for (int i = 0; all_ok && i < ch->nheld; i++)
+        all_ok = ch->held[i].gen != ch->consume_gen || ch->held[i].tag > last;
     if (all_ok) {
         if (ch->link->ack(ch, last, true) != AMQP_STATUS_OK) {
             chorus__conn_lost(ch, "ack failed");
@@ -1058,8 +1104,9 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         int s;
         if (d->w.failed) {
             chorus__log_env(ch, CHORUS_LOG_WARNING, d->env,
-                            "a publish it caused failed; returning it to the queue");
-            s = ch->link->nack(ch, d->tag, true);
+                            "a publish it caused failed; returning it to the queue in %ld ms",
+                            hold_ms);
+            s = hold(ch, d, hold_ms);
         } else {
             s = ch->link->ack(ch, d->tag, false);
             count(ch, d);
@@ -1188,6 +1235,9 @@ bool chorus__consumer_waiting(const chorus_t *ch) {
 
 int64_t chorus__consumer_due(const chorus_t *ch) {
     int64_t due = INT64_MAX;
+    for (int i = 0; i < ch->nheld; i++)
+        if (ch->held[i].gen == ch->consume_gen && ch->held[i].due_ms < due)
+            due = ch->held[i].due_ms;
     for (const chorus__batch_t *b = ch->inflight; b; b = b->next)
         if (b->state == CHORUS__B_SENT && b->due_ms < due)
             due = b->due_ms;

@@ -58,7 +58,7 @@ sr_mgmt_delete() {
     cred=${url#amqp*://}
     cred=${cred%%@*}
     for p in "$@"; do urls+=("$CHORUS_MGMT_URL/api/$p"); done
-    curl -s -o /dev/null -K - -X DELETE "${urls[@]}" <<<"user = \"$cred\"" || true
+    curl -s -K - -X DELETE "${urls[@]}" <<<"user = \"$cred\"" >/dev/null || true
 }
 
 # sr_drop_broker NS [USER...]: deletes every queue and exchange named "NS.*", and the
@@ -343,16 +343,22 @@ sr_report() {
     return $((fails > 0))
 }
 
-# sr_dlq_empty: every service's DLQ is empty (when the broker is ours to inspect).
+# sr_dlq_empty: every service's DLQ is empty, as scripts/dlq counts them (AMQP, exact; any
+# broker of CHORUS_AMQP_URL, a cluster's too).
 sr_dlq_empty() {
-    [[ -n ${CHORUS_CTL:-} ]] || return 0
-    local name n bad=0
-    while read -r name n; do
-        if [[ $name == "$CHORUS_NAMESPACE".*.dlq && $n != 0 ]]; then
-            echo "  [FAIL] $name holds $n dead letters" >&2
+    local s out n bad=0
+    for s in "${SR_SERVICES[@]}"; do
+        if ! out=$("$ROOT/scripts/dlq" --json --namespace "$CHORUS_NAMESPACE" list "$s" 2>&1); then
+            echo "  [FAIL] cannot count $s's dead letters: $out" >&2
+            bad=1
+            continue
+        fi
+        n=$(jq -r '[.services[].total] | add // 0' <<<"$out")
+        if [[ $n != 0 ]]; then
+            echo "  [FAIL] $CHORUS_NAMESPACE.$s.dlq holds $n dead letters" >&2
             bad=1
         fi
-    done < <("$ROOT/scripts/env" ctl list_queues -q --no-table-headers name messages)
+    done
     ((bad == 0)) && echo "  [ok] every dead-letter queue is empty"
     return $bad
 }
