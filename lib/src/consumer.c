@@ -1081,11 +1081,14 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         all_ok = all_ok && !d->w.failed;
         last = d->tag;
     }
+    /* The delay starts again only after a quiet spell: other deliveries
+     * acked meanwhile say nothing of the queue that refuses. */
     long hold_ms = 0;
-    if (all_ok)
+    int64_t now = chorus__mono_ms();
+    if (!all_ok)
+        hold_ms = chorus__backoff_failed(&ch->pubfail, now);
+    else if (ch->pubfail.cur_ms && now > ch->pubfail.next_ms + ch->pubfail.max_ms)
         chorus__backoff_reset(&ch->pubfail);
-    else
-        hold_ms = chorus__backoff_failed(&ch->pubfail, chorus__mono_ms());
     /* a multiple ack would take held deliveries with it: one by one then */
     for (int i = 0; all_ok && i < ch->nheld; i++)
         all_ok = ch->held[i].gen != ch->consume_gen || ch->held[i].tag > last;

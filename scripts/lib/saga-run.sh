@@ -77,6 +77,7 @@ sr_drop_broker() {
         done < <(sr_mgmt GET "$kind/$vhost?columns=name" |
             jq -r --arg p "$ns." '.[].name | select(startswith($p)) | @uri')
     done
+    paths+=("policies/$vhost/$(jq -rn --arg n "$ns.dlq-mirror" '$n|@uri')") # sr_provision's
     for u in "$@"; do paths+=("users/$(jq -rn --arg n "$u" '$n|@uri')"); done
     sr_mgmt_delete "${paths[@]}"
 }
