@@ -443,8 +443,10 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
              * split off, unclaim_from() takes it back with the others') */
             chorus__tx_undo(tx);
             d->error[0] = '\0';
-            if (!first)
+            if (!first) {
+                ch->stats.splits++;
                 return ONE_SPLIT;
+            }
             continue;
         }
         if (tx->invalid_emit) {
