@@ -143,6 +143,15 @@ static const prop_t props[] = {
     {"store.conflict.retries", P_INT, "5", 0, 1000, NULL,
      "Immediate re-runs of a handler after a version conflict, serialization "
      "failure or deadlock, before it is retried later instead."},
+    {"store.lock.wait.ms", P_INT, "50", 0, 60000, NULL,
+     "How long a delivery that is not the first of its batch transaction may "
+     "wait for a row lock (lock_timeout), while the transaction holds the "
+     "locks of the deliveries before it. When it runs out, those commit and "
+     "the delivery runs again first in a transaction of its own, where it "
+     "waits as long as it takes (counter `splits`): several instances' "
+     "batches never wait for each other in a circle, so PostgreSQL never "
+     "has to detect a deadlock. 0: no bound (two instances' batches may "
+     "deadlock, detected after deadlock_timeout)."},
     {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
      "Upper bound of the delay between PostgreSQL reconnect attempts; "
      "consumption pauses meanwhile."},
