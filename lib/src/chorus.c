@@ -451,6 +451,7 @@ static chorus_err_t start(chorus_t *ch) {
         .retry_at_most_once =
             strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
         .delivery_limit = ch->delivery_limit,
+        .single_active = strcmp(chorus__conf_str(ch->conf, "consume.single.active"), "on") == 0,
     };
     if ((rc = chorus__topology_build(&spec, &ch->topo)))
         return rc;

@@ -96,6 +96,15 @@ static const prop_t props[] = {
      "(reason `delivery-limit`) instead of handled again. Quorum queues also "
      "get it as `x-delivery-limit`, so the broker dead-letters a message chorus "
      "cannot even read; for classic queues chorus counts redeliveries itself."},
+    {"consume.single.active", P_ENUM, "off", 0, 0, "off|on",
+     "`on`: the service queue is declared with `x-single-active-consumer`: of "
+     "several instances on it one consumes, the others stand by and take over "
+     "when it goes, so the events of one aggregate are handled one at a time, "
+     "in the order the queue holds them (README, \"Ordering\"), at the "
+     "throughput of one instance. `off`: every instance consumes, and two "
+     "events of one aggregate may be handled at the same time or out of "
+     "order. An existing queue keeps its arguments: changing this needs the "
+     "queue deleted (chorus_start() says so)."},
     {"consume.newer.schema", P_ENUM, "dead-letter", 0, 0, "dead-letter|retry",
      "What happens to an event whose schema_version is newer than any this "
      "consumer knows (no upcaster or declaration reaches it): dead-lettered "
