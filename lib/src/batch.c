@@ -15,11 +15,12 @@
  *             ends early at "consume.batch.max.decoded.bytes").
  *   HANDLE    plain: each handler ran.  durable: the batch's transaction
  *             committed: inbox rows claimed in one statement, handlers in
- *             savepoints only where they ran SQL, emitted rows written in
- *             one INSERT sent with the COMMIT.  A conflict (another
- *             instance holds a row) commits the deliveries before it and
- *             moves the conflicting one to a transaction of its own, so
- *             instances never wait on each other's batches in a circle.
+ *             savepoints (the first only where it ran SQL), emitted rows
+ *             written in one INSERT sent with the COMMIT.  A conflict, or
+ *             a lock wait of a later delivery that ran out (another
+ *             instance holds the row), commits the deliveries before it
+ *             and moves that one to a transaction of its own, so instances
+ *             never wait on each other's batches in a circle.
  *   GIVE_BACK the store is down, or the transaction could not commit after
  *             "store.conflict.retries" careful runs: every delivery is
  *             nacked with requeue, none is counted.

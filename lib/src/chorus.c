@@ -426,6 +426,7 @@ static chorus_err_t build_topology(chorus_t *ch, chorus__topology_t *out) {
         .retry_at_most_once =
             strcmp(chorus__conf_str(ch->conf, "topology.retry.strategy"), "at-most-once") == 0,
         .delivery_limit = ch->delivery_limit,
+        .single_active = strcmp(chorus__conf_str(ch->conf, "consume.single.active"), "on") == 0,
     };
     return chorus__topology_build(&spec, out);
 }

@@ -203,7 +203,7 @@ extern const chorus__link_t chorus__amqp_link;
 typedef struct {
     uint64_t handled, duplicates, retried, dead_lettered, published, nacked, returned,
         reconnects, handler_ns, propagation_ms, conflicts, relayed;
-    uint64_t batches, transactions, careful_runs, store_reconnects;
+    uint64_t batches, transactions, careful_runs, store_reconnects, splits;
 } chorus__stats_t;
 
 struct chorus_s {

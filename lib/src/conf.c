@@ -96,6 +96,15 @@ static const prop_t props[] = {
      "(reason `delivery-limit`) instead of handled again. Quorum queues also "
      "get it as `x-delivery-limit`, so the broker dead-letters a message chorus "
      "cannot even read; for classic queues chorus counts redeliveries itself."},
+    {"consume.single.active", P_ENUM, "off", 0, 0, "off|on",
+     "`on`: the service queue is declared with `x-single-active-consumer`: of "
+     "several instances on it one consumes, the others stand by and take over "
+     "when it goes, so the events of one aggregate are handled one at a time, "
+     "in the order the queue holds them (README, \"Ordering\"), at the "
+     "throughput of one instance. `off`: every instance consumes, and two "
+     "events of one aggregate may be handled at the same time or out of "
+     "order. An existing queue keeps its arguments: changing this needs the "
+     "queue deleted (chorus_start() says so)."},
     {"consume.newer.schema", P_ENUM, "dead-letter", 0, 0, "dead-letter|retry",
      "What happens to an event whose schema_version is newer than any this "
      "consumer knows (no upcaster or declaration reaches it): dead-lettered "
@@ -147,6 +156,15 @@ static const prop_t props[] = {
      "How long chorus_start() keeps trying when PostgreSQL is down or not "
      "accepting connections yet (starting up, in recovery); refused logins "
      "and schema errors fail at once. 0: one attempt."},
+    {"store.lock.wait.ms", P_INT, "50", 0, 60000, NULL,
+     "How long a delivery that is not the first of its batch transaction may "
+     "wait for a row lock (lock_timeout), while the transaction holds the "
+     "locks of the deliveries before it. When it runs out, those commit and "
+     "the delivery runs again first in a transaction of its own, where it "
+     "waits as long as it takes (counter `splits`): several instances' "
+     "batches never wait for each other in a circle, so PostgreSQL never "
+     "has to detect a deadlock. 0: no bound (two instances' batches may "
+     "deadlock, detected after deadlock_timeout)."},
     {"store.reconnect.backoff.max.ms", P_INT, "5000", 10, 3600000, NULL,
      "Upper bound of the delay between PostgreSQL reconnect attempts; "
      "consumption pauses meanwhile."},

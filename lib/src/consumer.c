@@ -42,9 +42,10 @@
  *   INSERT INTO inbox SELECT ... unnest($1) ... RETURNING         trip 1
  *     each delivery, in order:
  *       a duplicate (its inbox row is older): nothing runs; acked
- *       otherwise its saga guard (saga_run.c), then its handler; its SQL
- *       gets a savepoint only when it runs SQL of its own; its events
- *       become rows in memory (emit.c)
+ *       otherwise its saga guard (saga_run.c), then its handler; the
+ *       first delivery gets a savepoint only when it runs SQL of its own,
+ *       every later one from its start, under a bounded lock wait (tx.c);
+ *       its events become rows in memory (emit.c)
  *       RETRY_LATER, REJECT, an invalid emit: its part is undone (its
  *       savepoint, its rows, its inbox claim) and its retry or DLQ copy
  *       joins the batch's publishes
@@ -55,11 +56,13 @@
  *      |
  *   acked, oldest batch first; the confirmed ids ride on the next BEGIN
  *
- * A conflict (serialization failure, deadlock, a version another writer
- * took) of a batch's first delivery runs it again at once; of a later one,
- * the deliveries before it commit and it runs again in a transaction of
- * its own, so two instances' batches never wait on each other's locks in
- * a circle.  An error outside a savepoint aborts the transaction: the
+ * A conflict (serialization failure, a version another writer took, a
+ * lock wait that ran out) of a batch's first delivery runs it again at
+ * once; of a later one, the deliveries before it commit and it runs again
+ * first in a transaction of its own.  Every delivery after the first of a
+ * transaction waits for a row lock "store.lock.wait.ms" at most (tx.c), so
+ * two instances' batches never wait on each other's locks in a circle:
+ * no deadlock for PostgreSQL to detect, no second-long stall.  An error outside a savepoint aborts the transaction: the
  * batch runs again "careful", each delivery in a savepoint of its own.  A
  * crash at any point acks nothing that is not committed and confirmed:
  * the broker redelivers, the inbox row drops what was committed, and the
@@ -415,12 +418,19 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
     for (;;) {
         ++*runs;
         d->ran = false;
-        chorus__tx_enter(tx, d);
+        chorus__tx_enter(tx, d, !first);
         d->tx = tx;
         if (tx->careful) {
             int claim = chorus__inbox_claim(tx, chorus_envelope_event_id(d->env));
             if (tx->lost)
                 return ONE_LOST;
+            if (claim < 0 && tx->conflict && !first && !tx->broken) {
+                /* its lock wait ran out (a redelivered copy another
+                 * instance is handling): first in a transaction of its own */
+                chorus__tx_undo(tx);
+                ch->stats.splits++;
+                return ONE_SPLIT;
+            }
             if (claim < 0)
                 return ONE_BROKEN; /* even in its savepoint: give the batch back */
             d->fresh = claim == 1;
@@ -443,8 +453,10 @@ static one_rc_t handle_durable(chorus_t *ch, chorus_tx_t *tx, chorus_delivery_t 
              * split off, unclaim_from() takes it back with the others') */
             chorus__tx_undo(tx);
             d->error[0] = '\0';
-            if (!first)
+            if (!first) {
+                ch->stats.splits++;
                 return ONE_SPLIT;
+            }
             continue;
         }
         if (tx->invalid_emit) {
@@ -563,10 +575,12 @@ static batch_rc_t process_durable(chorus_t *ch, chorus__batch_t *b, bool careful
         }
         chorus_delivery_t *start = d;
         one_rc_t orc = ONE_DONE;
+        bool first = true; /* no delivery of this transaction handled yet */
         for (; d; d = d->next) {
             if (d->state != CHORUS__D_DECODED)
                 continue;
-            orc = handle_durable(ch, tx, d, d == start, &d->runs);
+            orc = handle_durable(ch, tx, d, first, &d->runs);
+            first = false;
             d->tx = NULL;
             if (orc != ONE_DONE)
                 break;

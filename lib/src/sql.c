@@ -145,7 +145,9 @@ static void set_err(chorus__sql_err_t *err, const PGresult *r, PGconn *pg, bool 
         return; /* the first failure is the one that counts */
     bool conflict = state && (strcmp(state, "23505") == 0 || /* unique_violation */
                               strcmp(state, "40001") == 0 || /* serialization_failure */
-                              strcmp(state, "40P01") == 0);  /* deadlock_detected */
+                              strcmp(state, "40P01") == 0 || /* deadlock_detected */
+                              strcmp(state, "55P03") == 0);  /* lock_not_available:
+                                                                store.lock.wait.ms ran out */
     err->rc = conflict ? CHORUS_ERR_CONFLICT : CHORUS_ERR_DB;
     if (PQstatus(pg) == CONNECTION_BAD) {
         err->rc = CHORUS_ERR_CONN_CLOSED;

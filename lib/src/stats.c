@@ -40,6 +40,9 @@ static const struct {
      offsetof(chorus__sql_t, round_trips)},
     {"sql_statements", "statements sent on the transaction connection", IN_SQL,
      offsetof(chorus__sql_t, statements)},
+    {"splits", "deliveries moved to a transaction of their own: a lock wait while the "
+               "transaction held earlier deliveries' locks ran out (store.lock.wait.ms), or "
+               "another conflict", IN_STATS, offsetof(chorus__stats_t, splits)},
 };
 
 #define NSTATS (sizeof(STATS) / sizeof(STATS[0]))

@@ -67,6 +67,7 @@ struct chorus_tx_s {
     bool internal;               /* chorus' own (timers): publishes without waiting */
     bool careful;                /* every delivery in a savepoint from its start */
     bool savepoint;              /* the current delivery's savepoint is set (or queued) */
+    bool lock_bounded;           /* lock waits end after store.lock.wait.ms from here on */
     bool keyed;                  /* recorded an idempotency key */
     bool too_large;              /* an emitted event exceeds message.max.bytes */
     bool invalid_emit;           /* an emitted event's data breaks its declared schema */
@@ -126,7 +127,9 @@ chorus_err_t chorus__tx_exec(chorus_tx_t *tx, const char *sql, int n,
 /* The same, queued: sent with the next statement that is needed. */
 void chorus__tx_defer(chorus_tx_t *tx, const char *sql, int n, const char *const *params);
 /* A delivery's part of a batch transaction: enter, then keep or undo. */
-void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d);
+/* @p later: an earlier delivery of this transaction may hold row locks,
+ * so this one must not wait for a lock for long (see tx.c). */
+void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d, bool later);
 void chorus__tx_keep(chorus_tx_t *tx);
 void chorus__tx_undo(chorus_tx_t *tx);
 /* COMMITs with what is queued, in one round trip; CHORUS_ERR_CONFLICT on a

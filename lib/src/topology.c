@@ -97,6 +97,11 @@ static void arg_int(chorus__topo_op_t *op, const char *k, long long v) {
     a->is_int = true;
 }
 
+static void arg_bool(chorus__topo_op_t *op, const char *k, bool v) {
+    arg_int(op, k, v);
+    op->args[op->nargs - 1].is_bool = true;
+}
+
 static chorus__topo_op_t *add(chorus__topology_t *t, chorus__op_kind_t kind,
                               const char *name) {
     chorus__topo_op_t *op = &t->ops[t->nops++];
@@ -168,6 +173,10 @@ chorus_err_t chorus__topology_build(const chorus__topology_spec_t *spec,
             arg_str(q, "x-overflow", "reject-publish");
         }
     }
+    /* One consumer at a time, the others standing by: the order the
+     * queue holds is the order of handling (README, "Ordering"). */
+    if (spec->single_active)
+        arg_bool(q, "x-single-active-consumer", true);
     for (int i = 0; i < spec->nbindings; i++)
         bind(t, n->queue, n->exchange, spec->bindings[i]);
 
@@ -256,7 +265,10 @@ static amqp_table_t args_table(const chorus__topo_op_t *op,
                                amqp_table_entry_t *entries) {
     for (int i = 0; i < op->nargs; i++) {
         entries[i].key = amqp_cstring_bytes(op->args[i].key);
-        if (op->args[i].is_int) {
+        if (op->args[i].is_bool) {
+            entries[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+            entries[i].value.value.boolean = op->args[i].i != 0;
+        } else if (op->args[i].is_int) {
             entries[i].value.kind = AMQP_FIELD_KIND_I64;
             entries[i].value.value.i64 = op->args[i].i;
         } else {
@@ -291,7 +303,21 @@ static chorus_err_t declare_one(amqp_connection_state_t st, amqp_channel_t ch,
                  op->name, op->source, op->key);
         break;
     }
-    return chorus__amqp_reply_error(st, ch, amqp_get_rpc_reply(st), what, errstr, size);
+    chorus_err_t rc = chorus__amqp_reply_error(st, ch, amqp_get_rpc_reply(st), what, errstr,
+                                               size);
+    if (rc == CHORUS_ERR_PRECONDITION && op->kind == CHORUS__OP_QUEUE) {
+        /* RabbitMQ never changes an existing queue's arguments: say what
+         * to do rather than leave "inequivalent arg" to be decoded */
+        size_t len = strlen(errstr);
+        if (len + 1 < size)
+            snprintf(errstr + len, size - len,
+                     " -- the queue exists with other arguments (was topology.queue.type, "
+                     "consume.single.active, consume.delivery.limit or a retry delay "
+                     "changed?); RabbitMQ cannot change an existing queue's arguments: drain "
+                     "and delete the queue, or start with the configuration it was declared "
+                     "with");
+    }
+    return rc;
 }
 
 chorus_err_t chorus__topology_declare(amqp_connection_state_t st,

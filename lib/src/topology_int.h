@@ -15,6 +15,7 @@
 typedef struct {
     char key[48];
     bool is_int;
+    bool is_bool; /* i: 0 or 1 */
     char s[CHORUS__NAME_MAX];
     long long i;
 } chorus__arg_t;
@@ -65,6 +66,7 @@ typedef struct {
     const chorus__retry_schedule_t *retry;
     bool retry_at_most_once; /* quorum queues dead-letter without at-least-once */
     int delivery_limit;      /* quorum service queue: x-delivery-limit */
+    bool single_active;      /* service queue: x-single-active-consumer */
 } chorus__topology_spec_t;
 
 /* Fills names only (no allocation). */

@@ -11,10 +11,29 @@
  *     delivery 2: ...
  *   INSERT INTO outbox VALUES (...), (...); COMMIT              -- 2
  *
- * A delivery gets a savepoint only when its handler runs SQL of its own
- * (chorus_tx_exec, chorus_tx_pg, the event store); chorus' own statements
- * (inbox, guards) need none: a failed delivery's inbox claim is taken back
- * with a DELETE, a guard row left empty means "not run".  A failure
+ * The first delivery gets a savepoint only when its handler runs SQL of
+ * its own (chorus_tx_exec, chorus_tx_pg, the event store); chorus' own
+ * statements (inbox, guards) need none: a failed delivery's inbox claim is
+ * taken back with a DELETE, a guard row left empty means "not run".
+ *
+ * No lock cycles through batching.  A transaction holds the row locks of
+ * every delivery it handled until it commits; two instances' batches that
+ * each hold one row and want the other's would wait in a circle, which
+ * PostgreSQL breaks only after deadlock_timeout (1 s) and by killing one.
+ * So a transaction may wait for a lock without bound only while it holds
+ * no delivery's locks but the current one's: every delivery after the
+ * first runs under "SET LOCAL lock_timeout = store.lock.wait.ms", in a
+ * savepoint from its start; a wait that runs out (55P03, a conflict)
+ * rolls back to it, the deliveries before commit, and it runs first in a
+ * transaction of its own (consumer.c), where it may wait as long as it
+ * takes.  A first delivery waits only for a transaction that is itself
+ * waiting boundedly or not at all, so no circle can close.  What the
+ * transaction holds besides (taken before the first delivery): the inbox
+ * claims, sorted by id (two claims wait in one order), and the published
+ * marks of its own outbox rows (the relay takes rows SKIP LOCKED and
+ * waits for nothing) -- neither waits for a handler's row.  Within one
+ * delivery the handler's own order is its business: a handler locking
+ * several rows takes them sorted (services/inventory does).  A failure
  * outside a savepoint breaks the whole transaction: the batch is then run
  * again "careful" (consumer.c), every delivery in a savepoint of its own.
  *
@@ -183,13 +202,27 @@ chorus_err_t chorus__tx_open(chorus_t *ch, chorus_tx_t *tx, bool careful) {
     return tx->broken ? CHORUS_ERR_NOMEM : CHORUS_OK;
 }
 
-void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d) {
+void chorus__tx_enter(chorus_tx_t *tx, struct chorus_delivery_s *d, bool later) {
     tx->d = d;
     tx->conflict = tx->failed = tx->too_large = tx->invalid_emit = false;
     tx->saga_emit = 0;
     tx->rows_mark = tx->nrows;
     tx->savepoint = false;
-    if (tx->careful) {
+    long wait_ms = chorus__conf_int(tx->ch->conf, "store.lock.wait.ms");
+    if (later && wait_ms > 0) {
+        /* Set outside any savepoint, so it stays to the end of the
+         * transaction: every delivery after the first waits this long at
+         * most.  Its savepoint from the start: a wait that runs out in
+         * chorus' own statements (the saga guard) undoes it alone. */
+        if (!tx->lock_bounded) {
+            char sql[64];
+            snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %ld", wait_ms);
+            chorus__tx_defer(tx, sql, 0, NULL);
+            tx->lock_bounded = true;
+        }
+        chorus__tx_defer(tx, "SAVEPOINT chorus_delivery", 0, NULL);
+        tx->savepoint = true;
+    } else if (tx->careful) {
         chorus__tx_defer(tx, "SAVEPOINT chorus_delivery", 0, NULL);
         tx->savepoint = true;
     }

@@ -192,6 +192,8 @@ sr_provision() {
 sr_bin() { printf '%s\n' "${SR_BUILD:-$ROOT/build}/services/$1/$1"; }
 
 # sr_start [SERVICE...]: starts them in the background and waits until each runs.
+# SERVICE@K is instance K of SERVICE (another process on the same queue and schema, its
+# log SERVICE@K.log): scripts/bench --instances runs several of each.
 sr_start() {
     local s log t
     (($#)) || set -- "${SR_SERVICES[@]}"
@@ -199,7 +201,7 @@ sr_start() {
         log=$SR_OUT/$s.log
         # SR_WRAPPER runs each service under a tool, e.g. "valgrind --leak-check=full"
         # shellcheck disable=SC2086
-        ${SR_WRAPPER:-} "$(sr_bin "$s")" run >>"$log" 2>&1 &
+        ${SR_WRAPPER:-} "$(sr_bin "${s%@*}")" run >>"$log" 2>&1 &
         SR_PID[$s]=$!
     done
     for s in "$@"; do

@@ -162,12 +162,17 @@ int svc_run(chorus_t *ch) {
     chorus_flush(ch, 5000);
     chorus_stats_t st;
     chorus_stats(ch, &st);
+    uint64_t splits = 0, careful = 0;
+    chorus_stat_get(ch, "splits", &splits);
+    chorus_stat_get(ch, "careful_runs", &careful);
     fprintf(stderr, "%s: stats: handled=%llu duplicates=%llu retried=%llu dead_lettered=%llu "
-            "published=%llu relayed=%llu conflicts=%llu reconnects=%llu\n", chorus_service(ch),
+            "published=%llu relayed=%llu conflicts=%llu splits=%llu careful_runs=%llu "
+            "reconnects=%llu\n", chorus_service(ch),
             (unsigned long long)st.handled, (unsigned long long)st.duplicates,
             (unsigned long long)st.retried, (unsigned long long)st.dead_lettered,
             (unsigned long long)st.published, (unsigned long long)st.relayed,
-            (unsigned long long)st.conflicts, (unsigned long long)st.reconnects);
+            (unsigned long long)st.conflicts, (unsigned long long)splits,
+            (unsigned long long)careful, (unsigned long long)st.reconnects);
     fprintf(stderr, "%s: stopped cleanly\n", chorus_service(ch));
     return rc == CHORUS_ERR_STOPPED ? 0 : 1;
 }

@@ -123,6 +123,9 @@ static long open_sagas(void) { return g.n - g.completed - g.cancelled; }
 
 /* ------------------------------------------------------------- placing */
 
+/* --hot-skus (0: SKU-A and SKU-B in every order). */
+static long hot_skus;
+
 /* OrderPlaced as services/order/cli.c order_placed() builds it, for the
  * order of number @p i. */
 static chorus_envelope_t *order_placed(long i, long decline_every, char id[37]) {
@@ -131,13 +134,24 @@ static chorus_envelope_t *order_placed(long i, long decline_every, char id[37]) 
     cJSON_AddStringToObject(data, "order_id", id);
     cJSON_AddStringToObject(data, "customer_id", "0190f7d2-0000-7000-8000-00000000000a");
     cJSON *items = cJSON_AddArrayToObject(data, "items");
-    static const struct { const char *sku; int price; } ITEMS[] = {{"SKU-A", 1500},
-                                                                   {"SKU-B", 2500}};
+    /* --hot-skus K: two of K SKUs, in every pairing in turn, so orders
+     * contend for stock rows in both orders of each pair (inventory locks
+     * an order's rows sorted; two orders' batches are what may circle). */
+    static const int PRICE[] = {1500, 2500};
+    char skus[2][32];
+    if (hot_skus >= 2) {
+        long a = i % hot_skus, b = (a + 1 + (i / hot_skus) % (hot_skus - 1)) % hot_skus;
+        snprintf(skus[0], sizeof(skus[0]), "SKU-H%ld", a);
+        snprintf(skus[1], sizeof(skus[1]), "SKU-H%ld", b);
+    } else {
+        snprintf(skus[0], sizeof(skus[0]), "SKU-A");
+        snprintf(skus[1], sizeof(skus[1]), "SKU-B");
+    }
     for (size_t k = 0; k < 2; k++) {
         cJSON *it = cJSON_CreateObject();
-        cJSON_AddStringToObject(it, "sku", ITEMS[k].sku);
+        cJSON_AddStringToObject(it, "sku", skus[k]);
         cJSON_AddNumberToObject(it, "qty", 1);
-        cJSON_AddNumberToObject(it, "price", ITEMS[k].price);
+        cJSON_AddNumberToObject(it, "price", PRICE[k]);
         cJSON_AddItemToArray(items, it);
     }
     cJSON_AddNumberToObject(data, "total", 4000);
@@ -518,10 +532,11 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: saga-load --sagas N [--inflight M]        capacity\n"
             "       saga-load --rate R --duration S           open loop\n"
-            "       [--drain S] [--decline-every K] [--cpu NAME=PID[+]]...\n"
+            "       [--drain S] [--decline-every K] [--hot-skus H] [--cpu NAME=PID[+]]...\n"
             "N 1..%d (default 2000), M 1..10000 (default 1000), R 1..5000 sagas/s,\n"
             "S 1..600 s (R*S at most %d), drain 1..600 s (default 30), K 0..1000000 (0:\n"
-            "none declined; default 50).  PID+ adds the process' descendants.  The\n"
+            "none declined; default 50), H 0 or 2..1000 (two of SKU-H0..H<H-1> per order,\n"
+            "seeded by the caller; 0, the default: SKU-A and SKU-B).  PID+ adds the process' descendants.  The\n"
             "environment as the order service's (CHORUS_SAGA_FILE, CHORUS_NAMESPACE,\n"
             "CHORUS_SCHEMA_PREFIX, CHORUS_PG_ORDER, CHORUS_AMQP_URL, PG* for the admin).\n",
             MAX_SAGAS, MAX_SAGAS);
@@ -545,6 +560,7 @@ static int parse_args(run_t *r, int argc, char **argv) {
         {"sagas", required_argument, NULL, 'n'},  {"inflight", required_argument, NULL, 'i'},
         {"rate", required_argument, NULL, 'r'},   {"duration", required_argument, NULL, 'd'},
         {"drain", required_argument, NULL, 'D'},  {"decline-every", required_argument, NULL, 'k'},
+        {"hot-skus", required_argument, NULL, 'H'},
         {"cpu", required_argument, NULL, 'c'},    {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     *r = (run_t){.sagas = -1, .inflight = 1000, .drain = 30, .decline_every = 50};
@@ -557,6 +573,7 @@ static int parse_args(run_t *r, int argc, char **argv) {
         case 'd': ok = svc_parse_long(optarg, 1, 600, &r->duration); break;
         case 'D': ok = svc_parse_long(optarg, 1, 600, &r->drain); break;
         case 'k': ok = svc_parse_long(optarg, 0, 1000000, &r->decline_every); break;
+        case 'H': ok = svc_parse_long(optarg, 0, 1000, &hot_skus) && hot_skus != 1; break;
         case 'c': ok = parse_cpu(r, optarg); break;
         case 'h': usage(stdout); return -1;
         default: ok = false;

@@ -152,6 +152,28 @@ static void classic(void **state) {
     chorus__topology_free(&t);
 }
 
+/* consume.single.active: the service queue alone gets the boolean
+ * argument (the retry queues and the DLQ have one consumer or none). */
+static void single_active(void **state) {
+    (void)state;
+    chorus__topology_t t;
+    build(&t, true);
+    const chorus__topo_op_t *q = find(&t, CHORUS__OP_QUEUE, "chorus.payment", NULL);
+    assert_null(chorus__op_arg(q, "x-single-active-consumer"));
+    chorus__topology_free(&t);
+    chorus__topology_spec_t spec = {.service = "payment", .ns = "chorus", .quorum = true,
+                                    .prefetch = 1, .retry = &sched, .single_active = true};
+    assert_int_equal(chorus__topology_build(&spec, &t), CHORUS_OK);
+    q = find(&t, CHORUS__OP_QUEUE, "chorus.payment", NULL);
+    const chorus__arg_t *a = chorus__op_arg(q, "x-single-active-consumer");
+    assert_true(a && a->is_bool && a->i == 1);
+    assert_null(chorus__op_arg(find(&t, CHORUS__OP_QUEUE, "chorus.payment.retry.1000", NULL),
+                               "x-single-active-consumer"));
+    assert_null(chorus__op_arg(find(&t, CHORUS__OP_QUEUE, "chorus.payment.dlq", NULL),
+                               "x-single-active-consumer"));
+    chorus__topology_free(&t);
+}
+
 /* Two services declare the shared objects with identical arguments. */
 static void shared_objects_agree(void **state) {
     (void)state;
@@ -195,6 +217,7 @@ int main(void) {
         cmocka_unit_test(retry_queue_arguments),
         cmocka_unit_test(retry_at_most_once),
         cmocka_unit_test(classic),
+        cmocka_unit_test(single_active),
         cmocka_unit_test(shared_objects_agree),
         cmocka_unit_test(too_long),
     };
