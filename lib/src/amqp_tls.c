@@ -127,11 +127,13 @@ static chorus_err_t setup(amqp_socket_t *sock, SSL_CTX *ctx, const chorus__url_t
         if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
             return file_error("amqp.tls.cert.file", cert, "holds no readable PEM certificate",
                               err, size);
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        /* (OpenSSL checks the key against the certificate as it loads it) */
+        bool loaded = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1;
+        if (!loaded && ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
             return file_error("amqp.tls.key.file", key,
                               "holds no readable PEM key (encrypted keys are not supported)",
                               err, size);
-        if (SSL_CTX_check_private_key(ctx) != 1) {
+        if (!loaded || SSL_CTX_check_private_key(ctx) != 1) {
             chorus__errstr(err, size, "TLS: amqp.tls.key.file \"%s\" is not the key of "
                                       "amqp.tls.cert.file \"%s\"", key, cert);
             return CHORUS_ERR_TLS;
@@ -169,10 +171,13 @@ static chorus_err_t handshake_error(int s, const verdict_t *v, const chorus__url
         return CHORUS_ERR_TLS;
     }
     if (v->refused) {
-        chorus__errstr(err, size, "TLS handshake failed: certificate verify failed: %s (%s; "
-                                  "is amqp.tls.ca.file the CA that signed it?)",
+        const char *ca = o->tls.ca_file && *o->tls.ca_file ? o->tls.ca_file : NULL;
+        chorus__errstr(err, size, "TLS handshake failed: certificate verify failed: %s (%s of "
+                                  "the broker's chain; trusted: %s%s%s)",
                        X509_verify_cert_error_string(v->error),
-                       v->depth == 0 ? "the broker's certificate" : "its issuer chain");
+                       v->depth == 0 ? "its own certificate" : "an issuer",
+                       ca ? "amqp.tls.ca.file \"" : "the system's CA store", ca ? ca : "",
+                       ca ? "\"" : "");
         return CHORUS_ERR_TLS;
     }
     if (s == AMQP_STATUS_TIMEOUT) {
