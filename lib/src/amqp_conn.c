@@ -3,7 +3,8 @@
  * alive, notice when it dies, and bring it back.
  *
  *   chorus__conn_open():  for each broker URL in order
- *       TCP connect (bounded) -> login (bounded handshake, capabilities
+ *       TCP connect (bounded; amqps:// URLs: with the TLS handshake, see
+ *       amqp_tls.c) -> login (bounded handshake, capabilities
  *       consumer_cancel_notify + connection.blocked) -> channels
  *       1 consume, 2 publish (confirm mode), 3 admin (declarations)
  *       -> declare topology -> basic.qos + basic.consume -> resend
@@ -165,19 +166,35 @@ chorus_err_t chorus__amqp_login(const chorus__url_t *u, const chorus__amqp_opts_
     amqp_connection_state_t st = *stp = amqp_new_connection();
     if (!st)
         return CHORUS_ERR_NOMEM;
-    amqp_socket_t *sock = amqp_tcp_socket_new(st);
-    if (!sock)
-        return CHORUS_ERR_NOMEM;
     struct timeval hs = tv_ms(o->handshake_ms), rpc = tv_ms(o->rpc_ms),
                    ct = tv_ms(o->connect_ms);
     amqp_set_handshake_timeout(st, &hs);
     amqp_set_rpc_timeout(st, &rpc);
+    if (u->tls) {
+        chorus_err_t rc = chorus__tls_open(st, u, o, err, size);
+        if (rc)
+            return rc;
+        return login(st, u, o, err, size);
+    }
+    amqp_socket_t *sock = amqp_tcp_socket_new(st);
+    if (!sock)
+        return CHORUS_ERR_NOMEM;
     int s = amqp_socket_open_noblock(sock, u->host, u->port, &ct);
     if (s != AMQP_STATUS_OK) {
         chorus__errstr(err, size, "TCP connect: %s", amqp_error_string2(s));
         return s == AMQP_STATUS_TIMEOUT ? CHORUS_ERR_TIMEOUT : CHORUS_ERR_CONNECT;
     }
     return login(st, u, o, err, size);
+}
+
+/* A TLS file from the configuration, else from the environment (as amqp.url
+ * falls back to CHORUS_AMQP_URL), so that tools on a default configuration
+ * (chorus-dlq) reach a TLS broker too. */
+static const char *tls_file(const chorus_conf_t *conf, const char *key, const char *env) {
+    const char *v = chorus__conf_str(conf, key);
+    if (!*v && (v = getenv(env)) == NULL)
+        v = "";
+    return v;
 }
 
 void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
@@ -187,6 +204,12 @@ void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
     o->rpc_ms = chorus__conf_int(conf, "amqp.rpc.timeout.ms");
     o->heartbeat_s = (int)chorus__conf_int(conf, "amqp.heartbeat.s");
     o->name = name;
+    o->tls.ca_file = tls_file(conf, "amqp.tls.ca.file", "CHORUS_AMQP_TLS_CA_FILE");
+    o->tls.cert_file = tls_file(conf, "amqp.tls.cert.file", "CHORUS_AMQP_TLS_CERT_FILE");
+    o->tls.key_file = tls_file(conf, "amqp.tls.key.file", "CHORUS_AMQP_TLS_KEY_FILE");
+    o->tls.server_name = chorus__conf_str(conf, "amqp.tls.server.name");
+    o->tls.verify_peer = strcmp(chorus__conf_str(conf, "amqp.tls.verify.peer"), "on") == 0;
+    o->tls.verify_hostname = strcmp(chorus__conf_str(conf, "amqp.tls.verify.hostname"), "on") == 0;
 }
 
 static chorus_err_t try_url(chorus_t *ch, const chorus__url_t *u, char *err,

@@ -303,6 +303,10 @@ typedef struct {
     long connect_ms, handshake_ms, rpc_ms; /* amqp.*.timeout.ms */
     int heartbeat_s;
     const char *name;                      /* connection_name */
+    struct {                               /* amqp.tls.*: for amqps:// URLs */
+        const char *ca_file, *cert_file, *key_file, *server_name; /* "" or NULL: none */
+        bool verify_peer, verify_hostname;
+    } tls;
 } chorus__amqp_opts_t;
 void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
                                  chorus__amqp_opts_t *o);
@@ -310,6 +314,13 @@ void chorus__amqp_opts_from_conf(const chorus_conf_t *conf, const char *name,
  * failure (for the caller to destroy). */
 chorus_err_t chorus__amqp_login(const chorus__url_t *u, const chorus__amqp_opts_t *o,
                                 amqp_connection_state_t *stp, char *err, size_t size);
+/* amqp_tls.c */
+/* A TLS socket for @p st, connected to u's host and port with the
+ * handshake done (within o->connect_ms), the broker's certificate checked
+ * as o->tls says.  CHORUS_ERR_TLS for a refused certificate or bad TLS
+ * files, with the cause in err. */
+chorus_err_t chorus__tls_open(amqp_connection_state_t st, const chorus__url_t *u,
+                              const chorus__amqp_opts_t *o, char *err, size_t size);
 /* The transport's operations (see chorus__link_t). */
 static inline bool chorus__up(const chorus_t *ch) { return ch->link->up(ch); }
 static inline chorus_err_t chorus__conn_open(chorus_t *ch) { return ch->link->open(ch); }

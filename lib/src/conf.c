@@ -33,9 +33,34 @@ static const prop_t props[] = {
      "Prefix of the routing keys it publishes and part of its queue names. "
      "Required."},
     {"amqp.url", P_URLS, "", 0, 0, NULL,
-     "Broker URLs, `amqp://user:pass@host:port/vhost`, separated by commas or "
+     "Broker URLs, `amqp://user:pass@host:port/vhost` (`amqps://` for TLS, "
+     "port 5671 by default; see `amqp.tls.*`), separated by commas or "
      "spaces; tried in order on every (re)connect. Empty: the environment "
      "variable CHORUS_AMQP_URL."},
+    {"amqp.tls.ca.file", P_STR, "", 0, 0, NULL,
+     "For `amqps://` URLs: the CA certificates (PEM) a broker's certificate "
+     "must chain to. Empty: the environment variable CHORUS_AMQP_TLS_CA_FILE, "
+     "else the system's CA store."},
+    {"amqp.tls.cert.file", P_STR, "", 0, 0, NULL,
+     "For `amqps://` URLs: a client certificate (PEM, with its chain) to "
+     "present to the broker, with `amqp.tls.key.file`. Empty: the environment "
+     "variable CHORUS_AMQP_TLS_CERT_FILE, else none."},
+    {"amqp.tls.key.file", P_STR, "", 0, 0, NULL,
+     "The private key (PEM, not encrypted) of `amqp.tls.cert.file`. Empty: "
+     "the environment variable CHORUS_AMQP_TLS_KEY_FILE."},
+    {"amqp.tls.verify.peer", P_ENUM, "on", 0, 0, "on|off",
+     "For `amqps://` URLs: `on` refuses a broker whose certificate does not "
+     "chain to a trusted CA (or has expired). `off` accepts any certificate: "
+     "the connection is encrypted but the broker unauthenticated; for tests "
+     "only."},
+    {"amqp.tls.verify.hostname", P_ENUM, "on", 0, 0, "on|off",
+     "For `amqps://` URLs: `on` refuses a broker whose certificate does not "
+     "name the host of the URL (a DNS name, or an IP address in its "
+     "subjectAltName) or `amqp.tls.server.name`."},
+    {"amqp.tls.server.name", P_STR, "", 0, 0, NULL,
+     "The name the broker's certificate must carry, instead of the URL's "
+     "host (e.g. the URL names an IP address, the certificate a DNS name). "
+     "SNI still sends the URL's host."},
     {"amqp.connection.name", P_STR, "", 0, 0, NULL,
      "Connection name shown by the broker (client property "
      "`connection_name`). Empty: the service name."},
@@ -43,7 +68,8 @@ static const prop_t props[] = {
      "Heartbeat interval requested from the broker, in seconds (0 disables). "
      "A background thread keeps heartbeats going while handlers run."},
     {"amqp.connect.timeout.ms", P_INT, "5000", 100, 600000, NULL,
-     "Timeout for the TCP connect to one broker address."},
+     "Timeout for the TCP connect to one broker address (for `amqps://`, "
+     "the TLS handshake too)."},
     {"amqp.handshake.timeout.ms", P_INT, "10000", 100, 600000, NULL,
      "Timeout for the AMQP handshake and login."},
     {"amqp.rpc.timeout.ms", P_INT, "10000", 100, 600000, NULL,

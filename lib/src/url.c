@@ -1,12 +1,15 @@
 /*
- * url.c - parsing of amqp:// URLs, as the RabbitMQ URI specification puts it:
+ * url.c - parsing of amqp:// and amqps:// URLs, as the RabbitMQ URI
+ * specification puts it:
  *
- *     amqp://[user[:password]@]host[:port][/vhost]
+ *     amqp[s]://[user[:password]@]host[:port][/vhost]
  *
  * Each part is percent-decoded; an empty path means vhost "/", and "/%2f"
- * spells "/" explicitly.  IPv6 literals go in brackets.  amqps:// is
- * refused with a clear message (TLS is not supported yet).  Errors name the
- * part at fault and never repeat the password.
+ * spells "/" explicitly.  IPv6 literals go in brackets.  amqps:// marks the
+ * URL as TLS (u->tls) and makes 5671 the default port; how TLS is set up
+ * (CA, client certificate, checks) is configuration, not part of the URL
+ * (amqp.tls.*, see amqp_conn.c), so a list may mix both schemes.  Errors
+ * name the part at fault and never repeat the password.
  */
 #include "url_int.h"
 
@@ -126,11 +129,16 @@ chorus_err_t chorus__url_parse(const char *s, chorus__url_t *u, char *errstr,
     strcpy(u->vhost, "/");
     if (!s || !*s)
         return fail(errstr, size, "empty");
-    if (strncmp(s, "amqps://", 8) == 0)
-        return fail(errstr, size, "amqps:// (TLS) is not supported; use amqp://");
-    if (strncmp(s, "amqp://", 7) != 0)
-        return fail(errstr, size, "must start with amqp://");
-    const char *auth = s + 7;
+    const char *auth;
+    if (strncmp(s, "amqps://", 8) == 0) {
+        u->tls = true;
+        u->port = 5671;
+        auth = s + 8;
+    } else if (strncmp(s, "amqp://", 7) == 0) {
+        auth = s + 7;
+    } else {
+        return fail(errstr, size, "must start with amqp:// or amqps://");
+    }
     const char *slash = strchr(auth, '/');
     const char *end = slash ? slash : auth + strlen(auth);
     if (memchr(auth, '?', (size_t)(end - auth)) || memchr(auth, '#', (size_t)(end - auth)))
@@ -191,8 +199,9 @@ int chorus__url_parse_list(const char *s, chorus__url_t *out, int max,
 
 void chorus__url_describe(const chorus__url_t *u, char *buf, size_t size) {
     const char *v = strcmp(u->vhost, "/") == 0 ? "" : u->vhost;
+    const char *tls = u->tls ? " (TLS)" : "";
     if (strchr(u->host, ':'))
-        snprintf(buf, size, "[%s]:%d/%s", u->host, u->port, v);
+        snprintf(buf, size, "[%s]:%d/%s%s", u->host, u->port, v, tls);
     else
-        snprintf(buf, size, "%s:%d/%s", u->host, u->port, v);
+        snprintf(buf, size, "%s:%d/%s%s", u->host, u->port, v, tls);
 }

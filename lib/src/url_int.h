@@ -12,10 +12,12 @@ typedef struct {
     char host[256];
     int port;
     char vhost[256];
+    bool tls; /* amqps:// */
 } chorus__url_t;
 
-/* Parses one "amqp://user:pass@host:port/vhost".  Missing parts take the
- * AMQP URI defaults (guest/guest, localhost, 5672, vhost "/").  On failure
+/* Parses one "amqp://user:pass@host:port/vhost" (or amqps://, tls set).
+ * Missing parts take the AMQP URI defaults (guest/guest, localhost, 5672 --
+ * 5671 for amqps --, vhost "/").  On failure
  * returns CHORUS_ERR_BAD_URL with the reason in errstr (never the password). */
 chorus_err_t chorus__url_parse(const char *s, chorus__url_t *out, char *errstr,
                                size_t errstr_size);
@@ -25,7 +27,8 @@ chorus_err_t chorus__url_parse(const char *s, chorus__url_t *out, char *errstr,
 int chorus__url_parse_list(const char *s, chorus__url_t *out, int max,
                            char *errstr, size_t errstr_size);
 
-/* "host:port/vhost" for logs: never the credentials. */
+/* "host:port/vhost" for logs (" (TLS)" after it for amqps): never the
+ * credentials. */
 void chorus__url_describe(const chorus__url_t *u, char *buf, size_t size);
 
 #endif

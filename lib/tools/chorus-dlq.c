@@ -40,7 +40,9 @@ static void usage(FILE *f) {
         "                                 that cannot be rebuilt exactly is refused, the\n"
         "                                 others go on\n"
         "FILTER is one of --id EVENT_ID, --reason REASON, --event-type TYPE, --all.\n"
-        "The broker is CHORUS_AMQP_URL; the namespace CHORUS_NAMESPACE (default chorus);\n"
+        "The broker is CHORUS_AMQP_URL (for amqps://, the CA is CHORUS_AMQP_TLS_CA_FILE,\n"
+        "else the system's; a client certificate CHORUS_AMQP_TLS_CERT_FILE and _KEY_FILE);\n"
+        "the namespace CHORUS_NAMESPACE (default chorus);\n"
         "list without SERVICE covers every service of the saga (CHORUS_SAGA_FILE, default\n"
         "sagas/order_fulfillment.json). Exit status: 0 done, 1 failed, 2 usage or refused.\n");
 }

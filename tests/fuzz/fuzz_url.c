@@ -37,7 +37,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static bool same_url(const chorus__url_t *a, const chorus__url_t *b) {
     return strcmp(a->user, b->user) == 0 && strcmp(a->pass, b->pass) == 0 &&
            strcmp(a->host, b->host) == 0 && a->port == b->port &&
-           strcmp(a->vhost, b->vhost) == 0;
+           strcmp(a->vhost, b->vhost) == 0 && a->tls == b->tls;
 }
 
 static void pct(char *out, size_t *o, const char *s) {
@@ -59,8 +59,7 @@ static void check_rebuilt(const chorus__url_t *u) {
     /* 3 bytes per byte of each field, and the punctuation */
     char url[3 * (128 + 256 + 256 + 256) + 64];
     size_t o = 0;
-    memcpy(url, "amqp://", 7);
-    o = 7;
+    o = (size_t)snprintf(url, sizeof(url), "%s", u->tls ? "amqps://" : "amqp://");
     pct(url, &o, u->user);
     url[o++] = ':';
     pct(url, &o, u->pass);
@@ -114,10 +113,10 @@ static void check_url(const chorus__url_t *u) {
 /* The password as written (between the first ':' and the last '@' of the
  * first authority), when the input spells one of at least 4 bytes. */
 static bool written_password(const char *s, char *out, size_t size) {
-    const char *auth = strstr(s, "amqp://");
+    const char *plain = strstr(s, "amqp://"), *tls = strstr(s, "amqps://");
+    const char *auth = plain && (!tls || plain < tls) ? plain + 7 : tls ? tls + 8 : NULL;
     if (!auth)
         return false;
-    auth += 7;
     size_t end = strcspn(auth, "/, \t\r\n");
     const char *at = NULL;
     for (size_t i = 0; i < end; i++)
@@ -134,8 +133,7 @@ static bool written_password(const char *s, char *out, size_t size) {
  * called with at most MAX_URLS or 1 URL). */
 static const char *const fixed_texts[] = {
     "bad AMQP URL: empty",
-    "bad AMQP URL: amqps:// (TLS) is not supported; use amqp://",
-    "bad AMQP URL: must start with amqp://",
+    "bad AMQP URL: must start with amqp:// or amqps://",
     "bad AMQP URL: query strings and fragments are not supported",
     "bad AMQP URL: user name has a bad %-escape or is too long",
     "bad AMQP URL: password has a bad %-escape or is too long",

@@ -68,7 +68,9 @@ static void bad(void **state) {
     char err[256];
     static const struct { const char *url; const char *says; } cases[] = {
         {"http://h", "amqp://"},
-        {"amqps://h", "TLS"},
+        {"amqpss://h", "amqps://"},
+        {"AMQPS://h", "amqps://"},
+        {"amqps://u:pw@h:0", "port"},
         {"", "empty"},
         {"amqp://h:0", "port"},
         {"amqp://h:65536", "port"},
@@ -89,6 +91,43 @@ static void bad(void **state) {
                      cases[i].says);
         assert_null(strstr(err, "pw"));
     }
+}
+
+/* amqps:// is the same URL over TLS: port 5671 unless one is given. */
+static void tls(void **state) {
+    (void)state;
+    chorus__url_t u;
+    char err[256], d[300];
+    assert_int_equal(chorus__url_parse("amqps://alice:s3cret@broker.example/orders", &u, err,
+                                       sizeof(err)), CHORUS_OK);
+    assert_true(u.tls);
+    assert_string_equal(u.user, "alice");
+    assert_string_equal(u.pass, "s3cret");
+    assert_string_equal(u.host, "broker.example");
+    assert_int_equal(u.port, 5671);
+    assert_string_equal(u.vhost, "orders");
+    chorus__url_describe(&u, d, sizeof(d));
+    assert_string_equal(d, "broker.example:5671/orders (TLS)");
+    assert_int_equal(chorus__url_parse("amqps://[::1]:5681", &u, err, sizeof(err)), CHORUS_OK);
+    assert_true(u.tls);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 5681);
+    assert_int_equal(chorus__url_parse("amqps://", &u, err, sizeof(err)), CHORUS_OK);
+    assert_string_equal(u.host, "localhost");
+    assert_int_equal(u.port, 5671);
+    assert_int_equal(chorus__url_parse("amqp://h", &u, err, sizeof(err)), CHORUS_OK);
+    assert_false(u.tls);
+    assert_int_equal(u.port, 5672);
+    /* a list may mix both */
+    chorus__url_t l[3];
+    assert_int_equal(chorus__url_parse_list("amqps://a, amqp://b amqps://c:7", l, 3, err,
+                                            sizeof(err)), 3);
+    assert_true(l[0].tls);
+    assert_int_equal(l[0].port, 5671);
+    assert_false(l[1].tls);
+    assert_int_equal(l[1].port, 5672);
+    assert_true(l[2].tls);
+    assert_int_equal(l[2].port, 7);
 }
 
 static void list(void **state) {
@@ -112,6 +151,7 @@ int main(void) {
         cmocka_unit_test(full_url), cmocka_unit_test(defaults),
         cmocka_unit_test(escapes),  cmocka_unit_test(ipv6),
         cmocka_unit_test(bad),      cmocka_unit_test(list),
+        cmocka_unit_test(tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

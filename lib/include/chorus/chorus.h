@@ -78,7 +78,8 @@ CHORUS_API const char *chorus_version(void);
     X(NOT_IJSON, "message is not I-JSON (RFC 7493)")                         \
     X(COMMIT_UNKNOWN, "the outcome of the commit is unknown")                \
     X(DUPLICATE, "already done: the idempotency key was used before")       \
-    X(FORBIDDEN, "the producer may not send this event")
+    X(FORBIDDEN, "the producer may not send this event")                     \
+    X(TLS, "TLS with the broker failed (certificate refused or bad TLS files)")
 
 typedef enum chorus_err_e {
 #define CHORUS__ERR_ENUM(name, msg) CHORUS_ERR_##name,
