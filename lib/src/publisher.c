@@ -180,7 +180,11 @@ static void resend_push(chorus_t *ch, chorus__pub_t *p) {
 }
 
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
-    if (!chorus__up(ch)) {
+    /* connection.blocked: nothing is written to the socket (the broker
+     * reads none of it) until connection.unblocked, when chorus_poll()
+     * sends what waits; a waiter's publish is not taken, as while
+     * disconnected (its row stays for the relay). */
+    if (!chorus__up(ch) || ch->blocked) {
         if (p->waiter)
             return CHORUS_ERR_STATE; /* not taken: the caller still owns it */
         resend_push(ch, p); /* goes out after the reconnect */

@@ -35,6 +35,8 @@ static const struct {
     S(transactions, "batch transactions committed (more than batches: conflicts split them)"),
     S(careful_runs, "batches run again with a savepoint per delivery after a broken transaction"),
     S(store_reconnects, "successful reconnects to PostgreSQL after a loss"),
+    S(blocked_periods, "times the broker blocked publishing (connection.blocked)"),
+    S(blocked_ms, "total time publishing was blocked by the broker, ms"),
 #undef S
     {"sql_round_trips", "round trips to PostgreSQL on the transaction connection", IN_SQL,
      offsetof(chorus__sql_t, round_trips)},
