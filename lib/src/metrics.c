@@ -433,7 +433,8 @@ void chorus__metrics_sample(chorus_t *ch) {
     s->broker_up = chorus__up(ch);
     s->store_enabled = ch->store.enabled;
     s->store_up = ch->store.up;
-    s->consuming = ch->consuming && !(ch->store.enabled && ch->store.paused);
+    /* a participant with no handler (a publisher) has nothing to consume */
+    s->consuming = ch->nhandlers == 0 || (ch->consuming && !(ch->store.enabled && ch->store.paused));
     s->blocked = ch->blocked;
     s->stopping = ch->stop;
     s->taken_ms = now;
