@@ -101,6 +101,17 @@ void chorus__hb_stop(chorus_t *ch) {
     ch->hb_started = false;
 }
 
+/* Ends a blocked period (connection.unblocked, or the connection gone): its
+ * length counted and said once. */
+void chorus__set_unblocked(chorus_t *ch, const char *why) {
+    if (!ch->blocked)
+        return;
+    ch->blocked = false;
+    int64_t ms = chorus__mono_ms() - ch->blocked_since_ms;
+    ch->stats.blocked_ms += (uint64_t)(ms > 0 ? ms : 0);
+    chorus__log(ch, CHORUS_LOG_NOTICE, "%s after %.1f s blocked", why, (double)ms / 1000.0);
+}
+
 /* ---- open ---------------------------------------------------------------- */
 
 static amqp_table_t client_properties(const char *name, amqp_table_entry_t *e,
@@ -232,7 +243,7 @@ static void destroy_state(chorus_t *ch) {
     amqp_destroy_connection(ch->st);
     ch->st = NULL;
     ch->consuming = false;
-    ch->blocked = false;
+    chorus__set_unblocked(ch, "the connection closed");
 }
 
 static chorus_err_t amqp_open(chorus_t *ch) {
@@ -463,13 +474,23 @@ static chorus_err_t on_method(chorus_t *ch, amqp_frame_t *f) {
         amqp_send_method(ch->st, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         return CHORUS_ERR_CONN_CLOSED;
     }
-    case AMQP_CONNECTION_BLOCKED_METHOD:
-        ch->blocked = true;
-        chorus__log(ch, CHORUS_LOG_WARNING, "broker blocked publishing (resource alarm)");
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        /* A resource alarm (memory or disk): the broker stops reading this
+         * connection's socket.  Publishes are held (publisher.c) and no new
+         * batch is taken (consumer.c) until connection.unblocked. */
+        amqp_connection_blocked_t *m = f->payload.method.decoded;
+        if (!ch->blocked) {
+            ch->blocked = true;
+            ch->blocked_since_ms = chorus__mono_ms();
+            ch->stats.blocked_periods++;
+            chorus__log(ch, CHORUS_LOG_WARNING,
+                        "broker blocked publishing (%.*s); publishes wait until it unblocks",
+                        (int)m->reason.len, (const char *)m->reason.bytes);
+        }
         return CHORUS_OK;
+    }
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
-        ch->blocked = false;
-        chorus__log(ch, CHORUS_LOG_INFO, "broker unblocked publishing");
+        chorus__set_unblocked(ch, "broker unblocked publishing");
         return CHORUS_OK;
     default:
         chorus__log(ch, CHORUS_LOG_DEBUG, "ignoring method 0x%08x on channel %u",

@@ -157,6 +157,7 @@ static void free_bindings(chorus_t *ch) {
 void chorus_destroy(chorus_t *ch) {
     if (!ch)
         return;
+    chorus__metrics_stop(ch); /* first: its thread reads nothing of ch, but stops serving */
     chorus__hb_stop(ch);
     chorus__conn_close(ch);
     chorus__backlog_clear(ch);
@@ -503,16 +504,29 @@ static chorus_err_t start(chorus_t *ch) {
         return rc;
     if ((rc = build_topology(ch, &ch->topo)))
         return rc;
+    /* A bad metrics.listen or a port in use fails here, before anything
+     * connects. */
+    char merr[256];
+    if ((rc = chorus__metrics_start(ch, merr, sizeof(merr)))) {
+        chorus__fail(ch, NULL, "%s", merr);
+        return rc;
+    }
     /* The store first: consuming starts only once it is ready. */
-    if (ch->store.enabled && !ch->store.up && (rc = store_at_start(ch)))
+    if (ch->store.enabled && !ch->store.up && (rc = store_at_start(ch))) {
+        chorus__metrics_stop(ch);
         return rc;
-    if ((rc = connect_at_start(ch)))
+    }
+    if ((rc = connect_at_start(ch))) {
+        chorus__metrics_stop(ch);
         return rc;
+    }
     if ((rc = chorus__hb_start(ch))) {
         chorus__conn_close(ch);
+        chorus__metrics_stop(ch);
         return rc;
     }
     ch->started = true;
+    chorus__metrics_sample(ch);
     return CHORUS_OK;
 }
 
@@ -608,6 +622,8 @@ static int frame_wait(const chorus_t *ch, int64_t until, int64_t now, int least)
     return w < least ? least : (int)w;
 }
 
+static chorus_err_t poll_body(chorus_t *ch, int timeout_ms);
+
 chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
     if (!ch)
         return CHORUS_ERR_INVALID_ARG;
@@ -615,6 +631,17 @@ chorus_err_t chorus_poll(chorus_t *ch, int timeout_ms) {
         return CHORUS_ERR_STOPPED;
     if (!ch->started)
         return CHORUS_ERR_STATE;
+    chorus_err_t rc = poll_body(ch, timeout_ms);
+    if (ch->resend_head && !ch->blocked && chorus__up(ch)) {
+        chorus__lock(ch); /* held back while blocked: out now */
+        chorus__publisher_resend(ch);
+        chorus__unlock(ch);
+    }
+    chorus__metrics_sample(ch); /* between batches: no transaction open */
+    return rc;
+}
+
+static chorus_err_t poll_body(chorus_t *ch, int timeout_ms) {
     int64_t until = chorus__mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     bool connected = ensure_connected(ch, timeout_ms);
     store_poll(ch);

@@ -21,6 +21,7 @@
 #include "store_int.h"
 #include "conf_int.h"
 #include "envelope_int.h"
+#include "metrics_int.h"
 #include "retry_int.h"
 #include "topology_int.h"
 #include "url_int.h"
@@ -204,6 +205,7 @@ typedef struct {
     uint64_t handled, duplicates, retried, dead_lettered, published, nacked, returned,
         reconnects, handler_ns, propagation_ms, conflicts, relayed;
     uint64_t batches, transactions, careful_runs, store_reconnects, splits;
+    uint64_t blocked_periods, blocked_ms; /* connection.blocked (by name only) */
 } chorus__stats_t;
 
 struct chorus_s {
@@ -233,6 +235,7 @@ struct chorus_s {
     bool consuming;
     uint64_t consume_gen;           /* bumped by every basic.consume */
     bool blocked;                   /* connection.blocked from the broker */
+    int64_t blocked_since_ms;       /* mono clock of the last connection.blocked */
     bool need_redeclare;            /* a publish came back unroutable */
     bool started;
     chorus__backoff_t reconnect;    /* amqp.reconnect.backoff.* */
@@ -280,6 +283,8 @@ struct chorus_s {
     unsigned mutations;             /* debug.mutation (CHORUS__MUT_*) */
 
     chorus__stats_t stats;
+    chorus__hist_t hist[CHORUS__NHIST]; /* handler time, propagation delay */
+    struct chorus__metrics_s *metrics;  /* metrics.listen: the endpoint, or NULL */
     char last_error[512];           /* chorus_last_error() */
     char last_sqlstate[6];
 };
@@ -323,6 +328,8 @@ chorus_err_t chorus__tls_open(amqp_connection_state_t st, const chorus__url_t *u
                               const chorus__amqp_opts_t *o, char *err, size_t size);
 /* The transport's operations (see chorus__link_t). */
 static inline bool chorus__up(const chorus_t *ch) { return ch->link->up(ch); }
+/* amqp_conn.c: the end of a connection.blocked period. */
+void chorus__set_unblocked(chorus_t *ch, const char *why);
 static inline chorus_err_t chorus__conn_open(chorus_t *ch) { return ch->link->open(ch); }
 static inline void chorus__conn_lost(chorus_t *ch, const char *why) { ch->link->lost(ch, why); }
 /* The next reconnect after the current backoff (with jitter); doubles it. */

@@ -159,6 +159,18 @@ static const prop_t props[] = {
      "Schema holding chorus' tables. Empty: the service name."},
     {"store.snapshot.every", P_INT, "50", 1, 1000000, NULL,
      "The event store writes a snapshot of an aggregate every N events."},
+    {"metrics.listen", P_STR, "", 0, 0, NULL,
+     "`HOST:PORT` of the participant's HTTP endpoint serving `/metrics` "
+     "(Prometheus text format), `/healthz` and `/readyz`. Empty: none. "
+     "HOST must be a loopback address (127.0.0.0/8 or `[::1]`) unless "
+     "metrics.listen.remote is `true`."},
+    {"metrics.listen.remote", P_ENUM, "false", 0, 0, "true|false",
+     "`true`: metrics.listen may name an address other hosts reach (nothing "
+     "on the endpoint is authenticated)."},
+    {"metrics.sample.interval.ms", P_INT, "5000", 100, 3600000, NULL,
+     "How often the poll loop samples the queue depths (a passive declare on "
+     "a channel of its own) and the outbox backlog (a query) for the metrics "
+     "endpoint; counters are copied at every poll."},
     {"store.relay.interval.ms", P_INT, "1000", 10, 3600000, NULL,
      "How often the outbox relay looks for rows left unpublished (it also "
      "runs at start-up and on NOTIFY)."},

@@ -215,8 +215,8 @@ static bool waiter_settled(chorus_t *ch, void *arg) {
 }
 
 void chorus__outbox_publish_committed(chorus_t *ch, chorus__row_t *rows, size_t n, bool wait) {
-    if (!ch->started || !chorus__up(ch)) {
-        ch->store.relay_wanted = true;
+    if (!ch->started || !chorus__up(ch) || ch->blocked) {
+        ch->store.relay_wanted = true; /* blocked: the relay after connection.unblocked */
         return; /* a command-line tool: the service's relay (NOTIFY) publishes them */
     }
     chorus__waiter_t w = {0};
@@ -368,6 +368,8 @@ void chorus__relay_poll(chorus_t *ch, bool idle) {
         s->relay_wanted = true;
         PQfreemem(nf);
     }
+    if (ch->blocked) /* connection.blocked: the rows wait (relay_wanted) */
+        return;
     int64_t now = chorus__mono_ms();
     if (now >= s->next_relay_ms) {
         s->relay_wanted = true;

@@ -180,7 +180,12 @@ static void resend_push(chorus_t *ch, chorus__pub_t *p) {
 }
 
 chorus_err_t chorus__pub_send(chorus_t *ch, chorus__pub_t *p) {
-    if (!chorus__up(ch)) {
+    /* connection.blocked: a publish nobody waits for is held back until
+     * connection.unblocked (chorus_poll() sends it then).  One a batch or
+     * an outbox flush waits for is written: the broker keeps it unread in
+     * the socket and confirms it after the alarm (no confirm deadline runs
+     * out meanwhile: consumer.c); refusing it would fail its delivery. */
+    if (!chorus__up(ch) || (ch->blocked && !p->waiter)) {
         if (p->waiter)
             return CHORUS_ERR_STATE; /* not taken: the caller still owns it */
         resend_push(ch, p); /* goes out after the reconnect */

@@ -88,10 +88,15 @@ chorus_outcome_t chorus__call_handler(chorus_t *ch, chorus_delivery_t *d,
     uint64_t t0 = chorus__mono_ns();
     d->ran = true;
     chorus_outcome_t out = hd->fn(ch, d, d->env, hd->opaque);
-    ch->stats.handler_ns += chorus__mono_ns() - t0;
+    uint64_t took = chorus__mono_ns() - t0;
+    ch->stats.handler_ns += took;
+    chorus__hist_observe(&ch->hist[CHORUS__HIST_HANDLER], CHORUS__HIST_HANDLER, took);
     int64_t lag = d->handled_ms - chorus_envelope_timestamp_ms(d->env);
     if (lag > 0)
         ch->stats.propagation_ms += (uint64_t)lag;
+    /* a clock behind the producer's counts as no delay */
+    chorus__hist_observe(&ch->hist[CHORUS__HIST_PROPAGATION], CHORUS__HIST_PROPAGATION,
+                         lag > 0 ? (uint64_t)lag * 1000000u : 0);
     return out;
 }
 

@@ -43,6 +43,11 @@ static const struct {
     {"splits", "deliveries moved to a transaction of their own: a lock wait while the "
                "transaction held earlier deliveries' locks ran out (store.lock.wait.ms), or "
                "another conflict", IN_STATS, offsetof(chorus__stats_t, splits)},
+    /* appended, never inserted: a stat's index stays what it was */
+    {"blocked_periods", "times the broker blocked publishing (connection.blocked)", IN_STATS,
+     offsetof(chorus__stats_t, blocked_periods)},
+    {"blocked_ms", "total time publishing was blocked by the broker, ms", IN_STATS,
+     offsetof(chorus__stats_t, blocked_ms)},
 };
 
 #define NSTATS (sizeof(STATS) / sizeof(STATS[0]))

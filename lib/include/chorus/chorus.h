@@ -405,9 +405,10 @@ typedef struct chorus_stats_s {
     uint64_t relayed;       /**< outbox rows published by the relay */
 } chorus_stats_t;
 
-/* The first counters, in a struct the caller allocates: it never grows.
- * Every counter, these and any added later, is read by name or index
- * below. */
+/* The first counters, in a struct the caller allocates: frozen (it never
+ * grows) and deprecated in favour of the by-name API below, which has every
+ * counter, these and any added later (store_reconnects, blocked_periods,
+ * blocked_ms, ...: only there). */
 CHORUS_API void chorus_stats(const chorus_t *ch, chorus_stats_t *out);
 
 /*
