@@ -149,7 +149,6 @@ static void free_bindings(chorus_t *ch) {
     for (int i = 0; i < ch->nbindings; i++)
         free(ch->bindings[i]);
     free(ch->bindings);
-    free(ch->held);
     ch->bindings = NULL;
     ch->nbindings = 0;
 }
@@ -169,6 +168,7 @@ void chorus_destroy(chorus_t *ch) {
     chorus__upcasters_free(ch);
     chorus__topology_free(&ch->topo);
     free_bindings(ch);
+    free(ch->held);
     for (size_t i = 0; i < ch->nhandlers; i++) {
         chorus__handler_t *h = &ch->handlers[i];
         free(h->event_type);
@@ -599,6 +599,13 @@ static bool wait_readable(chorus_t *ch, int wait_ms) {
 /* Reads what is there (waiting at most @p wait_ms for a first frame) and
  * moves the deliveries on; true when the store woke the wait. */
 static bool poll_once(chorus_t *ch, int wait_ms) {
+    /* held deliveries that are due go back first (consumer_due counts
+     * them, so a wait never outlasts them; and never spins on them) */
+    if (ch->nheld) {
+        chorus__lock(ch);
+        chorus__consumer_release_held(ch);
+        chorus__unlock(ch);
+    }
     chorus__lock(ch);
     chorus__redeclare_if_needed(ch);
     bool store_woke = wait_ms > 0 && wait_readable(ch, wait_ms);
@@ -647,7 +654,7 @@ static chorus_err_t poll_body(chorus_t *ch, int timeout_ms) {
     store_poll(ch);
     if (!connected)
         return CHORUS_OK;
-    chorus__consumer_release_held(ch);
+
     /* Nothing to handle now (no backlog, or no room while batches wait for
      * their confirms): wait for a frame, at most until a confirm is late. */
     int64_t now = chorus__mono_ms();

@@ -1262,6 +1262,7 @@ int64_t chorus__consumer_due(const chorus_t *ch) {
 }
 
 void chorus__consumer_lost(chorus_t *ch) {
+    ch->nheld = 0; /* the broker gives them back with the connection */
     for (chorus__batch_t *b = ch->inflight; b; b = b->next) {
         if (chorus__batch_done(b->state))
             continue;
@@ -1352,6 +1353,14 @@ void chorus__consume_pause(chorus_t *ch) {
     ch->store.paused = true;
     if (!chorus__up(ch) || !ch->consuming)
         return;
+    /* Held deliveries stay valid on this channel after the cancel, but the
+     * next basic.consume starts a new generation: give them back now. */
+    for (int i = 0; i < ch->nheld; i++)
+        if (ch->link->nack(ch, ch->held[i].tag, true) != AMQP_STATUS_OK) {
+            chorus__conn_lost(ch, "nack failed");
+            return;
+        }
+    ch->nheld = 0;
     char tag[128];
     snprintf(tag, sizeof(tag), "%s.%ld", ch->service, (long)getpid());
     char err[256];

@@ -181,10 +181,14 @@ static PGconn *open_one(chorus_t *ch) {
         /* Down, or starting up / shutting down / in recovery: an outage to
          * wait out.  A server that answers but refuses us (password, role,
          * database) is an answer, and chorus_start fails at once. */
-        PGPing ping = PQpingParams(keys, vals, 1);
-        ch->store.unreachable = ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
         char why[256];
         first_line(pg ? PQerrorMessage(pg) : NULL, why, sizeof(why));
+        /* NO_RESPONSE also covers the client's own TLS refusals (no server
+         * answer came), which are not outages */
+        PGPing ping = PQpingParams(keys, vals, 1);
+        ch->store.unreachable = ping == PQPING_REJECT ||
+                                (ping == PQPING_NO_RESPONSE && !strstr(why, "SSL") &&
+                                 !strstr(why, "certificate"));
         chorus__log(ch, CHORUS_LOG_WARNING, "PostgreSQL: %s", why);
         chorus__fail(ch, NULL, "PostgreSQL: %s", why);
         PQfinish(pg);

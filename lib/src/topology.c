@@ -343,8 +343,9 @@ static cJSON *args_json(const chorus__topo_op_t *op) {
     cJSON *a = cJSON_CreateObject();
     for (int i = 0; a && i < op->nargs; i++) {
         const chorus__arg_t *x = &op->args[i];
-        if (!(x->is_int ? cJSON_AddNumberToObject(a, x->key, (double)x->i)
-                        : cJSON_AddStringToObject(a, x->key, x->s))) {
+        if (!(x->is_bool  ? cJSON_AddBoolToObject(a, x->key, x->i != 0)
+              : x->is_int ? cJSON_AddNumberToObject(a, x->key, (double)x->i)
+                          : cJSON_AddStringToObject(a, x->key, x->s))) {
             cJSON_Delete(a);
             return NULL;
         }

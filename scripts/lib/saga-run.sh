@@ -94,14 +94,17 @@ sr_reset() {
     sr_drop_broker "$CHORUS_NAMESPACE" "${users[@]}"
 }
 
-# sr_url_list USER:PASS FIRST HOST...: amqp://USER:PASS@HOST for each HOST, comma-separated,
-# starting with the FIRST-th (modulo their number) and wrapping around.
+# sr_url_list USER:PASS FIRST SCHEME://HOST...: SCHEME://USER:PASS@HOST for each, comma-separated
+# (amqps stays amqps), starting with the FIRST-th (modulo their number) and wrapping around.
 sr_url_list() {
-    local cred=$1 first=$2 n i out=''
+    local cred=$1 first=$2 n i out='' u
     shift 2
     n=$#
     local h=("$@")
-    for ((i = 0; i < n; i++)); do out+="${out:+,}amqp://$cred@${h[$(((first + i) % n))]}"; done
+    for ((i = 0; i < n; i++)); do
+        u=${h[$(((first + i) % n))]}
+        out+="${out:+,}${u%%://*}://$cred@${u#*://}"
+    done
     printf '%s' "$out"
 }
 
@@ -133,8 +136,9 @@ sr_provision() {
     fi
     tool=${SR_BUILD:-$ROOT/build}/lib/tools/chorus-saga
     # host:port/vhost of each broker of CHORUS_AMQP_URL (a cluster: a list)
-    local hosts=() u
-    for u in ${CHORUS_AMQP_URL//,/ }; do hosts+=("${u##*@}"); done
+    local hosts=() u list
+    IFS=', ' read -r -a list <<<"$CHORUS_AMQP_URL"
+    for u in "${list[@]}"; do hosts+=("${u%%://*}://${u##*@}"); done
     : >"$SR_OUT/credentials"
     chmod 600 "$SR_OUT/credentials"
     (umask 077 && : >"$defs.secret")
@@ -351,12 +355,12 @@ sr_report() {
 sr_dlq_empty() {
     local s out n bad=0
     for s in "${SR_SERVICES[@]}"; do
-        if ! out=$("$ROOT/scripts/dlq" --json --namespace "$CHORUS_NAMESPACE" list "$s" 2>&1); then
-            echo "  [FAIL] cannot count $s's dead letters: $out" >&2
+        if ! out=$("$ROOT/scripts/dlq" --json --namespace "$CHORUS_NAMESPACE" list "$s" 2>"$SR_OUT/dlq.err") ||
+            ! n=$(jq -r '[.services[].total] | add // 0' <<<"$out"); then
+            echo "  [FAIL] cannot count $s's dead letters: $(cat "$SR_OUT/dlq.err")" >&2
             bad=1
             continue
         fi
-        n=$(jq -r '[.services[].total] | add // 0' <<<"$out")
         if [[ $n != 0 ]]; then
             echo "  [FAIL] $CHORUS_NAMESPACE.$s.dlq holds $n dead letters" >&2
             bad=1

@@ -103,6 +103,7 @@ fault() {
         done < <(grep -a ' reconnected to ' "$SR_OUT/$svc.log")
     done
     port=$(sed -n 's/.*reconnected to [0-9.]*:\([0-9]*\)\/.*/\1/p' <<<"$line")
+    [[ $port =~ ^[0-9]+$ ]] || fail "$svc's reconnect line names no port: $line"
     m=$((port - ${CHORUS_CLUSTER_PORT:-5772} + 1))
     [[ $m != "$n" ]] || fail "$svc reconnected to node $n, the one that went away"
     RECONNECT_MS[$kind-$svc]=$((ms - t0 / 1000))

@@ -2,6 +2,7 @@
 #include "cm.h"
 #include "topology_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const chorus__topo_op_t *find(const chorus__topology_t *t, chorus__op_kind_t k,
@@ -171,6 +172,14 @@ static void single_active(void **state) {
                                "x-single-active-consumer"));
     assert_null(chorus__op_arg(find(&t, CHORUS__OP_QUEUE, "chorus.payment.dlq", NULL),
                                "x-single-active-consumer"));
+    /* exported for a definitions import with the same JSON types the
+     * declaration sends: a boolean, a number, a string */
+    char *json = chorus__topology_definitions(&t, "/");
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"x-single-active-consumer\":true"));
+    assert_non_null(strstr(json, "\"x-delivery-limit\":20"));
+    assert_non_null(strstr(json, "\"x-queue-type\":\"quorum\""));
+    free(json);
     chorus__topology_free(&t);
 }
 
