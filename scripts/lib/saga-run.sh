@@ -117,7 +117,7 @@ sr_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
 # routing-key prefix, and a PostgreSQL role owning only its own schema.
 #
 # The broker side is one definitions import (POST /api/definitions: RabbitMQ's own
-# provisioning, applied as a whole): every service's user, permissions and topic
+# provisioning, in one request): every service's user, permissions and topic
 # permissions, the exchanges, queues and bindings each participant would declare
 # (chorus-saga topology, with CHORUS_CONF: the same arguments, so their own declaration
 # at start is a no-op), and the policy that mirrors the dead-letter queues on every node
