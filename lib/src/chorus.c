@@ -394,24 +394,40 @@ static chorus_err_t derive_handler_rules(chorus_t *ch, const chorus_saga_t *saga
 
 static void sleep_ms(int64_t ms);
 
-/* A broker that is down or still starting is waited for, within
- * "amqp.start.timeout.ms"; refused credentials or a declaration that
- * disagrees with the broker's are answers, not outages: they fail at once. */
-static chorus_err_t connect_at_start(chorus_t *ch) {
-    int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, "amqp.start.timeout.ms");
-    chorus__backoff_t b = ch->reconnect; /* the same policy as every reconnect */
+/* A server that is down or still starting is waited for at start-up,
+ * within the configured timeout, with the backoff of its reconnects (@p b);
+ * refused credentials or a declaration that disagrees with the broker's are
+ * answers, not outages: they fail at once.  @p attempt says which it was. */
+static chorus_err_t wait_at_start(chorus_t *ch, const char *what, const char *timeout_key,
+                                  chorus__backoff_t b,
+                                  chorus_err_t (*attempt)(chorus_t *ch, bool *transient)) {
+    int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, timeout_key);
     for (;;) {
-        chorus_err_t rc = chorus__conn_open(ch);
-        bool transient = rc == CHORUS_ERR_CONNECT || rc == CHORUS_ERR_TIMEOUT ||
-                         rc == CHORUS_ERR_CONN_CLOSED || rc == CHORUS_ERR_CHANNEL_CLOSED;
+        bool transient = false;
+        chorus_err_t rc = attempt(ch, &transient);
         int64_t left = until - chorus__mono_ms();
         if (!rc || !transient || left <= 0 || ch->stop)
             return rc;
         long backoff = chorus__backoff_failed(&b, chorus__mono_ms());
-        chorus__log(ch, CHORUS_LOG_NOTICE, "broker not ready (%s); trying again in %ld ms",
-                    chorus_strerror(rc), backoff < left ? backoff : (long)left);
-        sleep_ms(backoff < left ? backoff : left);
+        long wait = backoff < left ? backoff : (long)left;
+        chorus__log(ch, CHORUS_LOG_NOTICE, "%s not ready (%s); trying again in %ld ms", what,
+                    ch->last_error[0] ? ch->last_error : chorus_strerror(rc), wait);
+        sleep_ms(wait);
     }
+}
+
+static chorus_err_t broker_attempt(chorus_t *ch, bool *transient) {
+    chorus_err_t rc = chorus__conn_open(ch);
+    *transient = rc == CHORUS_ERR_CONNECT || rc == CHORUS_ERR_TIMEOUT ||
+                 rc == CHORUS_ERR_CONN_CLOSED || rc == CHORUS_ERR_CHANNEL_CLOSED;
+    return rc;
+}
+
+static chorus_err_t store_attempt(chorus_t *ch, bool *transient) {
+    ch->store.unreachable = false;
+    chorus_err_t rc = chorus__store_connect(ch);
+    *transient = ch->store.unreachable;
+    return rc;
 }
 
 /* What chorus_start() declares, from the configuration and the bindings. */
@@ -452,26 +468,6 @@ chorus_err_t chorus_topology_definitions(chorus_t *ch, const char *vhost, char *
     return *json ? CHORUS_OK : CHORUS_ERR_NOMEM;
 }
 
-/* PostgreSQL down or still starting is waited for, as the broker is,
- * within "store.start.timeout.ms"; the store's own backoff paces it. */
-static chorus_err_t store_at_start(chorus_t *ch) {
-    int64_t until = chorus__mono_ms() + chorus__conf_int(ch->conf, "store.start.timeout.ms");
-    for (;;) {
-        ch->store.unreachable = false;
-        chorus_err_t rc = chorus__store_connect(ch);
-        int64_t left = until - chorus__mono_ms();
-        if (!rc || !ch->store.unreachable || left <= 0 || ch->stop)
-            return rc;
-        int64_t wait = ch->store.retry.next_ms - chorus__mono_ms();
-        if (wait < 1)
-            wait = 1;
-        if (wait > left)
-            wait = left;
-        chorus__log(ch, CHORUS_LOG_NOTICE, "PostgreSQL not ready (%s); trying again in %lld ms",
-                    ch->last_error, (long long)wait);
-        sleep_ms(wait);
-    }
-}
 
 static chorus_err_t start(chorus_t *ch);
 
@@ -512,11 +508,14 @@ static chorus_err_t start(chorus_t *ch) {
         return rc;
     }
     /* The store first: consuming starts only once it is ready. */
-    if (ch->store.enabled && !ch->store.up && (rc = store_at_start(ch))) {
+    if (ch->store.enabled && !ch->store.up &&
+        (rc = wait_at_start(ch, "PostgreSQL", "store.start.timeout.ms", ch->store.retry,
+                            store_attempt))) {
         chorus__metrics_stop(ch);
         return rc;
     }
-    if ((rc = connect_at_start(ch))) {
+    if ((rc = wait_at_start(ch, "broker", "amqp.start.timeout.ms", ch->reconnect,
+                            broker_attempt))) {
         chorus__metrics_stop(ch);
         return rc;
     }

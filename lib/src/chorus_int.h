@@ -242,9 +242,11 @@ struct chorus_s {
     /* Deliveries whose publishes the broker refused, given back only when
      * due: a quorum queue without a leader (a node lost) refuses for a
      * while, and an immediate return would use up the delivery limit in a
-     * loop.  The delay doubles while refusals go on (pubfail). */
+     * loop.  The delay doubles while refusals go on (pubfail).  Their tags
+     * stay valid as long as the consume channel (a new basic.consume on it
+     * included); losing the channel forgets them (chorus__consumer_lost). */
     struct chorus__held_s {
-        uint64_t tag, gen;
+        uint64_t tag; /* on the consume channel; forgotten when it goes */
         int64_t due_ms;
     } *held;
     int nheld, capheld;

@@ -1059,8 +1059,8 @@ static int hold(chorus_t *ch, chorus_delivery_t *d, long ms) {
         ch->held = n;
         ch->capheld = cap;
     }
-    ch->held[ch->nheld++] = (struct chorus__held_s){
-        .tag = d->tag, .gen = d->gen, .due_ms = chorus__mono_ms() + ms};
+    ch->held[ch->nheld++] = (struct chorus__held_s){.tag = d->tag,
+                                                    .due_ms = chorus__mono_ms() + ms};
     return AMQP_STATUS_OK;
 }
 
@@ -1069,8 +1069,6 @@ void chorus__consumer_release_held(chorus_t *ch) {
     int kept = 0;
     for (int i = 0; i < ch->nheld; i++) {
         struct chorus__held_s *h = &ch->held[i];
-        if (h->gen != ch->consume_gen)
-            continue; /* that connection is gone: the broker gave it back itself */
         if (h->due_ms > now || !chorus__up(ch)) {
             ch->held[kept++] = *h;
             continue;
@@ -1105,7 +1103,7 @@ static void ack_batch(chorus_t *ch, chorus__batch_t *b) {
         chorus__backoff_reset(&ch->pubfail);
     /* a multiple ack would take held deliveries with it: one by one then */
     for (int i = 0; all_ok && i < ch->nheld; i++)
-        all_ok = ch->held[i].gen != ch->consume_gen || ch->held[i].tag > last;
+        all_ok = ch->held[i].tag > last;
     if (all_ok) {
         if (ch->link->ack(ch, last, true) != AMQP_STATUS_OK) {
             chorus__conn_lost(ch, "ack failed");
@@ -1253,7 +1251,7 @@ bool chorus__consumer_waiting(const chorus_t *ch) {
 int64_t chorus__consumer_due(const chorus_t *ch) {
     int64_t due = INT64_MAX;
     for (int i = 0; i < ch->nheld; i++)
-        if (ch->held[i].gen == ch->consume_gen && ch->held[i].due_ms < due)
+        if (ch->held[i].due_ms < due)
             due = ch->held[i].due_ms;
     for (const chorus__batch_t *b = ch->inflight; b; b = b->next)
         if (b->state == CHORUS__B_SENT && b->due_ms < due)
@@ -1262,7 +1260,7 @@ int64_t chorus__consumer_due(const chorus_t *ch) {
 }
 
 void chorus__consumer_lost(chorus_t *ch) {
-    ch->nheld = 0; /* the broker gives them back with the connection */
+    ch->nheld = 0; /* the broker gives them back with the channel */
     for (chorus__batch_t *b = ch->inflight; b; b = b->next) {
         if (chorus__batch_done(b->state))
             continue;
@@ -1353,14 +1351,6 @@ void chorus__consume_pause(chorus_t *ch) {
     ch->store.paused = true;
     if (!chorus__up(ch) || !ch->consuming)
         return;
-    /* Held deliveries stay valid on this channel after the cancel, but the
-     * next basic.consume starts a new generation: give them back now. */
-    for (int i = 0; i < ch->nheld; i++)
-        if (ch->link->nack(ch, ch->held[i].tag, true) != AMQP_STATUS_OK) {
-            chorus__conn_lost(ch, "nack failed");
-            return;
-        }
-    ch->nheld = 0;
     char tag[128];
     snprintf(tag, sizeof(tag), "%s.%ld", ch->service, (long)getpid());
     char err[256];

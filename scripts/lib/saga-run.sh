@@ -27,12 +27,18 @@ sr_psql() {
 
 sr_schema() { printf '%s%s' "$CHORUS_SCHEMA_PREFIX" "$1"; }
 
+# sr_admin_cred: USER:PASS of the first URL of CHORUS_AMQP_URL (the broker's admin).
+sr_admin_cred() {
+    local cred=${CHORUS_AMQP_URL%%[, ]*}
+    cred=${cred#amqp*://}
+    printf '%s' "${cred%%@*}"
+}
+
 # sr_mgmt METHOD PATH [FILE]: the RabbitMQ management API as the admin of CHORUS_AMQP_URL,
 # FILE the JSON body (the credentials go to curl on stdin, never on a command line).
 sr_mgmt() {
-    local url=${CHORUS_AMQP_URL%%[, ]*} cred
-    cred=${url#amqp*://}
-    cred=${cred%%@*}
+    local cred
+    cred=$(sr_admin_cred)
     curl -sSf -K - -X "$1" ${3:+-H 'content-type: application/json' --data-binary "@$3"} \
         "$CHORUS_MGMT_URL/api/$2" <<<"user = \"$cred\""
 }
@@ -54,9 +60,8 @@ sr_can_admin() {
 # sr_mgmt_delete PATH...: DELETE each, in one curl (missing objects are no error).
 sr_mgmt_delete() {
     (($#)) || return 0
-    local url=${CHORUS_AMQP_URL%%[, ]*} cred p urls=()
-    cred=${url#amqp*://}
-    cred=${cred%%@*}
+    local cred p urls=()
+    cred=$(sr_admin_cred)
     for p in "$@"; do urls+=("$CHORUS_MGMT_URL/api/$p"); done
     curl -s -K - -X DELETE "${urls[@]}" <<<"user = \"$cred\"" >/dev/null || true
 }

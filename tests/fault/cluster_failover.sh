@@ -57,9 +57,7 @@ sr_start
 # mgmt_get PATH: from the first node that answers (one may be down or frozen).
 mgmt_get() {
     local m cred
-    cred=${CHORUS_AMQP_URL%%,*}
-    cred=${cred#amqp://}
-    cred=${cred%%@*}
+    cred=$(sr_admin_cred)
     for m in "${MGMT[@]}"; do
         curl -sf -m 3 -K - "$m/api/$1" <<<"user = \"$cred\"" && return 0
     done
